@@ -1,0 +1,90 @@
+"""The sequence layer: a cell run over time under `jax.lax.scan`, and stacks of such layers.
+
+The h-independent part of every gate (x_t W_x + φ(Δt) W_Δt + b) is projected for all T steps
+at once, as one large matmul, before the scan; the scanned body does only the recurrent matmul
+h_{t-1} W_h and the elementwise gate math. Inputs and outputs are batch-major (B x T x ...),
+the scan runs time-major inside.
+
+A masked step (mask 0, e.g. padding after the end of a shorter sequence) leaves the carry
+untouched and emits the carried h, so the final carry of a padded sequence is the carry
+after its last real step.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ltf.cells import LSTM, LSTMState, Params, StepInputs
+
+
+def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
+                              state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False):
+    """Runs `cell` over T steps. Returns (final LSTMState, hs_BxTxH).
+
+    Args:
+        state: the carry to start from (zeros when None); pass a returned final state to
+            continue a sequence (stateful truncated BPTT).
+        unroll: `lax.scan` unroll factor.
+        remat: recompute each step's gates in the backward pass instead of storing them
+            (`jax.checkpoint`), trading compute for memory on long sequences.
+    """
+    batch, _, _ = xs_BxTxD.shape
+    d_hidden = params["w_h"].shape[0]
+    if state is None:
+        state = cell.initial_state(batch, d_hidden, xs_BxTxD.dtype)
+    xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
+    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
+    zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # all T at once, outside the scan
+
+    def body(carry: LSTMState, step_in):
+        z_BxG, dt_BxK, m_B = step_in
+        new_carry, h_BxH = cell.step(params, carry, StepInputs(z_BxG, dt_BxK))
+        if m_B is not None:
+            keep = m_B[:, None] > 0
+            new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+            h_BxH = new_carry.h
+        return new_carry, h_BxH
+
+    if remat:
+        body = jax.checkpoint(body)
+    masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
+    final, hs_TxBxH = jax.lax.scan(body, state, (zs_TxBxG, dts_TxBxK, masks_TxB), unroll=unroll)
+    return final, jnp.swapaxes(hs_TxBxH, 0, 1)
+
+
+def dropout(rng, x, rate: float, *, locked: bool = False):
+    """Inverted dropout. `locked` draws one mask per sequence and feature, shared by every
+    time step (variational / locked dropout, Gal & Ghahramani 2016; AWD-LSTM): x is B x T x F."""
+    if rate <= 0.0 or rng is None:
+        return x
+    shape = (x.shape[0], 1, x.shape[2]) if locked else x.shape
+    keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, dts_BxTxK,
+                              mask_BxT=None, states: Sequence[LSTMState] | None = None, *,
+                              dropout_rate: float = 0.0, locked_dropout: bool = True, rng=None,
+                              between_layers=None, unroll: int = 1, remat: bool = False):
+    """Stacked layers, dropout between them (only when `rng` is given, i.e. in training).
+
+    `between_layers(i, hs_BxTxH) -> hs_BxTxH`, when given, transforms the output of layer i
+    before dropout (the model puts attention there). Returns (list of final states, hs_BxTxH
+    of the last layer).
+    """
+    n = len(cells)
+    states = [None] * n if states is None else list(states)
+    rngs = [None] * n if rng is None else list(jax.random.split(rng, n))
+    finals, hs = [], xs_BxTxD
+    for i, (cell, params) in enumerate(zip(cells, layer_params)):
+        if i > 0:
+            hs = dropout(rngs[i], hs, dropout_rate, locked=locked_dropout)
+        final, hs = scan_layer(cell, params, hs, dts_BxTxK, mask_BxT, states[i], unroll=unroll,
+                                                      remat=remat)
+        if between_layers is not None:
+            hs = between_layers(i, hs)
+        finals.append(final)
+    return finals, hs
