@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ltf.shapes import lead
+
 Array = jax.Array
 Params = dict[str, Array]
 
@@ -45,11 +47,6 @@ class StepInputs(NamedTuple):
 
 def _split_gates(z, n):
     return jnp.split(z, n, axis=-1)
-
-
-def _lead(v, like):
-    """v_F with leading unit axes to broadcast against like_...xF (rank promotion stays strict)."""
-    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +125,7 @@ class LSTM:
         """z = x W_x + b for any leading shape: xs_...xD, dts_...xK -> z_...xG."""
         del dts
         z = xs @ params["w_x"]
-        return z + _lead(params["b"], z)
+        return z + lead(params["b"], z)
 
     # -- one step --------------------------------------------------------------------------
 
@@ -151,12 +148,12 @@ def _lstm_update(z_BxG: Array, c_prev_BxH: Array, u_f=None, u_i=None, u_o=None):
     """
     z_i, z_f, z_g, z_o = _split_gates(z_BxG, 4)
     if u_f is not None:
-        z_f = z_f + _lead(u_f, c_prev_BxH) * c_prev_BxH  # f_t = σ(W_f[h_{t-1}, x_t] + U_f ⊙ C_{t-1} + b_f)
+        z_f = z_f + lead(u_f, c_prev_BxH) * c_prev_BxH  # f_t = σ(W_f[h_{t-1}, x_t] + U_f ⊙ C_{t-1} + b_f)
     if u_i is not None:
-        z_i = z_i + _lead(u_i, c_prev_BxH) * c_prev_BxH  # i_t = σ(W_i[h_{t-1}, x_t] + U_i ⊙ C_{t-1} + b_i)
+        z_i = z_i + lead(u_i, c_prev_BxH) * c_prev_BxH  # i_t = σ(W_i[h_{t-1}, x_t] + U_i ⊙ C_{t-1} + b_i)
     c = jax.nn.sigmoid(z_f) * c_prev_BxH + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)  # C_t = f⊙C_{t-1} + i⊙g
     if u_o is not None:
-        z_o = z_o + _lead(u_o, c) * c  # o_t = σ(W_o[h_{t-1}, x_t] + U_o ⊙ C_t + b_o)
+        z_o = z_o + lead(u_o, c) * c  # o_t = σ(W_o[h_{t-1}, x_t] + U_o ⊙ C_t + b_o)
     h = jax.nn.sigmoid(z_o) * jnp.tanh(c)  # h_t = o ⊙ tanh(C_t)
     return c, h
 
@@ -248,7 +245,7 @@ class TimeAware(LSTM):
     def project(self, params: Params, xs, dts) -> Array:
         phi = TIME_TRANSFORMS[self.time_transform]
         z = xs @ params["w_x"] + phi(dts) @ params["w_dt"]
-        return z + _lead(params["b"], z)
+        return z + lead(params["b"], z)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +264,7 @@ class TLSTM(LSTM):
                         "b_d": jnp.zeros((d_hidden,))}
 
     def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        c_short = jnp.tanh(carry.c @ params["w_d"] + _lead(params["b_d"], carry.c))  # C^S_{t-1}
+        c_short = jnp.tanh(carry.c @ params["w_d"] + lead(params["b_d"], carry.c))  # C^S_{t-1}
         decay = 1.0 / jnp.log(jnp.e + inputs.dt[:, :1])  # g(Δt), B x 1
         c_adjusted = carry.c - c_short + decay * c_short  # C*_{t-1}
         z = inputs.z + carry.h @ params["w_h"]
