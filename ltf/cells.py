@@ -135,9 +135,18 @@ class LSTM:
         return {}
 
     def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        z = inputs.z + carry.h @ params["w_h"]
-        c, h = _lstm_update(z, carry.c, **self.peephole_weights(params))
+        z = inputs.z + carry.h @ params["w_h"]  # the one recurrent matmul, H x G·H
+        c, h = self.gate_update(params, z, carry.c, inputs.dt)
         return LSTMState(c, h), h
+
+    def gate_update(self, params: Params, z_BxG, c_prev_BxH, dt_BxK) -> tuple[Array, Array]:
+        """(C_t, h_t) from the full pre-activations z_t = x_t W_x + h_{t-1} W_h + b (+ φ(Δt) W_Δt).
+
+        Everything of the step but the W_h matmul: what a custom backward pass differentiates
+        per step, while it computes dW_h for all steps at once.
+        """
+        del dt_BxK
+        return _lstm_update(z_BxG, c_prev_BxH, **self.peephole_weights(params))
 
 
 def _lstm_update(z_BxG: Array, c_prev_BxH: Array, u_f=None, u_i=None, u_o=None):
@@ -175,12 +184,12 @@ class LSTMNoForget(LSTM):
                     "leave them at their defaults or choose a cell with a forget gate.")
         super().__post_init__()
 
-    def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        z = inputs.z + carry.h @ params["w_h"]
-        z_i, z_g, z_o = _split_gates(z, 3)
-        c = carry.c + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)  # C_t = C_{t-1} + i ⊙ g
+    def gate_update(self, params: Params, z_BxG, c_prev_BxH, dt_BxK):
+        del params, dt_BxK
+        z_i, z_g, z_o = _split_gates(z_BxG, 3)
+        c = c_prev_BxH + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)  # C_t = C_{t-1} + i ⊙ g
         h = jax.nn.sigmoid(z_o) * jnp.tanh(c)  # h_t = o ⊙ tanh(C_t)
-        return LSTMState(c, h), h
+        return c, h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,13 +272,11 @@ class TLSTM(LSTM):
         return {"w_d": jax.nn.initializers.orthogonal()(key, (d_hidden, d_hidden)),
                         "b_d": jnp.zeros((d_hidden,))}
 
-    def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        c_short = jnp.tanh(carry.c @ params["w_d"] + lead(params["b_d"], carry.c))  # C^S_{t-1}
-        decay = 1.0 / jnp.log(jnp.e + inputs.dt[:, :1])  # g(Δt), B x 1
-        c_adjusted = carry.c - c_short + decay * c_short  # C*_{t-1}
-        z = inputs.z + carry.h @ params["w_h"]
-        c, h = _lstm_update(z, c_adjusted)
-        return LSTMState(c, h), h
+    def gate_update(self, params: Params, z_BxG, c_prev_BxH, dt_BxK):
+        c_short = jnp.tanh(c_prev_BxH @ params["w_d"] + lead(params["b_d"], c_prev_BxH))  # C^S_{t-1}
+        decay = 1.0 / jnp.log(jnp.e + dt_BxK[:, :1])  # g(Δt), B x 1
+        c_adjusted = c_prev_BxH - c_short + decay * c_short  # C*_{t-1}
+        return _lstm_update(z_BxG, c_adjusted)
 
 
 CELLS: dict[str, type[LSTM]] = {
