@@ -1,0 +1,243 @@
+"""Models built from the cells, the scanned layers and attention.
+
+  RecurrentStack  stacked layers of one cell kind, optional attention after one layer
+  LanguageModel   tokens -> embedding -> RecurrentStack -> dropout -> logits (weights tied or not)
+  SequenceModel   values (+ observation mask) + Δt -> RecurrentStack -> per-step or per-sequence head
+
+Every model is a frozen dataclass of plain values (hashable, so it can be a static argument
+of `jax.jit`) with pure `init(key) -> params` and `apply(params, ...)`. Parameters are a plain
+dict of arrays: `jax.vmap(model.init)(keys)` gives K seeds at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from ltf import attention
+from ltf.cells import LSTM, LSTMState, make_cell
+from ltf.rnn import dropout, scan_stack
+from ltf.shapes import dense
+
+HEADS = ("per_step", "last", "attention_pool")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec:
+    """The "+attention" arm: attention of h_t over h_{i<=t} after layer `layer` (-1: last)."""
+
+    layer: int = -1
+    score: str = "additive"  # "additive" vᵀtanh(W_a[h_t, h_i] + b_a) or "dot" (scaled)
+    normaliser: str = "softmax"  # softmax | sparsemax | entmax15 | topk
+    window: int | None = None  # attend to i ∈ [t − window, t] only
+    top_k: int | None = None
+    d_attn: int | None = None  # defaults to d_hidden
+    query_chunk: int | None = None  # bound memory of additive scores: B x chunk x T x A
+
+    def apply_options(self) -> dict:
+        return dict(score=self.score, normaliser=self.normaliser, window=self.window,
+                    top_k=self.top_k, query_chunk=self.query_chunk)
+
+
+def _dense_init(key, d_in: int, d_out: int) -> dict:
+    return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentStack:
+    """`n_layers` layers of the cell `cell` (options `cell_options`, a tuple of (name, value))."""
+
+    cell: str
+    d_in: int
+    d_hidden: int
+    n_layers: int = 1
+    cell_options: tuple[tuple[str, Any], ...] = ()
+    attention: AttentionSpec | None = None
+    dropout: float = 0.0
+    locked_dropout: bool = True
+    unroll: int = 1
+    remat: bool = False
+
+    def __post_init__(self):
+        for name in ("d_in", "d_hidden", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be a positive integer.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout}: must be in [0, 1).")
+        if self.attention is not None and not -self.n_layers <= self.attention.layer < self.n_layers:
+            raise ValueError(f"attention.layer={self.attention.layer}: the model has "
+                             f"{self.n_layers} layers (use 0..{self.n_layers - 1}, or -1 for the last).")
+        self.cells  # builds and validates the cells now, not at the first apply
+
+    @property
+    def cells(self) -> tuple[LSTM, ...]:
+        cell = make_cell(self.cell, **dict(self.cell_options))
+        return (cell,) * self.n_layers
+
+    @property
+    def attention_layer(self) -> int | None:
+        return None if self.attention is None else self.attention.layer % self.n_layers
+
+    def init(self, key) -> dict:
+        keys = jax.random.split(key, self.n_layers + 1)
+        params = {
+            f"layer_{i}": cell.init(keys[i], self.d_in if i == 0 else self.d_hidden, self.d_hidden)
+            for i, cell in enumerate(self.cells)
+        }
+        if self.attention is not None:
+            params["attention"] = attention.init(keys[-1], self.d_hidden, self.attention.d_attn,
+                                                 score=self.attention.score)
+        return params
+
+    def initial_state(self, batch_size: int, dtype=jnp.float32) -> list[LSTMState]:
+        return [cell.initial_state(batch_size, self.d_hidden, dtype) for cell in self.cells]
+
+    def apply(self, params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None, *, dropout_rng=None):
+        """Returns (final states, one per layer; hs_BxTxH of the last layer)."""
+
+        def attend(i, hs_BxTxH):
+            if i != self.attention_layer:
+                return hs_BxTxH
+            return attention.apply(params["attention"], hs_BxTxH, mask_BxT,
+                                   **self.attention.apply_options())
+
+        layer_params = [params[f"layer_{i}"] for i in range(self.n_layers)]
+        return scan_stack(self.cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
+                          dropout_rate=self.dropout, locked_dropout=self.locked_dropout,
+                          rng=dropout_rng, between_layers=attend, unroll=self.unroll,
+                          remat=self.remat)
+
+
+def _stack_kwargs(options: Mapping[str, Any]) -> dict:
+    """Accepts cell_options as a mapping and stores it as a hashable tuple."""
+    options = dict(options)
+    options["cell_options"] = tuple(sorted(dict(options.get("cell_options", ())).items()))
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+    """Embedding -> stacked recurrent layers (+attention) -> dropout -> output projection.
+
+    `tie_weights` uses the embedding matrix as the output projection (Press & Wolf 2017;
+    needs d_embed == d_hidden). Dropout (rate `stack.dropout`) applies to the embeddings,
+    between layers and before the projection, only when a dropout rng is given.
+    """
+
+    vocab_size: int
+    d_embed: int
+    stack: RecurrentStack
+    tie_weights: bool = False
+
+    @classmethod
+    def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, **stack) -> "LanguageModel":
+        stack = RecurrentStack(d_in=d_embed, **_stack_kwargs(stack))
+        return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights)
+
+    def __post_init__(self):
+        if self.vocab_size < 1 or self.d_embed < 1:
+            raise ValueError(f"vocab_size={self.vocab_size}, d_embed={self.d_embed}: must be positive.")
+        if self.tie_weights and self.d_embed != self.stack.d_hidden:
+            raise ValueError(f"tie_weights=True needs d_embed == d_hidden (got {self.d_embed} and "
+                             f"{self.stack.d_hidden}); set both to the same size or untie.")
+
+    def init(self, key) -> dict:
+        k_embed, k_stack, k_out = jax.random.split(key, 3)
+        params = {
+            "embed": jax.random.normal(k_embed, (self.vocab_size, self.d_embed)) * self.d_embed ** -0.5,
+            "stack": self.stack.init(k_stack),
+        }
+        if self.tie_weights:
+            params["out"] = {"b": jnp.zeros((self.vocab_size,))}
+        else:
+            params["out"] = _dense_init(k_out, self.stack.d_hidden, self.vocab_size)
+        return params
+
+    def initial_state(self, batch_size: int) -> list[LSTMState]:
+        return self.stack.initial_state(batch_size)
+
+    def apply(self, params, tokens_BxT, dts_BxT=None, mask_BxT=None, states=None, *,
+              dropout_rng=None):
+        """Returns (logits_BxTxV, final states). Δt defaults to ones (text has no time)."""
+        rng_in, rng_stack, rng_out = (None,) * 3 if dropout_rng is None else jax.random.split(dropout_rng, 3)
+        rate, locked = self.stack.dropout, self.stack.locked_dropout
+        xs_BxTxE = dropout(rng_in, params["embed"][tokens_BxT], rate, locked=locked)
+        if dts_BxT is None:
+            dts_BxT = jnp.ones(tokens_BxT.shape, xs_BxTxE.dtype)
+        states, hs_BxTxH = self.stack.apply(params["stack"], xs_BxTxE, dts_BxT[..., None], mask_BxT,
+                                            states, dropout_rng=rng_stack)
+        hs_BxTxH = dropout(rng_out, hs_BxTxH, rate, locked=locked)
+        w_out = params["embed"].T if self.tie_weights else params["out"]["w"]
+        logits_BxTxV = dense({"w": w_out, "b": params["out"]["b"]}, hs_BxTxH)
+        return logits_BxTxV, states
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceModel:
+    """Real-valued inputs (values, observation mask, Δt) -> stacked layers -> a head.
+
+    head: "per_step" (an output at every step: forecasting, per-step classes or multi-label),
+    "last" (one output per sequence from the last valid step) or "attention_pool" (one output
+    per sequence from a softmax-weighted mean of the valid steps' h; not causal by design).
+    """
+
+    d_values: int
+    d_out: int
+    stack: RecurrentStack
+    head: str = "per_step"
+    use_obs_mask: bool = False  # concatenate the observation mask to the values
+
+    @classmethod
+    def build(cls, *, d_values: int, d_out: int, head: str = "per_step", use_obs_mask: bool = False,
+              **stack) -> "SequenceModel":
+        d_in = d_values * (2 if use_obs_mask else 1)
+        return cls(d_values=d_values, d_out=d_out, head=head, use_obs_mask=use_obs_mask,
+                   stack=RecurrentStack(d_in=d_in, **_stack_kwargs(stack)))
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r}: allowed values are {HEADS}.")
+        if self.d_values < 1 or self.d_out < 1:
+            raise ValueError(f"d_values={self.d_values}, d_out={self.d_out}: must be positive.")
+
+    def init(self, key) -> dict:
+        k_stack, k_out, k_pool = jax.random.split(key, 3)
+        params = {"stack": self.stack.init(k_stack),
+                  "out": _dense_init(k_out, self.stack.d_hidden, self.d_out)}
+        if self.head == "attention_pool":
+            params["pool"] = _dense_init(k_pool, self.stack.d_hidden, 1)
+        return params
+
+    def initial_state(self, batch_size: int) -> list[LSTMState]:
+        return self.stack.initial_state(batch_size)
+
+    def apply(self, params, values_BxTxF, dts_BxTxK=None, mask_BxT=None, obs_mask_BxTxF=None,
+              states=None, *, dropout_rng=None):
+        """Returns (outputs, final states): outputs_BxTxO for "per_step", else outputs_BxO."""
+        xs = values_BxTxF
+        if self.use_obs_mask:
+            if obs_mask_BxTxF is None:
+                raise ValueError("use_obs_mask=True: pass obs_mask_BxTxF (1 where a value was observed).")
+            xs = jnp.concatenate([values_BxTxF, obs_mask_BxTxF.astype(values_BxTxF.dtype)], axis=-1)
+        if dts_BxTxK is None:
+            dts_BxTxK = jnp.ones(xs.shape[:2] + (1,), xs.dtype)
+        rng_stack, rng_out = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
+        states, hs_BxTxH = self.stack.apply(params["stack"], xs, dts_BxTxK, mask_BxT, states,
+                                            dropout_rng=rng_stack)
+        hs_BxTxH = dropout(rng_out, hs_BxTxH, self.stack.dropout, locked=self.stack.locked_dropout)
+        if mask_BxT is None:
+            mask_BxT = jnp.ones(hs_BxTxH.shape[:2], hs_BxTxH.dtype)
+        if self.head == "per_step":
+            pooled = hs_BxTxH
+        elif self.head == "last":
+            # A masked step re-emits the carried h, so the last step holds the last valid h.
+            pooled = hs_BxTxH[:, -1]
+        else:  # attention pooling over the valid steps
+            scores_BxT = dense(params["pool"], hs_BxTxH)[..., 0]
+            scores_BxT = jnp.where(mask_BxT > 0, scores_BxT, -1e30)
+            weights_BxT = jax.nn.softmax(scores_BxT, axis=-1)
+            pooled = jnp.einsum("bt,bth->bh", weights_BxT, hs_BxTxH)
+        return dense(params["out"], pooled), states

@@ -1,0 +1,158 @@
+"""Models: causality for every variant, vmapped seeds, gradients, heads and weight tying."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from ltf.cells import CELLS
+from ltf.models import AttentionSpec, LanguageModel, SequenceModel
+
+V, E, H, B, T = 11, 6, 6, 2, 9
+
+ATTENTION = {
+    "none": None,
+    "softmax": AttentionSpec(),
+    "sparsemax_window": AttentionSpec(normaliser="sparsemax", window=3),
+    "entmax15_dot": AttentionSpec(normaliser="entmax15", score="dot"),
+    "topk_first_layer": AttentionSpec(normaliser="topk", top_k=2, layer=0),
+}
+
+
+def lm(cell="lstm", attention=None, **kw):
+    return LanguageModel.build(vocab_size=V, d_embed=E, cell=cell, d_hidden=H, n_layers=2,
+                               attention=attention, **kw)
+
+
+def tokens(seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, V, size=(B, T)), jnp.int32)
+
+
+@pytest.mark.parametrize("attention", list(ATTENTION))
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_language_model_is_causal(cell, attention):
+    """Changing the tokens after t leaves every logit up to t unchanged, and changes later ones."""
+    model = lm(cell, ATTENTION[attention])
+    params = model.init(jax.random.key(0))
+    apply = jax.jit(lambda p, x: model.apply(p, x)[0])
+    x = tokens()
+    base = apply(params, x)
+    for t in (0, 4, T - 2):
+        changed = x.at[:, t + 1:].set((x[:, t + 1:] + 1) % V)
+        out = apply(params, changed)
+        np.testing.assert_array_equal(out[:, :t + 1], base[:, :t + 1])
+        assert np.abs(np.asarray(out[:, t + 1:] - base[:, t + 1:])).max() > 0
+
+
+@pytest.mark.parametrize("attention", ["none", "softmax", "sparsemax_window"])
+@pytest.mark.parametrize("cell", ["lstm", "time_aware", "tlstm"])
+def test_sequence_model_jacobian_is_lower_triangular_in_time(cell, attention):
+    model = SequenceModel.build(d_values=3, d_out=2, cell=cell, d_hidden=H, n_layers=2,
+                                attention=ATTENTION[attention])
+    params = model.init(jax.random.key(1))
+    rng = np.random.default_rng(1)
+    values = jnp.asarray(rng.normal(size=(1, T, 3)), jnp.float32)
+    dts = jnp.asarray(rng.exponential(size=(1, T, 1)), jnp.float32)
+    jac = jax.jacrev(lambda v, d: model.apply(params, v, d)[0], argnums=(0, 1))(values, dts)
+    for j in jac:  # out_1xTxO over input_1xTxF: zero wherever the input step comes later
+        j = np.asarray(j)[0, :, :, 0]  # T x O x T x F
+        for t in range(T):
+            assert np.all(j[t, :, t + 1:] == 0.0)
+    # and the past does reach the present (Δt only reaches tlstm at init: W_Δt starts at zero)
+    assert np.abs(np.asarray(jac[0])[0, T - 1, :, 0]).max() > 0
+    if cell == "tlstm":
+        assert np.abs(np.asarray(jac[1])[0, T - 1, :, 0]).max() > 0
+
+
+def test_vmap_over_seeds_gives_independent_models():
+    model = lm("adaptive", ATTENTION["softmax"])
+    keys = jax.random.split(jax.random.key(2), 4)
+    params = jax.vmap(model.init)(keys)
+    logits, _ = jax.vmap(lambda p: model.apply(p, tokens()))(params)
+    assert logits.shape == (4, B, T, V)
+    single = model.init(keys[2])
+    np.testing.assert_allclose(logits[2], model.apply(single, tokens())[0], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(logits[0] - logits[1])).max() > 1e-3
+
+
+@pytest.mark.parametrize("attention", ["none", "softmax", "entmax15_dot"])
+def test_language_model_gradients(attention):
+    with jax.enable_x64(True):
+        model = lm("time_aware", ATTENTION[attention])
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(jax.random.key(3)))
+        x = tokens(3)[:, :5]
+
+        def loss(params):
+            logits, states = model.apply(params, x)
+            return jnp.sum(jax.nn.log_softmax(logits)[..., 0]) + sum(jnp.sum(s.c) for s in states)
+
+        check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-5)
+
+
+def test_carry_continues_across_calls():
+    model = lm("tlstm")
+    params = model.init(jax.random.key(4))
+    x = tokens(4)
+    full, _ = model.apply(params, x)
+    first, states = model.apply(params, x[:, :4])
+    second, _ = model.apply(params, x[:, 4:], states=states)
+    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_tying_uses_the_embedding():
+    model = LanguageModel.build(vocab_size=V, d_embed=H, cell="lstm", d_hidden=H, tie_weights=True)
+    params = model.init(jax.random.key(5))
+    assert "w" not in params["out"]
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, tokens())[0][:, -1]))(params)
+    # the output projection's gradient reaches embedding rows never used as inputs
+    unused = np.setdiff1d(np.arange(V), np.asarray(tokens()))
+    assert np.abs(np.asarray(grads["embed"][unused])).max() > 0
+    with pytest.raises(ValueError, match="d_embed == d_hidden"):
+        LanguageModel.build(vocab_size=V, d_embed=4, cell="lstm", d_hidden=H, tie_weights=True)
+
+
+def test_dropout_only_with_an_rng():
+    model = lm("lstm", dropout=0.5)
+    params = model.init(jax.random.key(6))
+    a, _ = model.apply(params, tokens())
+    b, _ = model.apply(params, tokens())
+    c, _ = model.apply(params, tokens(), dropout_rng=jax.random.key(0))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(np.asarray(a - c)).max() > 1e-3
+
+
+def test_sequence_heads():
+    rng = np.random.default_rng(7)
+    values = jnp.asarray(rng.normal(size=(B, T, 2)), jnp.float32)
+    obs = jnp.asarray(rng.integers(0, 2, size=(B, T, 2)), jnp.float32)
+    mask = jnp.asarray([[1.0] * T, [1.0] * 5 + [0.0] * (T - 5)])
+    per_step = SequenceModel.build(d_values=2, d_out=3, cell="time_aware", d_hidden=H, use_obs_mask=True)
+    params = per_step.init(jax.random.key(7))
+    outs, _ = per_step.apply(params, values, obs_mask_BxTxF=obs, mask_BxT=mask)
+    last = SequenceModel.build(d_values=2, d_out=3, cell="time_aware", d_hidden=H, use_obs_mask=True,
+                               head="last")
+    out_last, _ = last.apply(params, values, obs_mask_BxTxF=obs, mask_BxT=mask)
+    np.testing.assert_allclose(out_last[0], outs[0, -1], rtol=1e-6)
+    np.testing.assert_allclose(out_last[1], outs[1, 4], rtol=1e-6)  # the last valid step
+    pool = SequenceModel.build(d_values=2, d_out=3, cell="lstm", d_hidden=H, head="attention_pool")
+    pool_params = pool.init(jax.random.key(8))
+    out_pool, _ = pool.apply(pool_params, values, mask_BxT=mask)
+    changed = values.at[1, 5:].set(100.0)  # padding must not matter
+    np.testing.assert_allclose(pool.apply(pool_params, changed, mask_BxT=mask)[0][1], out_pool[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="obs_mask"):
+        per_step.apply(params, values)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"head": "mean"}, "head="),
+    ({"attention": AttentionSpec(layer=3)}, "attention.layer"),
+    ({"cell": "gru"}, "allowed values"),
+    ({"d_hidden": 0}, "d_hidden"),
+    ({"dropout": 1.0}, "dropout"),
+])
+def test_bad_model_values_are_named(kwargs, match):
+    options = dict(d_values=2, d_out=1, cell="lstm", d_hidden=H, n_layers=2)
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        SequenceModel.build(**options)
