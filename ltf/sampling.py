@@ -1,0 +1,59 @@
+"""Text from a trained language model: prime the state with a prompt, then sample token by
+token, carrying the recurrent state (one jitted step per token)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ltf import config_lib
+from ltf.checkpoint import Checkpointer
+from ltf.data import Vocab
+from ltf.models import LanguageModel
+
+
+def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int, *,
+           temperature: float = 1.0, seed: int = 0) -> str:
+    """`prompt` followed by `length` sampled tokens, decoded."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature}: must be >= 0 (0 = greedy).")
+    prompt_ids = vocab.encode(prompt)
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt: encodes to no tokens; give at least one character or word.")
+    apply = jax.jit(lambda p, x, s: model.apply(p, x, states=s))
+    logits, states = apply(params, jnp.asarray(prompt_ids)[None], model.initial_state(1))
+    key = jax.random.PRNGKey(seed)
+    out = []
+    for _ in range(length):
+        key, sub = jax.random.split(key)
+        last = logits[0, -1]
+        token = jnp.argmax(last) if temperature == 0 else jax.random.categorical(sub, last / temperature)
+        out.append(int(token))
+        logits, states = apply(params, token.reshape(1, 1).astype(jnp.int32), states)
+    return prompt + vocab.decode(out)
+
+
+def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
+                        step: int | None = None) -> str:
+    workdir = Path(workdir)
+    for name in ("config.json", "vocab.json"):
+        if not (workdir / name).exists():
+            raise FileNotFoundError(f"--workdir {workdir}: no {name}; give a run directory written by "
+                                    "scripts/train.py.")
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    vocab = Vocab.load(workdir / "vocab.json")
+    model = config_lib.build_language_model(config.model, vocab.size)
+    ckpt = Checkpointer(workdir / "checkpoints")
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint under checkpoints/ yet.")
+    from ltf.train import init_state  # the template of what was saved
+    from ltf.optim import make_optimizer
+
+    tx, _ = make_optimizer(config.opt, config.train.steps)
+    state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
+    ckpt.close()
+    return sample(model, state.params, vocab, prompt, length, temperature=temperature, seed=seed)

@@ -1,0 +1,137 @@
+"""End to end: every config's smoke run, exact resume, learning, and the errors users meet."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ltf import train
+from ltf.checkpoint import Checkpointer
+from ltf.config_lib import load_config, validate
+from ltf.writers import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LTF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ltf-cache"))
+
+
+def smoke(name="tlstm_lm.py", extra=""):
+    return load_config(str(REPO / "configs" / name) + ":smoke" + ("," + extra if extra else ""))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_runs_its_smoke_setting(name, tmp_path):
+    config = smoke(name)
+    metrics = train.train_and_evaluate(config, tmp_path)
+    assert np.isfinite(metrics["validation"]["loss"])
+    assert (tmp_path / "config.json").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["cell"] == config.model.cell
+    logged = read_metrics(tmp_path)
+    assert {"train", "validation"} <= {m["split"] for m in logged}
+    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").rglob("*"))
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == config.train.steps
+
+
+@pytest.mark.parametrize("extra", ["cell=lstm_noforget", "cell=tlstm,chrono", "attention=sparsemax,window=4",
+                                   "cell=adaptive,attention=topk"])
+def test_ablation_arms_run(extra, tmp_path):
+    config = smoke(extra=extra)
+    if "topk" in extra:
+        config.model.attention.top_k = 3
+    assert np.isfinite(train.train_and_evaluate(config, tmp_path)["validation"]["loss"])
+
+
+def _final_params(workdir, config):
+    corpus, model, tx, _ = train.build(config)
+    state, _, _ = Checkpointer(workdir / "checkpoints").restore(train.init_state(model, tx, config))
+    return state
+
+
+def test_a_stopped_and_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
+    config = smoke(extra="cell=time_aware")
+    config.model.dropout = 0.3  # the dropout rng must resume too
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.train_and_evaluate(config, straight)
+    train.train_and_evaluate(config, resumed, stop_at_step=4)
+    assert Checkpointer(resumed / "checkpoints").latest_step() == 4
+    train.train_and_evaluate(config, resumed)
+    a, b = _final_params(straight, config), _final_params(resumed, config)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    last = lambda d: [m for m in read_metrics(d) if m["step"] == config.train.steps]
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in ms]
+    assert strip(last(straight)) == strip(last(resumed))
+
+
+def test_loss_falls_on_a_learnable_stream(tmp_path):
+    text = tmp_path / "pattern.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 300)
+    config = smoke(extra="cell=lstm")
+    config.data.corpus = "text"
+    config.data.data_dir = str(text)
+    config.model.update(d_hidden=32, d_embed=16, dropout=0.0)
+    config.train.update(steps=150, eval_every=150, checkpoint_every=150, log_every=10)
+    config.opt.update(lr=1e-2, warmup_steps=5)
+    train.train_and_evaluate(config, tmp_path / "run")
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run", split="train")]
+    assert losses[-1] < 0.35 * losses[0], losses
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = smoke(extra="cell=lstm")
+    train.train_and_evaluate(config, tmp_path, stop_at_step=3)
+    real = train.token_cross_entropy
+    monkeypatch.setattr(train, "token_cross_entropy", lambda *a: (real(*a)[0] * np.nan, real(*a)[1]))
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 4.*step 3"):
+        train.train_and_evaluate(config, tmp_path)
+    state = _final_params(tmp_path, config)
+    assert int(state.step) == 3
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.cell", "gru", "model.cell.*allowed values"),
+    ("model.d_hidden", 0, "model.d_hidden"),
+    ("opt.name", "rmsprop", "opt.name"),
+    ("model.attention.normaliser", "sparse", "model.attention.normaliser"),
+])
+def test_bad_config_values_name_the_field(field, value, match):
+    config = smoke()
+    section, key = field.rsplit(".", 1)
+    config.unlock()
+    target = config
+    for part in section.split("."):
+        target = target[part]
+    target[key] = value
+    with pytest.raises(ValueError, match=match):
+        validate(config)
+
+
+def test_incompatible_cell_option_is_named():
+    config = smoke(extra="cell=lstm")
+    config.model.cell_options.adaptive = True
+    with pytest.raises(ValueError, match="cell_options.*adaptive"):
+        validate(config)
+
+
+def test_missing_data_file_says_how_to_supply_it(tmp_path):
+    config = smoke(extra="corpus=tiny_shakespeare")
+    config.data.data_dir = str(tmp_path / "nowhere" / "input.txt")
+    with pytest.raises(Exception, match="input.txt"):
+        train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_the_script_rejects_an_unknown_config_key(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/tlstm_lm.py:smoke",
+         "--config.model.hiden=3", "--workdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "hiden" in out.stderr
