@@ -72,16 +72,17 @@ def init(key, d_hidden: int, d_attn: int | None = None, *, score: str = "additiv
 
 
 def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk: int,
-                  window: int | None, score: str, normalise, with_weights: bool):
+                  window: int | None, band: bool, score: str, normalise, with_weights: bool):
     """Queries t ∈ [start, start + chunk). Returns (h̃_BxCxH, α_BxCxS or None).
 
-    Without a window the keys are all S = T steps. With one they are front-padded by w
-    (S = T + w), and query t gathers the w + 1 keys at padded indices t .. t + w.
+    Without `band` the keys are all S = T steps (a window is then a mask). With it they are
+    front-padded by w (S = T + w), and query t gathers the w + 1 keys at padded indices t .. t + w.
     """
+    front = window if band else 0
     q_BxCxA = jax.lax.dynamic_slice_in_dim(q_BxTxA, start, chunk, axis=1)
-    h_BxCxH = jax.lax.dynamic_slice_in_dim(hs_BxSxH, start + (window or 0), chunk, axis=1)
+    h_BxCxH = jax.lax.dynamic_slice_in_dim(hs_BxSxH, start + front, chunk, axis=1)
     t_C = start + jnp.arange(chunk)
-    if window is None:
+    if not band:
         pos_CxK = jnp.broadcast_to(jnp.arange(k_BxSxA.shape[1])[None, :], (chunk, k_BxSxA.shape[1]))
         keys_BxCxKxA, vals_BxKxH = k_BxSxA[:, None], hs_BxSxH  # C = 1: shared by the block
         key_valid_BxCxK = jnp.broadcast_to(valid_BxS[:, None, :], (valid_BxS.shape[0],) + pos_CxK.shape)
@@ -92,18 +93,19 @@ def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk
         vals_BxCxKxH = hs_BxSxH[:, idx_CxK]
         key_valid_BxCxK = valid_BxS[:, idx_CxK]
     diag_CxK = pos_CxK == t_C[:, None]
-    causal_CxK = (pos_CxK <= t_C[:, None]) & (pos_CxK >= 0)
+    oldest_C = t_C - window if window is not None else jnp.zeros_like(t_C)
+    causal_CxK = (pos_CxK <= t_C[:, None]) & (pos_CxK >= jnp.maximum(oldest_C, 0)[:, None])
     allowed_BxCxK = causal_CxK[None] & (key_valid_BxCxK | diag_CxK[None])
 
     if score == "additive":  # e_{t,i} = vᵀ tanh(q_t + k_i)
         e_BxCxK = jnp.einsum("bcka,a->bck", jnp.tanh(q_BxCxA[:, :, None, :] + keys_BxCxKxA), params["v"])
-    elif window is None:  # e_{t,i} = q_t·k_i / sqrt(A)
+    elif not band:  # e_{t,i} = q_t·k_i / sqrt(A)
         e_BxCxK = jnp.einsum("bca,bka->bck", q_BxCxA, k_BxSxA) / math.sqrt(q_BxCxA.shape[-1])
     else:
         e_BxCxK = jnp.einsum("bca,bcka->bck", q_BxCxA, keys_BxCxKxA) / math.sqrt(q_BxCxA.shape[-1])
 
     alpha_BxCxK = normalise(e_BxCxK, allowed_BxCxK)
-    if window is None:  # c_t = Σ_i α_{t,i} h_i
+    if not band:  # c_t = Σ_i α_{t,i} h_i
         c_BxCxH = jnp.einsum("bck,bkh->bch", alpha_BxCxK, vals_BxKxH)
     else:
         c_BxCxH = jnp.einsum("bck,bckh->bch", alpha_BxCxK, vals_BxCxKxH)
@@ -114,7 +116,7 @@ def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk
 
     if not with_weights:
         return h_tilde_BxCxH, None
-    if window is not None:  # scatter the band back into rows over all S padded steps
+    if band:  # scatter the band back into rows over all S padded steps
         idx_BxCxK = jnp.broadcast_to((pos_CxK + window)[None], alpha_BxCxK.shape)
         alpha_BxCxK = jnp.put_along_axis(jnp.zeros(alpha_BxCxK.shape[:2] + (hs_BxSxH.shape[1],), alpha_BxCxK.dtype),
                                          idx_BxCxK, alpha_BxCxK, axis=-1, inplace=False)[:, :, window:]
@@ -164,13 +166,16 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
     if score == "additive":
         q_BxTxA = q_BxTxA + lead(params["b_a"], q_BxTxA)
     k_BxTxA = hs_BxTxH @ params["w_k"]
-    front = window or 0  # keys (and values) before step 0, always masked
+    # The band saves memory where scores are B x T x keys x A (additive); dot-product scores
+    # are one matmul over all keys, cheaper than gathering a band, so a window is a mask there.
+    band = window is not None and score == "additive"
+    front = window if band else 0  # keys (and values) before step 0, always masked
     pad3 = lambda x: jnp.pad(x, ((0, 0), (front, padded - steps), (0, 0)))
     q_BxTxA = jnp.pad(q_BxTxA, ((0, 0), (0, padded - steps), (0, 0)))
     k_BxSxA, hs_BxSxH = pad3(k_BxTxA), pad3(hs_BxTxH)
     valid_BxS = jnp.pad(valid_BxT, ((0, 0), (front, padded - steps)))
 
-    block = functools.partial(_attend_block, chunk=chunk, window=window, score=score,
+    block = functools.partial(_attend_block, chunk=chunk, window=window, band=band, score=score,
                               normalise=normalise, with_weights=return_weights)
     args = (q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS)
     if n_blocks == 1:
