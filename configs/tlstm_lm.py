@@ -73,3 +73,45 @@ def get_config(arg=None):
         c.train.update(steps=6, log_every=2, eval_every=3, checkpoint_every=3, eval_max_batches=2)
         c.opt.warmup_steps = 1
     return c
+
+
+# -- the ablation sweep (scripts/sweep.py) --------------------------------------------------
+
+# Arm -> overrides. Every arm sets the cell, so that get_config's default never decides an arm.
+# The attention arm: the config's additive scores, softmax, over the last 64 steps (half the BPTT
+# length): the state carries the longer context, and the band halves the B x T x K x A scores
+# (K = 65 keys, not 128). Under `smoke` (seq_len 16) the window covers every step.
+ARMS = {
+    "lstm": {"model.cell": "lstm"},
+    "lstm_noforget": {"model.cell": "lstm_noforget"},
+    "adaptive": {"model.cell": "adaptive"},
+    "time_aware": {"model.cell": "time_aware"},
+    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
+                             "model.attention.window": 64},
+    "tlstm": {"model.cell": "tlstm"},
+}
+
+
+def get_sweep(arg=None):
+    """The ablation: every arm of ARMS x seeds 0..N-1, seed-major (all arms of seed 0 come first).
+
+    Choices: arms=a+b (names in ARMS; default all six), seeds=N (default 3); every other choice
+    (smoke, chrono, corpus=...) goes to get_config for every run. Run names and workdirs come
+    from the overrides: W/cell=lstm,seed=0, W/smoke,cell=tlstm,seed=1, ...
+
+      python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
+      python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s
+    """
+    from ltf.sweep import sweep_arg
+
+    choices, config_arg = sweep_arg(arg, arms="+".join(ARMS), seeds=3)
+    arms = choices.arms.split("+")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"sweep arms {unknown}: not arms of this sweep; its arms are {list(ARMS)}.")
+    fixed = [c for c in config_arg.split(",") if c.partition("=")[0] in ("cell", "attention", "window")]
+    if fixed:
+        raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
+    get_config(config_arg)  # an unknown choice fails now, naming it
+    extra = {"config_arg": config_arg} if config_arg else {}
+    return [{**extra, **ARMS[arm], "seed": seed} for seed in range(choices.seeds) for arm in arms]

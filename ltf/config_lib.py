@@ -134,17 +134,22 @@ def validate(config) -> None:
                  f"{spec.layer}: the model has {m.n_layers} layers (0..{m.n_layers - 1}, or -1 for the last).")
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """'configs/tlstm_lm.py:cell=lstm,smoke' -> the locked ConfigDict, as `--config` gives it."""
+def load_module(path: str):
+    """The config file at `path` as a module (for its get_config and get_sweep)."""
     import importlib.util
     from pathlib import Path
 
-    path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         raise FileNotFoundError(f"config file {path!r} does not exist (expected e.g. configs/tlstm_lm.py).")
     module_spec = importlib.util.spec_from_file_location(f"ltf_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """'configs/tlstm_lm.py:cell=lstm,smoke' -> the locked ConfigDict, as `--config` gives it."""
+    path, _, arg = spec.partition(":")
+    config = load_module(path).get_config(arg or None)
     config.lock()
     return config

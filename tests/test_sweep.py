@@ -1,0 +1,181 @@
+"""Sweeps: expansion, names, shards, overrides; end to end on a smoke sweep (parallel runs, skip,
+resume, report); a failing run reported while the others finish."""
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ltf import report, sweep, train
+from ltf.writers import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "tlstm_lm.py"
+SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._,=+-")
+
+
+@pytest.fixture(autouse=True)
+def _caches(tmp_path_factory, monkeypatch):
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("LTF_CACHE_DIR", str(base / "ltf-cache"))
+    # The runs are processes: a compilation cache lets seed 1 reuse what seed 0 compiled.
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(base / "jax-cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def run_cli(*args, timeout=240):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_the_ablation_expands_into_uniquely_named_runs_seed_major():
+    runs = sweep.load_sweep(str(CONFIG)).runs
+    assert len(runs) == 6 * 3
+    assert [r.name for r in runs[:6]] == [
+        "cell=lstm,seed=0", "cell=lstm_noforget,seed=0", "cell=adaptive,seed=0", "cell=time_aware,seed=0",
+        "cell=time_aware,normaliser=softmax,window=64,seed=0", "cell=tlstm,seed=0"]
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    assert names == [r.name for r in sweep.load_sweep(str(CONFIG)).runs]  # deterministic
+    assert {r.arm for r in runs} == {n.removesuffix(",seed=0") for n in names[:6]}
+    assert {r.seed for r in runs} == {0, 1, 2}
+
+
+def test_sweep_choices_pick_arms_and_seeds_and_pass_the_rest_to_get_config():
+    runs = sweep.load_sweep(f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke").runs
+    assert [r.name for r in runs] == ["smoke,cell=lstm,seed=0", "smoke,cell=tlstm,seed=0",
+                                      "smoke,cell=lstm,seed=1", "smoke,cell=tlstm,seed=1"]
+    assert all(r.config_arg == "smoke" and r.steps == 6 for r in runs)
+    with pytest.raises(ValueError, match="gru"):
+        sweep.load_sweep(f"{CONFIG}:arms=lstm+gru")
+    with pytest.raises(ValueError, match="nonsense"):
+        sweep.load_sweep(f"{CONFIG}:nonsense")
+    with pytest.raises(ValueError, match="arms="):
+        sweep.load_sweep(f"{CONFIG}:cell=lstm")
+
+
+def test_names_are_short_safe_and_tell_apart_keys_that_end_alike():
+    assert sweep.run_name({"model.cell": "lstm", "seed": 1}) == "cell=lstm,seed=1"
+    assert sweep.run_name({"model.window": 4, "data.window": None}) == "model.window=4,data.window=none"
+    assert sweep.run_name({"config_arg": "smoke,chrono", "opt.lr": 1e-3}) == "smoke,chrono,lr=0.001"
+    odd = sweep.run_name({"data.data_dir": "../x y/ü*?", "model.remat": True})
+    assert set(odd) <= SAFE and odd == "data_dir=.._x_y____,remat=true"
+    long = sweep.run_name({f"model.field_{i}": "v" * 20 for i in range(8)})
+    assert len(long) == sweep.MAX_NAME and set(long) <= SAFE
+    assert long != sweep.run_name({f"model.field_{i}": "v" * 20 for i in range(9)})
+    assert sweep.run_name({}) == "default" and sweep.run_name({"x": ".hidden"})[0] not in ".-"
+    with pytest.raises(ValueError, match="both give the run name 'cell=lstm'"):
+        sweep.expand(str(CONFIG), [{"model.cell": "lstm"}, {"model.cell": "lstm"}])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 18, 25])
+def test_shards_partition_the_runs(count):
+    runs = sweep.load_sweep(str(CONFIG)).runs
+    shards = [sweep.shard(runs, i, count) for i in range(count)]
+    names = [r.name for s in shards for r in s]
+    assert sorted(names) == sorted(r.name for r in runs) and len(names) == len(set(names))
+    assert [r.name for r in shards[0]] == [r.name for r in runs[::count]]
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shards_are_refused(text):
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        sweep.parse_shard(text)
+
+
+def test_overrides_reach_the_config_and_the_command():
+    run = next(r for r in sweep.load_sweep(str(CONFIG)).runs if "softmax" in r.name and r.seed == 2)
+    config = run.load_config()
+    assert config.model.cell == "time_aware" and config.seed == 2
+    assert (config.model.attention.normaliser, config.model.attention.window) == ("softmax", 64)
+    command = sweep.train_command(run, Path("/w/x"))
+    assert "--config.model.attention.window=64" in command and "--config.seed=2" in command
+    assert f"--config={CONFIG}" in command and "--workdir=/w/x" in command
+    with pytest.raises(ValueError, match="'model.cel'.*no field 'cel'.*'cell'"):
+        sweep.expand(str(CONFIG), [{"model.cel": "lstm"}])
+    with pytest.raises(ValueError, match="model.d_hidden='wide'"):
+        sweep.expand(str(CONFIG), [{"model.d_hidden": "wide"}])
+
+
+def _final(run_dir, split, key="bpc"):
+    steps = json.loads((run_dir / "config.json").read_text())["train"]["steps"]
+    return next(r[key] for r in read_metrics(run_dir, split=split) if r["step"] == steps)
+
+
+def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones_and_reports(tmp_path):
+    spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke", tmp_path / "sweep"
+    runs = sweep.load_sweep(spec).runs
+    stopped = runs[3]  # stopped early, as by a preemption, before the sweep starts
+    train.train_and_evaluate(stopped.load_config(), workdir / stopped.name, stop_at_step=3)
+    lines = []
+    sweep.run_sweep(sweep.load_sweep(spec), workdir, dry_run=True, out=lines.append)
+    assert f"at step 3  {stopped.name}" in "\n".join(lines) and f"to do  {runs[0].name}" in "\n".join(lines)
+    assert not (workdir / runs[0].name).exists()
+
+    first = run_cli("--config", spec, "--workdir", workdir, "--jobs", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 running" in first.stdout and "4 done, 0 running, 0 failed, 0 to do" in first.stdout
+    assert "Resumed from" in (workdir / stopped.name / "log.txt").read_text()
+    for run in runs:
+        assert (workdir / run.name / "DONE").exists()
+        written = json.loads((workdir / run.name / "config.json").read_text())
+        assert written == json.loads(json.dumps(run.load_config().to_dict()))  # the overrides arrived
+
+    logs = {r.name: (workdir / r.name / "log.txt").read_text() for r in runs}
+    second = run_cli("--config", spec, "--workdir", workdir, "--jobs", "2", "--report")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "4 finished, 0 to do" in second.stdout and "started" not in second.stdout
+    assert logs == {r.name: (workdir / r.name / "log.txt").read_text() for r in runs}
+
+    rows = list(csv.DictReader(open(workdir / "results.csv")))
+    assert [row["arm"] for row in rows] == ["smoke,cell=lstm", "smoke,cell=tlstm"]
+    md = (workdir / "results.md").read_text()
+    for row in rows:
+        assert row["n"] == "2" and row["seeds"] == "0 1"
+        dirs = [workdir / r.name for r in runs if r.arm == row["arm"]]
+        for split in ("validation", "test"):
+            values = [_final(d, split) for d in dirs]
+            mean, std = np.mean(values), np.std(values, ddof=1)
+            assert float(row[f"{split}_bpc_mean"]) == pytest.approx(mean, rel=1e-12)
+            assert float(row[f"{split}_bpc_std"]) == pytest.approx(std, rel=1e-9)
+            assert f"{mean:.4f} ± {std:.4f}" in md
+        assert float(row["wall_s_mean"]) > 0
+    assert md.count("| `smoke,cell=") == 2
+    for png in ("learning_curves.png", "final_bpc.png"):
+        assert (workdir / png).stat().st_size > 1000
+    text = {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
+    report.write_report(workdir)  # from a notebook: the runs come from W/sweep.json
+    assert text == {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
+
+
+def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
+    config = tmp_path / "failing.py"
+    config.write_text(textwrap.dedent(f"""
+        import importlib.util
+        _spec = importlib.util.spec_from_file_location("tlstm_lm", {str(CONFIG)!r})
+        _base = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(_base)
+        get_config = _base.get_config
+
+        def get_sweep(arg):
+            return [{{"config_arg": "smoke", "opt.name": "rmsprop"}},  # fails validation
+                    {{"config_arg": "smoke", "model.cell": "lstm"}}]
+    """))
+    workdir = tmp_path / "sweep"
+    result = run_cli("--config", config, "--workdir", workdir, "--jobs", "2", "--report")
+    assert result.returncode != 0
+    log = workdir / "smoke,name=rmsprop" / "log.txt"
+    assert "FAILED smoke,name=rmsprop (exit 1): ValueError: config.opt.name" in result.stdout
+    assert f"log: {log}" in result.stdout and f"FAILED smoke,name=rmsprop: see {log}" in result.stdout
+    assert "1 done, 0 running, 1 failed, 0 to do" in result.stdout
+    assert (workdir / "smoke,cell=lstm" / "DONE").exists()
+    assert not (workdir / "smoke,name=rmsprop" / "DONE").exists()
+    rows = {row["arm"]: row for row in csv.DictReader(open(workdir / "results.csv"))}
+    assert rows["smoke,cell=lstm"]["n"] == "1" and rows["smoke,cell=lstm"]["validation_bpc_std"] == ""
+    assert rows["smoke,name=rmsprop"]["n"] == "0"
+    assert "Left out (not finished): `smoke,name=rmsprop`" in (workdir / "results.md").read_text()
