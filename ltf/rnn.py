@@ -8,6 +8,9 @@ the scan runs time-major inside.
 A masked step (mask 0, e.g. padding after the end of a shorter sequence) leaves the carry
 untouched and emits the carried h, so the final carry of a padded sequence is the carry
 after its last real step.
+
+The backward pass is `backward="custom"` (default; `ltf.fast_rnn`: the reverse scan carries only
+(dh, dc) and dW_h is one large matmul after it) or "autodiff" (`jax.grad` of the plain scan).
 """
 
 from __future__ import annotations
@@ -17,26 +20,43 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from ltf import fast_rnn
 from ltf.cells import LSTM, LSTMState, Params, StepInputs
+
+BACKWARDS = ("custom", "autodiff")
 
 
 def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
-                              state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False):
+                              state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False,
+                              backward: str = "custom"):
     """Runs `cell` over T steps. Returns (final LSTMState, hs_BxTxH).
 
     Args:
         state: the carry to start from (zeros when None); pass a returned final state to
             continue a sequence (stateful truncated BPTT).
         unroll: `lax.scan` unroll factor.
-        remat: recompute each step's gates in the backward pass instead of storing them
-            (`jax.checkpoint`), trading compute for memory on long sequences.
+        remat: trade compute for memory on long sequences. With backward="autodiff": recompute
+            each step's gates in the backward pass instead of storing them (`jax.checkpoint` of the
+            step). With backward="custom", which stores z_t, C_{t-1}, h_t per step without remat:
+            store only C_{t-1}, h_t and recompute z_t in the backward pass by two large matmuls
+            over all steps (see `ltf.fast_rnn`).
+        backward: "custom" (`ltf.fast_rnn.recurrence`) or "autodiff" (`jax.grad` of the scan);
+            the same values and gradients, the custom one faster on CPU.
     """
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward={backward!r}: allowed values are {BACKWARDS}.")
     batch, _, _ = xs_BxTxD.shape
     d_hidden = params["w_h"].shape[0]
     if state is None:
         state = cell.initial_state(batch, d_hidden, xs_BxTxD.dtype)
     xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
     dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
+    masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
+    if backward == "custom":
+        final, hs_TxBxH = fast_rnn.layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state,
+                                         unroll=unroll, remat=remat)
+        return final, jnp.swapaxes(hs_TxBxH, 0, 1)
+
     zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # all T at once, outside the scan
 
     def body(carry: LSTMState, step_in):
@@ -50,7 +70,6 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
 
     if remat:
         body = jax.checkpoint(body)
-    masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
     final, hs_TxBxH = jax.lax.scan(body, state, (zs_TxBxG, dts_TxBxK, masks_TxB), unroll=unroll)
     return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
@@ -68,12 +87,13 @@ def dropout(rng, x, rate: float, *, locked: bool = False):
 def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, dts_BxTxK,
                               mask_BxT=None, states: Sequence[LSTMState] | None = None, *,
                               dropout_rate: float = 0.0, locked_dropout: bool = True, rng=None,
-                              between_layers=None, unroll: int = 1, remat: bool = False):
+                              between_layers=None, unroll: int = 1, remat: bool = False,
+                              backward: str = "custom"):
     """Stacked layers, dropout between them (only when `rng` is given, i.e. in training).
 
     `between_layers(i, hs_BxTxH) -> hs_BxTxH`, when given, transforms the output of layer i
-    before dropout (the model puts attention there). Returns (list of final states, hs_BxTxH
-    of the last layer).
+    before dropout (the model puts attention there). `backward` as in `scan_layer`. Returns
+    (list of final states, hs_BxTxH of the last layer).
     """
     n = len(cells)
     states = [None] * n if states is None else list(states)
@@ -83,7 +103,7 @@ def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, 
         if i > 0:
             hs = dropout(rngs[i], hs, dropout_rate, locked=locked_dropout)
         final, hs = scan_layer(cell, params, hs, dts_BxTxK, mask_BxT, states[i], unroll=unroll,
-                                                      remat=remat)
+                                                      remat=remat, backward=backward)
         if between_layers is not None:
             hs = between_layers(i, hs)
         finals.append(final)

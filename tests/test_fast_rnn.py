@@ -1,0 +1,148 @@
+"""The custom backward pass of `ltf.fast_rnn` against `jax.grad` of the plain scan ("autodiff")."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from ltf import fast_rnn
+from ltf.cells import CELLS, LSTMState, make_cell
+from ltf.rnn import scan_layer
+
+B, T, D, H = 3, 7, 5, 4
+
+CASES = [(name, {}) for name in CELLS] + [
+        ("adaptive", {"peepholes": True}),
+        ("time_aware", {"adaptive": True}),
+        ("time_aware", {"adaptive": True, "peepholes": True}),
+]
+CASE_IDS = [name + "".join(f"-{k}" for k in options) for name, options in CASES]
+# float64 on every case (to 1e-10), float32 (to 1e-5) on the cells that differ most
+DTYPE_CASES = [pytest.param(name, options, jnp.float64, id=f"{case_id}-f64")
+               for (name, options), case_id in zip(CASES, CASE_IDS)] + [
+        pytest.param(name, options, jnp.float32, id=f"{case_id}-f32")
+        for (name, options), case_id in zip(CASES, CASE_IDS)
+        if case_id in ("lstm", "tlstm", "time_aware-adaptive-peepholes")]
+TOLERANCES = {jnp.float64: 1e-10, jnp.float32: 1e-5}
+
+
+def setup(name, options, dtype, seed=0):
+    """Params with every parameter off its initial value (peepholes start at zero), inputs,
+    a non-zero initial state, and a mask with padding at the end and a masked middle step."""
+    cell = make_cell(name, **options)
+    key = jax.random.key(seed)
+    params = cell.init(key, D, H)
+    params = {k: (v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)).astype(dtype)
+              for i, (k, v) in enumerate(sorted(params.items()))}
+    rng = np.random.default_rng(seed)
+    xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
+    dts = jnp.asarray(rng.exponential(1.0, size=(B, T, 1)), dtype)
+    state = LSTMState(c=jnp.asarray(rng.normal(size=(B, H)), dtype),
+                      h=jnp.asarray(0.5 * rng.normal(size=(B, H)), dtype))
+    mask = np.ones((B, T), np.float32)
+    mask[1, 4:] = 0.0  # padding after a shorter sequence
+    mask[2, 2] = 0.0  # a masked step in the middle
+    return cell, params, xs, dts, state, jnp.asarray(mask)
+
+
+def loss_fn(cell, mask, backward, **options):
+    def loss(params, xs, dts, state):
+        final, hs = scan_layer(cell, params, xs, dts, mask, state, backward=backward, **options)
+        weights = jnp.linspace(-1.0, 1.0, H, dtype=hs.dtype)
+        return (jnp.sum(jnp.sin(hs) * weights[None, None]) + jnp.sum(final.c ** 2)
+                + jnp.sum(weights[None] * final.h))
+    return loss
+
+
+def assert_trees_close(actual, expected, rtol):
+    """Per leaf, relative to the leaf's largest magnitude."""
+    for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected)):
+        scale = max(float(jnp.max(jnp.abs(e))), 1e-6)
+        np.testing.assert_allclose(a / scale, e / scale, rtol=0, atol=rtol,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("name,options,dtype", DTYPE_CASES)
+def test_custom_values_and_gradients_equal_autodiff(name, options, dtype):
+    """With masks (padding, a masked middle step) and without; one compilation for all four."""
+    with jax.enable_x64(dtype == jnp.float64):
+        cell, params, xs, dts, state, mask = setup(name, options, dtype)
+
+        def all_four(*args):
+            grad = lambda masked, backward: jax.value_and_grad(  # noqa: E731
+                    loss_fn(cell, mask if masked else None, backward), argnums=(0, 1, 2, 3))
+            return {(masked, backward): grad(masked, backward)(*args)
+                    for masked in (True, False) for backward in ("custom", "autodiff")}
+
+        results = jax.jit(all_four)(params, xs, dts, state)
+        for masked in (True, False):
+            value, grads = results[masked, "custom"]
+            value_ref, grads_ref = results[masked, "autodiff"]
+            np.testing.assert_allclose(value, value_ref, rtol=TOLERANCES[dtype])
+            assert_trees_close(grads, grads_ref, TOLERANCES[dtype])
+            # every parameter the recurrence reads gets a gradient (the inputs change all of them)
+            for k, g in grads[0].items():
+                assert float(jnp.max(jnp.abs(g))) > 0, k
+
+
+@pytest.mark.parametrize("name,options", [("tlstm", {}), ("adaptive", {"peepholes": True})])
+def test_check_grads_of_the_custom_path(name, options):
+    with jax.enable_x64(True):
+        cell, params, xs, dts, state, mask = setup(name, options, jnp.float64, seed=1)
+        check_grads(loss_fn(cell, mask, "custom"), (params, xs, dts, state), order=1, modes=["rev"])
+
+
+def test_vmap_over_seeds_of_grad_equals_per_seed_grads():
+    cell, params, xs, dts, state, mask = setup("tlstm", {}, jnp.float32)
+    seeds = [jax.tree.map(lambda v, i=i: v * (1.0 + 0.1 * i), params) for i in range(3)]
+    stacked = jax.tree.map(lambda *vs: jnp.stack(vs), *seeds)
+    grad = jax.jit(jax.grad(loss_fn(cell, mask, "custom")))
+    grads = jax.jit(jax.vmap(grad, in_axes=(0, None, None, None)))(stacked, xs, dts, state)
+    for i, seed in enumerate(seeds):
+        assert_trees_close(jax.tree.map(lambda g: g[i], grads), grad(seed, xs, dts, state), 1e-5)
+
+
+@pytest.mark.parametrize("option", [{"remat": True}, {"unroll": 3}])
+def test_remat_and_unroll_keep_the_gradients(option):
+    """remat recomputes z_t = x_t W_x + φ(Δt) W_Δt + b + h_{t-1} W_h for all steps at once."""
+    with jax.enable_x64(True):
+        cell, params, xs, dts, state, mask = setup("time_aware", {"adaptive": True, "peepholes": True},
+                                                   jnp.float64, seed=2)
+
+        def both(*args):
+            return [jax.value_and_grad(loss_fn(cell, mask, backward, **options),
+                                       argnums=(0, 1, 2, 3))(*args)
+                    for backward, options in (("custom", option), ("autodiff", {}))]
+
+        (value, grads), (value_ref, grads_ref) = jax.jit(both)(params, xs, dts, state)
+        np.testing.assert_allclose(value, value_ref, rtol=1e-10)
+        assert_trees_close(grads, grads_ref, 1e-10)
+
+
+def test_recurrence_takes_time_major_projections_and_integer_masks():
+    cell, params, xs, dts, state, mask = setup("lstm", {}, jnp.float32, seed=3)
+    xs_TxBxD, dts_TxBxK = jnp.swapaxes(xs, 0, 1), jnp.swapaxes(dts, 0, 1)
+    masks_TxB = jnp.swapaxes(mask, 0, 1).astype(jnp.int32)
+
+    def loss(params, zs, dts):
+        final, hs = fast_rnn.recurrence(cell, params, zs, dts, masks_TxB, state)
+        return jnp.sum(hs ** 2) + jnp.sum(final.c)
+
+    zs = cell.project(params, xs_TxBxD, dts_TxBxK)
+    d_params, d_zs, d_dts = jax.grad(loss, argnums=(0, 1, 2))(params, zs, dts_TxBxK)
+    # w_x and b enter only the projection: their gradient flows through dzs, not from here
+    assert not jnp.any(d_params["w_x"]) and not jnp.any(d_params["b"])
+    assert not jnp.any(d_dts)  # the plain LSTM does not read Δt
+    assert not jnp.any(d_zs[4:, 1]) and not jnp.any(d_zs[2, 2])  # masked steps read nothing
+    assert jnp.all(jnp.any(d_zs[:4, 1] != 0, axis=-1))
+    final, hs = fast_rnn.recurrence(cell, params, zs, dts_TxBxK, masks_TxB, state)
+    final_ref, hs_ref = scan_layer(cell, params, xs, dts, mask, state, backward="autodiff")
+    np.testing.assert_allclose(jnp.swapaxes(hs, 0, 1), hs_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(final.c, final_ref.c, rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_backward_is_an_error():
+    cell, params, xs, dts, state, mask = setup("lstm", {}, jnp.float32)
+    with pytest.raises(ValueError, match="backward='manual'"):
+        scan_layer(cell, params, xs, dts, backward="manual")
