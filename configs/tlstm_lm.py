@@ -47,6 +47,7 @@ def get_config(arg=None):
         tie_weights=False,
         unroll=1,
         remat=False,
+        backward="custom",  # custom VJP (dW_h as one matmul after the reverse scan) or "autodiff"
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
     ))

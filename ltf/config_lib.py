@@ -15,6 +15,7 @@ import ml_collections
 from ltf import attention
 from ltf.cells import CELLS, make_cell
 from ltf.models import AttentionSpec, LanguageModel, SequenceModel
+from ltf.rnn import BACKWARDS
 
 # Cell options the config exposes; None means "the cell's default" (and is never passed on).
 CELL_OPTION_TYPES = {
@@ -85,7 +86,7 @@ def _stack_options(model_cfg) -> dict:
     return dict(cell=model_cfg.cell, d_hidden=model_cfg.d_hidden, n_layers=model_cfg.n_layers,
                 cell_options=_cell_options(model_cfg), attention=_attention_spec(model_cfg),
                 dropout=model_cfg.dropout, locked_dropout=model_cfg.locked_dropout,
-                unroll=model_cfg.unroll, remat=model_cfg.remat)
+                unroll=model_cfg.unroll, remat=model_cfg.remat, backward=model_cfg.get("backward", "custom"))
 
 
 def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
@@ -118,6 +119,7 @@ def validate(config) -> None:
     _require(o.name in OPTIMIZERS, "opt.name", f"{o.name!r}; allowed values are {OPTIMIZERS}.")
     _require(o.schedule in SCHEDULES, "opt.schedule", f"{o.schedule!r}; allowed values are {SCHEDULES}.")
     _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")
+    _require(m.backward in BACKWARDS, "model.backward", f"{m.backward!r}; allowed values are {BACKWARDS}.")
     try:
         make_cell(m.cell, **_cell_options(m))
     except ValueError as e:

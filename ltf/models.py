@@ -60,6 +60,7 @@ class RecurrentStack:
     locked_dropout: bool = True
     unroll: int = 1
     remat: bool = False
+    backward: str = "custom"  # "custom" (ltf.fast_rnn: dW_h as one matmul) or "autodiff"
 
     def __post_init__(self):
         for name in ("d_in", "d_hidden", "n_layers"):
@@ -108,7 +109,7 @@ class RecurrentStack:
         return scan_stack(self.cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
                           dropout_rate=self.dropout, locked_dropout=self.locked_dropout,
                           rng=dropout_rng, between_layers=attend, unroll=self.unroll,
-                          remat=self.remat)
+                          remat=self.remat, backward=self.backward)
 
 
 def _stack_kwargs(options: Mapping[str, Any]) -> dict:
