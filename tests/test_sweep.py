@@ -153,6 +153,7 @@ def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones
     assert text == {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     config = tmp_path / "failing.py"
     config.write_text(textwrap.dedent(f"""

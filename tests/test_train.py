@@ -40,6 +40,7 @@ def test_every_config_runs_its_smoke_setting(name, tmp_path):
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == config.train.steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", ["cell=lstm_noforget", "cell=tlstm,chrono", "attention=sparsemax,window=4",
                                    "cell=adaptive,attention=topk"])
 def test_ablation_arms_run(extra, tmp_path):
