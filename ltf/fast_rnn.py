@@ -77,8 +77,12 @@ def _keep(m_B, new, old):
     return jnp.where(m_B[:, None] > 0, new, old)
 
 
-def _forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit):
-    """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1})."""
+def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False):
+    """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}).
+
+    Also the whole of the autodiff path of `ltf.rnn` (differentiated by `jax.grad`, with
+    `remat` checkpointing each step there).
+    """
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B = step_in
         z_BxG = z_BxG + carry.h @ params["w_h"]  # the one recurrent matmul, H x G
@@ -87,6 +91,8 @@ def _forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, em
             c_BxH, h_BxH = _keep(m_B, c_BxH, carry.c), _keep(m_B, h_BxH, carry.h)
         return LSTMState(c_BxH, h_BxH), emit(h_BxH, z_BxG, carry.c)
 
+    if remat:
+        body = jax.checkpoint(body)
     return jax.lax.scan(body, state0, (zs_TxBxG, dts_TxBxK, masks_TxB), unroll=unroll)
 
 
@@ -144,12 +150,12 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0):
-    return _forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
+    return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
                     emit=lambda h, z, c_prev: h)
 
 
 def _recurrence_fwd(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0):
-    final, (hs_TxBxH, zfull_TxBxG, c_prev_TxBxH) = _forward(
+    final, (hs_TxBxH, zfull_TxBxG, c_prev_TxBxH) = forward(
             cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda *out: out)
     residuals = (params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, state0.h)
     return (final, hs_TxBxH), residuals
@@ -172,13 +178,13 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    return _forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
+    return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
                     emit=lambda h, z, c_prev: h)
 
 
 def _remat_layer_fwd(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    final, (hs_TxBxH, c_prev_TxBxH) = _forward(
+    final, (hs_TxBxH, c_prev_TxBxH) = forward(
             cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
             emit=lambda h, z, c_prev: (h, c_prev))
     residuals = (params, xs_TxBxD, dts_TxBxK, masks_TxB, c_prev_TxBxH, hs_TxBxH, state0.h)

@@ -21,14 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from ltf import fast_rnn
-from ltf.cells import LSTM, LSTMState, Params, StepInputs
+from ltf.cells import LSTM, LSTMState, Params
 
 BACKWARDS = ("custom", "autodiff")
 
 
 def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
-                              state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False,
-                              backward: str = "custom"):
+               state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False,
+               backward: str = "custom"):
     """Runs `cell` over T steps. Returns (final LSTMState, hs_BxTxH).
 
     Args:
@@ -58,19 +58,8 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
         return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
     zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # all T at once, outside the scan
-
-    def body(carry: LSTMState, step_in):
-        z_BxG, dt_BxK, m_B = step_in
-        new_carry, h_BxH = cell.step(params, carry, StepInputs(z_BxG, dt_BxK))
-        if m_B is not None:
-            keep = m_B[:, None] > 0
-            new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
-            h_BxH = new_carry.h
-        return new_carry, h_BxH
-
-    if remat:
-        body = jax.checkpoint(body)
-    final, hs_TxBxH = jax.lax.scan(body, state, (zs_TxBxG, dts_TxBxK, masks_TxB), unroll=unroll)
+    final, hs_TxBxH = fast_rnn.forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
+                                       emit=lambda h, z, c_prev: h, remat=remat)
     return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
 
@@ -85,10 +74,10 @@ def dropout(rng, x, rate: float, *, locked: bool = False):
 
 
 def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, dts_BxTxK,
-                              mask_BxT=None, states: Sequence[LSTMState] | None = None, *,
-                              dropout_rate: float = 0.0, locked_dropout: bool = True, rng=None,
-                              between_layers=None, unroll: int = 1, remat: bool = False,
-                              backward: str = "custom"):
+               mask_BxT=None, states: Sequence[LSTMState] | None = None, *,
+               dropout_rate: float = 0.0, locked_dropout: bool = True, rng=None,
+               between_layers=None, unroll: int = 1, remat: bool = False,
+               backward: str = "custom"):
     """Stacked layers, dropout between them (only when `rng` is given, i.e. in training).
 
     `between_layers(i, hs_BxTxH) -> hs_BxTxH`, when given, transforms the output of layer i
