@@ -73,7 +73,8 @@ def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> li
         if "validation" not in final:
             final = {}
         attempts = _read_json(run_dir / RUN_FILE, {}).get("attempts")
-        wall_s = sum(a["wall_s"] for a in attempts) if attempts else None
+        # Seeds trained in one process (sweep --seeds_per_process) share its wall time equally.
+        wall_s = sum(a["wall_s"] / len(a.get("trained_with") or [0]) for a in attempts) if attempts else None
         results.append(RunResult(entry["name"], entry.get("arm", entry["name"]), entry.get("seed"),
                                  entry.get("overrides", {}), steps, curve, final, wall_s))
     return results
@@ -205,7 +206,8 @@ def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = Non
     head = ["arm", "n", f"validation {metric}"] + ([f"test {metric}"] if has_test else []) + ["wall time / run"]
     lines = [f"# Sweep results{f': `{title}`' if title else ''}", "",
              f"Final `{metric}` (step `train.steps`) as mean ± sample std over seeds ({DASH} for one seed); "
-             "wall time per run: process start to exit, summed over resumed attempts.", "",
+             "wall time per run: process start to exit, summed over resumed attempts (seeds trained "
+             "in one process share its time equally).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [f"`{row['arm']}`", str(row["n"]), _pm(row, "validation", metric)]

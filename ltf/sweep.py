@@ -229,10 +229,56 @@ def status(run: Run, run_dir: Path) -> str:
 
 def train_command(run: Run, run_dir: Path, train_script: Path = TRAIN_SCRIPT) -> list[str]:
     """scripts/train.py with the run's config and its overrides as --config.x=v flags."""
+    return _command(run, f"--workdir={run_dir}", train_script)
+
+
+def group_command(runs: Sequence[Run], workdir: Path, train_script: Path = TRAIN_SCRIPT) -> list[str]:
+    """scripts/train.py training the seeds of one arm at once (`--seeds`), each in its own run dir."""
+    template = seed_template(runs[0])
+    assert template is not None and all(r.arm == runs[0].arm for r in runs), "not one arm's seeds"
+    seedless = dataclasses.replace(runs[0], overrides={k: v for k, v in runs[0].overrides.items() if k != SEED})
+    return _command(seedless, f"--workdir={workdir / template}", train_script,
+                    f"--seeds={','.join(str(r.seed) for r in runs)}")
+
+
+def _command(run: Run, workdir_flag: str, train_script: Path, *extra: str) -> list[str]:
     spec = str(Path(run.config).resolve()) + (f":{run.config_arg}" if run.config_arg else "")
     flag = lambda v: repr(v) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
-    return [sys.executable, str(train_script), f"--config={spec}", f"--workdir={run_dir}",
+    return [sys.executable, str(train_script), f"--config={spec}", workdir_flag, *extra,
             *(f"--config.{k}={flag(v)}" for k, v in run.overrides.items())]
+
+
+_SENTINEL_SEED = 918273645
+
+
+def seed_template(run: Run) -> str | None:
+    """The run's name with its seed as `{seed}` (what `train.py --seeds` fills in), or None when
+    the seed does not appear in the name as itself (a name cut and hashed, a seed not an int)."""
+    if not isinstance(run.seed, int) or isinstance(run.seed, bool):
+        return None
+    entry = {CONFIG_ARG: run.config_arg, **run.overrides, SEED: _SENTINEL_SEED}
+    name = run_name(entry)
+    if name.count(str(_SENTINEL_SEED)) != 1:
+        return None
+    template = name.replace(str(_SENTINEL_SEED), "{seed}")
+    return template if template.replace("{seed}", str(run.seed)) == run.name else None
+
+
+def seed_groups(runs: Sequence[Run], run_dirs: Callable[[Run], Path], size: int) -> list[list[Run]]:
+    """Runs in groups of at most `size` seeds of one arm that stand at the same step (so that one
+    program can train them together); a run whose name cannot carry its seed stays alone."""
+    if size <= 1:
+        return [[r] for r in runs]
+    groups: dict[tuple, list[list[Run]]] = {}
+    order: list[list[Run]] = []
+    for run in runs:
+        key = (run.arm, status(run, run_dirs(run))) if seed_template(run) else (id(run),)
+        chunks = groups.setdefault(key, [])
+        if not chunks or len(chunks[-1]) >= size:
+            chunks.append([])
+            order.append(chunks[-1])
+        chunks[-1].append(run)
+    return order
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -263,57 +309,89 @@ def _last_line(log: Path) -> str:
 
 @dataclasses.dataclass
 class _Job:
-    run: Run
-    run_dir: Path
+    runs: list[Run]  # one run, or seeds of one arm trained in one process
+    run_dirs: list[Path]
     proc: subprocess.Popen
-    log: Any  # the open log file
+    log: Any  # the open log file (the first run's)
     started: str
     t0: float = dataclasses.field(default_factory=time.monotonic)
 
+    @property
+    def name(self) -> str:
+        return self.runs[0].name if len(self.runs) == 1 else f"{self.runs[0].arm} seeds " + \
+            "+".join(str(r.seed) for r in self.runs)
 
-def _start(run: Run, run_dir: Path, env: dict, train_script: Path) -> _Job:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DONE_FILE).unlink(missing_ok=True)
-    command = train_command(run, run_dir, train_script)
+
+def _start(runs: list[Run], workdir: Path, env: dict, train_script: Path) -> _Job:
+    run_dirs = [workdir / r.name for r in runs]
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DONE_FILE).unlink(missing_ok=True)
+    command = (train_command(runs[0], run_dirs[0], train_script) if len(runs) == 1
+               else group_command(runs, workdir, train_script))
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    log = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+    for run_dir in run_dirs[1:]:  # one process, one log: the others point at it
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as other:
+            other.write(f"==== {started}  trained with {run_dirs[0].name} in one process: "
+                        f"see ../{run_dirs[0].name}/{LOG_FILE}\n")
+    log = open(run_dirs[0] / LOG_FILE, "a", encoding="utf-8")
     log.write(f"==== {started}  {shlex.join(command)}\n")
     log.flush()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    return _Job(run, run_dir, proc, log, started)
+    return _Job(runs, run_dirs, proc, log, started)
 
 
-def _end(job: _Job) -> str | None:
-    """Records the ended attempt (and DONE when the run finished); None, or why the run failed."""
+def _end(job: _Job) -> dict[str, str | None]:
+    """Records the ended attempt (and DONE for each run that finished): run -> None, or why it failed."""
     job.log.close()
-    path, code = job.run_dir / RUN_FILE, job.proc.returncode
-    attempts = json.loads(path.read_text())["attempts"] if path.exists() else []
-    attempts.append({"started": job.started, "wall_s": time.monotonic() - job.t0, "returncode": code})
-    _write_json(path, {**job.run.record(), "command": job.proc.args, "attempts": attempts})
-    if code != 0:
-        return f"exit {code}"
-    if not any(r["step"] == job.run.steps for r in read_metrics(job.run_dir, split="validation")):
-        return f"exit 0 without validation metrics at step {job.run.steps}"
-    _write_json(job.run_dir / DONE_FILE, {"steps": job.run.steps, "wall_s": sum(a["wall_s"] for a in attempts)})
-    return None
+    code, wall_s = job.proc.returncode, time.monotonic() - job.t0
+    outcome = {}
+    for run, run_dir in zip(job.runs, job.run_dirs):
+        path = run_dir / RUN_FILE
+        attempts = json.loads(path.read_text())["attempts"] if path.exists() else []
+        attempt = {"started": job.started, "wall_s": wall_s, "returncode": code}
+        if len(job.runs) > 1:
+            attempt["trained_with"] = [r.name for r in job.runs]  # wall_s is the whole group's
+        attempts.append(attempt)
+        _write_json(path, {**run.record(), "command": job.proc.args, "attempts": attempts})
+        if code != 0:
+            outcome[run.name] = f"exit {code}"
+        elif not any(r["step"] == run.steps for r in read_metrics(run_dir, split="validation")):
+            outcome[run.name] = f"exit 0 without validation metrics at step {run.steps}"
+        else:
+            outcome[run.name] = None
+            _write_json(run_dir / DONE_FILE, {"steps": run.steps, "wall_s": sum(a["wall_s"] for a in attempts)})
+    return outcome
 
 
 def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: tuple[int, int] = (0, 1),
-              dry_run: bool = False, out: Callable[[str], None] = lambda s: print(s, flush=True),
+              seeds_per_process: int = 1, dry_run: bool = False,
+              out: Callable[[str], None] = lambda s: print(s, flush=True),
               train_script: Path = TRAIN_SCRIPT, poll_s: float = 0.2) -> SweepResult:
     """Trains this shard's unfinished runs, `jobs` processes at a time, one line of `out` per
-    change; a failed run is reported with its log and does not stop the others."""
+    change; a failed run is reported with its log and does not stop the others.
+
+    `seeds_per_process` > 1 trains up to that many seeds of one arm in one process, vmapped
+    (`scripts/train.py --seeds`); each still gets its own run dir, as if trained alone."""
     workdir = Path(workdir).resolve()
     runs = shard(sweep.runs, *shard_spec)
     done = [r.name for r in runs if is_finished(r, workdir / r.name)]
-    todo = [r for r in runs if r.name not in done]
+    todo = seed_groups([r for r in runs if r.name not in done], lambda r: workdir / r.name, seeds_per_process)
+    n_todo = lambda: sum(map(len, todo))  # noqa: E731
     mine = f", {len(runs)} in shard {shard_spec[0]}/{shard_spec[1]}" if shard_spec[1] > 1 else ""
-    out(f"sweep {sweep.spec}: {len(sweep.runs)} runs{mine}; {len(done)} finished, {len(todo)} to do; "
-        f"jobs {jobs}; workdir {workdir}")
+    together = f"; up to {seeds_per_process} seeds per process" if seeds_per_process > 1 else ""
+    out(f"sweep {sweep.spec}: {len(sweep.runs)} runs{mine}; {len(done)} finished, {n_todo()} to do; "
+        f"jobs {jobs}{together}; workdir {workdir}")
     if dry_run:
-        for run in runs:
-            command = shlex.join(train_command(run, workdir / run.name, train_script))
-            out(f"  {status(run, workdir / run.name):>12}  {run.name}\n{'':16}{command}")
+        statuses = {r.name: status(r, workdir / r.name) for r in runs}
+        for run in (r for r in runs if r.name in done):
+            out(f"  {statuses[run.name]:>12}  {run.name}")
+        for group in todo:
+            command = shlex.join(train_command(group[0], workdir / group[0].name, train_script) if len(group) == 1
+                                 else group_command(group, workdir, train_script))
+            for run in group:
+                out(f"  {statuses[run.name]:>12}  {run.name}")
+            out(f"{'':16}{command}")
         return SweepResult(done, {}, 0.0)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir / SWEEP_FILE, {"config": sweep.spec, "runs": [r.record() for r in sweep.runs]})
@@ -323,25 +401,25 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
     start, failed, running = time.monotonic(), {}, []
 
     def progress(event: str) -> None:
-        out(f"[{_clock(time.monotonic() - start)}] {len(done)} done, {len(running)} running, "
-            f"{len(failed)} failed, {len(todo)} to do | {event}")
+        out(f"[{_clock(time.monotonic() - start)}] {len(done)} done, {sum(len(j.runs) for j in running)} running, "
+            f"{len(failed)} failed, {n_todo()} to do | {event}")
 
     try:
         while todo or running:
             while todo and len(running) < max(jobs, 1):
-                run = todo.pop(0)
-                running.append(_start(run, workdir / run.name, env, train_script))
-                progress(f"started {run.name}")
+                job = _start(todo.pop(0), workdir, env, train_script)
+                running.append(job)
+                progress(f"started {job.name}")
             time.sleep(poll_s)
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
-                why, name = _end(job), job.run.name
-                if why is None:
-                    done.append(name)
-                    progress(f"done {name} ({time.monotonic() - job.t0:.1f} s)")
-                else:
-                    failed[name] = job.run_dir / LOG_FILE
-                    progress(f"FAILED {name} ({why}): {_last_line(failed[name])} -- log: {failed[name]}")
+                for (name, why), run_dir in zip(_end(job).items(), job.run_dirs):
+                    if why is None:
+                        done.append(name)
+                        progress(f"done {name} ({time.monotonic() - job.t0:.1f} s)")
+                    else:
+                        failed[name] = job.run_dirs[0] / LOG_FILE
+                        progress(f"FAILED {name} ({why}): {_last_line(failed[name])} -- log: {failed[name]}")
     except KeyboardInterrupt:
         for job in running:  # only the processes this sweep started
             job.proc.terminate()
@@ -352,7 +430,7 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
                 job.proc.kill()
                 job.proc.wait()
             _end(job)
-        out(f"interrupted: {len(running)} runs stopped; run the same command again to resume them.")
+        out(f"interrupted: {len(running)} processes stopped; run the same command again to resume them.")
         raise
     elapsed = time.monotonic() - start
     out(f"sweep ended in {_clock(elapsed)}: {len(done)} done, {len(failed)} failed"

@@ -10,10 +10,11 @@ run stopped and ends exactly where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,8 @@ def _reset_where(reset_B, carry):
 
 
 def make_train_step(model: LanguageModel, tx: optax.GradientTransformation):
+    """(state, batch) -> (state, metrics), not jitted: `Seeds.compile` jits it, vmapped over seeds."""
+
     def train_step(state: TrainState, batch: dict):
         rng, dropout_rng = jax.random.split(state.rng)
         carry = _reset_where(batch["reset"], state.carry)
@@ -65,30 +68,33 @@ def make_train_step(model: LanguageModel, tx: optax.GradientTransformation):
         new_state = TrainState(state.step + 1, params, opt_state, rng, jax.lax.stop_gradient(new_carry))
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    return train_step
 
 
 def make_eval_step(model: LanguageModel):
+    """(params, carry, batch) -> (carry, loss_sum, count), not jitted."""
+
     def eval_step(params, carry, batch):
         carry = _reset_where(batch["reset"], carry)
         logits, carry = model.apply(params, batch["inputs"], batch["dt"], batch["mask"], carry)
         loss_sum, count = token_cross_entropy(logits, batch["targets"], batch["mask"])
         return carry, loss_sum, count
 
-    return jax.jit(eval_step)
+    return eval_step
 
 
-def evaluate(model, eval_step, params, tokens, config, max_batches=None) -> tuple[float, float]:
-    """Summed loss and token count over a whole split, carrying the state across windows."""
+def evaluate(eval_step, params, initial_carry, tokens, config, max_batches=None):
+    """Summed loss and token count over a whole split, carrying the state across windows.
+
+    With K seeds trained at once, `eval_step` is vmapped and the sums are arrays [K]."""
     batches = lm_batches(tokens, config.data.eval_batch_size, config.data.seq_len, train=False)
-    carry = model.initial_state(config.data.eval_batch_size)
-    loss_sum, count = 0.0, 0.0
+    carry, loss_sum, count = initial_carry, 0.0, 0.0
     for k, batch in enumerate(batches):
         if max_batches is not None and k >= max_batches:
             break
         carry, batch_loss, batch_count = eval_step(params, carry, batch)
-        loss_sum += float(batch_loss)
-        count += float(batch_count)
+        loss_sum = loss_sum + np.asarray(batch_loss, np.float64)
+        count = count + np.asarray(batch_count, np.float64)
     return loss_sum, count
 
 
@@ -121,83 +127,161 @@ def build(config):
     return corpus, model, tx, schedule
 
 
+class Seeds:
+    """K models of one config, one per seed, as one pytree with a leading axis [K, ...].
+
+    K = 1 is the plain run: no axis, no vmap, so that a single run compiles exactly as before."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = list(seeds)
+        self.stacked = len(self.seeds) > 1
+
+    def stack(self, trees: Sequence[Any]) -> Any:
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if self.stacked else trees[0]
+
+    def stack_numpy(self, batches: Sequence[dict]) -> dict:
+        return {k: np.stack([b[k] for b in batches]) for k in batches[0]} if self.stacked else batches[0]
+
+    def member(self, tree: Any, k: int) -> Any:
+        return jax.tree.map(lambda x: x[k], tree) if self.stacked else tree
+
+    def compile(self, fn, in_axes=0, **jit_kwargs):
+        """jit(vmap(fn)) over the seeds' axis; jit(fn) for one seed."""
+        return jax.jit(jax.vmap(fn, in_axes=in_axes) if self.stacked else fn, **jit_kwargs)
+
+
+def seed_config(config, seed: int):
+    """A copy of `config` with `seed` set: what a separate run of that seed trains with."""
+    config = copy.deepcopy(config)
+    config.seed = int(seed)
+    return config
+
+
 def train_and_evaluate(config, workdir: str | Path, *, stop_at_step: int | None = None) -> dict:
     """Trains `config.train.steps` steps (resuming from `workdir` when it holds a checkpoint).
 
     `stop_at_step` ends the run early, as a preemption would (for tests and time-boxed runs);
     running again resumes. Returns the final evaluation metrics.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    return train_seeds(config, {config.seed: workdir}, stop_at_step=stop_at_step)[config.seed]
+
+
+def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int | None = None) -> dict:
+    """Trains one config under several seeds at once: {seed: workdir} -> {seed: final metrics}.
+
+    One compiled step updates K models: the train state (parameters, optimiser state, dropout key,
+    carried state) and the batches get a leading seed axis and the step is `jax.vmap`-ed over it.
+    Each seed keeps everything a separate run has: its own data order (`lm_batches(seed=...)`),
+    initialisation and dropout keys from `seed`, and in its own workdir the config (with its seed),
+    metrics, TensorBoard events and checkpoints. A seed's workdir is thus the workdir of
+    `train_and_evaluate(seed_config(config, seed), workdir)`, up to float rounding, and either
+    can resume it. Resuming K seeds at once needs their latest checkpoints at one step.
+    """
+    seeds = Seeds(list(workdirs))
+    workdirs = {s: Path(w) for s, w in workdirs.items()}
+    configs = {s: seed_config(config, s) for s in seeds.seeds}
     corpus, model, tx, schedule = build(config)
     level = corpus.level
-    corpus.vocab.save(workdir / "vocab.json")
-    (workdir / "corpus.json").write_text(json.dumps({"name": corpus.name, "description": corpus.description}))
+    for workdir in workdirs.values():
+        workdir.mkdir(parents=True, exist_ok=True)
+        corpus.vocab.save(workdir / "vocab.json")
+        (workdir / "corpus.json").write_text(json.dumps({"name": corpus.name, "description": corpus.description}))
 
-    state = init_state(model, tx, config)
-    train_it = lm_batches(corpus.splits["train"], config.data.batch_size, config.data.seq_len, train=True,
-                          seed=config.seed, carry_state=config.data.carry_state,
-                          random_offset=config.data.random_offset)
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.keep_checkpoints,
-                        best_metric="val_loss", best_mode="min")
-    if ckpt.latest_step() is not None:
-        state, data_state, _ = ckpt.restore(state)
-        train_it.set_state(data_state)
-        print(f"Resumed from {ckpt.directory} at step {int(state.step)}.", flush=True)
-    writer = MetricWriter(workdir, resume_step=int(state.step) if int(state.step) else None)
-    writer.write_config(config)
+    train_its = {s: lm_batches(corpus.splits["train"], config.data.batch_size, config.data.seq_len, train=True,
+                               seed=s, carry_state=config.data.carry_state, random_offset=config.data.random_offset)
+                 for s in seeds.seeds}
+    ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints,
+                             best_metric="val_loss", best_mode="min") for s in seeds.seeds}
+    states = {s: init_state(model, tx, configs[s]) for s in seeds.seeds}
+    resume_at = {s: ckpts[s].latest_step() for s in seeds.seeds}
+    if len(set(resume_at.values())) > 1:
+        for ckpt in ckpts.values():
+            ckpt.close()
+        raise ValueError(
+            f"the seeds' workdirs hold checkpoints at different steps {resume_at}: seeds trained at once "
+            "must resume from one step. Resume the ones behind separately (scripts/train.py per seed), "
+            "then train the rest together.")
+    for s in seeds.seeds:
+        if resume_at[s] is not None:
+            states[s], data_state, _ = ckpts[s].restore(states[s])
+            train_its[s].set_state(data_state)
+            print(f"Resumed from {ckpts[s].directory} at step {int(states[s].step)}.", flush=True)
+    start = int(states[seeds.seeds[0]].step)
+    prefix = (lambda s: f"seed={s} ") if seeds.stacked else (lambda s: "")
+    writers = {s: MetricWriter(workdirs[s], resume_step=start or None, console_prefix=prefix(s))
+               for s in seeds.seeds}
+    for s in seeds.seeds:
+        writers[s].write_config(configs[s])
 
-    start = int(state.step)
     if start >= config.train.steps:
-        print(f"{workdir} holds a finished run (step {start}); nothing to do.", flush=True)
-        ckpt.close()
-        return _logged_final_metrics(workdir, start)
-    train_step, eval_step = make_train_step(model, tx), make_eval_step(model)
+        for s in seeds.seeds:
+            print(f"{workdirs[s]} holds a finished run (step {start}); nothing to do.", flush=True)
+            ckpts[s].close()
+            writers[s].close()
+        return {s: _logged_final_metrics(workdirs[s], start) for s in seeds.seeds}
+
+    state = seeds.stack([states[s] for s in seeds.seeds])
+    del states
+    train_step = seeds.compile(make_train_step(model, tx), donate_argnums=0)
+    eval_step = seeds.compile(make_eval_step(model), in_axes=(0, 0, None))
+    eval_carry = seeds.stack([model.initial_state(config.data.eval_batch_size)] * len(seeds.seeds))
     last = config.train.steps if stop_at_step is None else min(stop_at_step, config.train.steps)
-    progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress)
-    window = {"loss_sum": 0.0, "count": 0.0, "tokens": 0, "time": time.perf_counter()}
-    final_metrics: dict = {}
+    progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress,
+                           desc=f"train {len(seeds.seeds)} seeds" if seeds.stacked else "train")
+    K = len(seeds.seeds)
+    window = {"loss_sum": np.zeros(K), "count": np.zeros(K), "tokens": np.zeros(K), "time": time.perf_counter()}
+    final_metrics: dict = {s: {} for s in seeds.seeds}
+
+    def evaluate_split(split: str, step: int) -> None:
+        loss_sums, counts = evaluate(eval_step, state.params, eval_carry, corpus.splits[split], config,
+                                     config.train.eval_max_batches)
+        for k, s in enumerate(seeds.seeds):
+            values = lm_metrics(float(np.reshape(loss_sums, -1)[k]), float(np.reshape(counts, -1)[k]), level)
+            writers[s].write_scalars(step, values, split=split)
+            final_metrics[s][split] = values
+
     try:
         for step in range(start + 1, last + 1):
-            batch = next(train_it)
-            state, metrics = train_step(state, batch)
-            loss_sum, count = float(metrics["loss_sum"]), float(metrics["count"])
-            if not np.isfinite(loss_sum):
+            batches = [next(train_its[s]) for s in seeds.seeds]
+            state, metrics = train_step(state, seeds.stack_numpy(batches))
+            metrics = jax.tree.map(lambda x: np.reshape(np.asarray(x, np.float64), -1), metrics)
+            bad = [s for k, s in enumerate(seeds.seeds) if not np.isfinite(metrics["loss_sum"][k])]
+            if bad:
+                where = ", ".join(f"{ckpts[s].directory} (step {ckpts[s].latest_step()})" for s in bad)
                 raise NonFiniteLossError(
-                    f"non-finite training loss at step {step}: stopping. The last good checkpoint "
-                    f"(step {ckpt.latest_step()}) is kept in {ckpt.directory}; lower opt.lr or "
+                    f"non-finite training loss at step {step}" + (f" for seeds {bad}" if seeds.stacked else "")
+                    + f": stopping. The last good checkpoint is kept in {where}; lower opt.lr or "
                     "opt.clip_norm and run again with a new --workdir, or resume from it.")
-            window["loss_sum"] += loss_sum
-            window["count"] += count
-            window["tokens"] += int(batch["mask"].sum())
+            window["loss_sum"] += metrics["loss_sum"]
+            window["count"] += metrics["count"]
+            window["tokens"] += [int(b["mask"].sum()) for b in batches]
             if step % config.train.log_every == 0 or step == last:
-                elapsed = time.perf_counter() - window["time"]
-                scalars = lm_metrics(window["loss_sum"], window["count"], level)
-                scalars.update({k: float(metrics[k]) for k in ("grad_norm", "update_norm", "param_norm")})
-                scalars["lr"] = float(schedule(step - 1))
-                scalars["tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
-                writer.write_scalars(step, scalars, split="train")
-                progress.update(step, loss=scalars["loss"], tokens_per_s=scalars["tokens_per_s"])
-                window = {"loss_sum": 0.0, "count": 0.0, "tokens": 0, "time": time.perf_counter()}
+                elapsed = max(time.perf_counter() - window["time"], 1e-9)
+                losses = []
+                for k, s in enumerate(seeds.seeds):
+                    scalars = lm_metrics(window["loss_sum"][k], window["count"][k], level)
+                    scalars.update({n: float(metrics[n][k]) for n in ("grad_norm", "update_norm", "param_norm")})
+                    scalars["lr"] = float(schedule(step - 1))
+                    scalars["tokens_per_s"] = window["tokens"][k] / elapsed  # this seed's share of the step
+                    writers[s].write_scalars(step, scalars, split="train")
+                    losses.append(scalars["loss"])
+                progress.update(step, loss=float(np.mean(losses)), tokens_per_s=window["tokens"].sum() / elapsed)
+                window = {"loss_sum": np.zeros(K), "count": np.zeros(K), "tokens": np.zeros(K),
+                          "time": time.perf_counter()}
             is_eval = step % config.train.eval_every == 0 or step == config.train.steps
-            val = None
             if is_eval:
-                val_sum, val_count = evaluate(model, eval_step, state.params, corpus.splits["validation"],
-                                              config, config.train.eval_max_batches)
-                val = lm_metrics(val_sum, val_count, level)
-                writer.write_scalars(step, val, split="validation")
-                final_metrics = {"validation": val}
+                evaluate_split("validation", step)
             if is_eval or step % config.train.checkpoint_every == 0 or step == last:
-                ckpt.save(step, state, data_state=train_it.get_state(),
-                          metrics=None if val is None else {"val_loss": val["loss"]}, force=True)
+                for k, s in enumerate(seeds.seeds):
+                    val = final_metrics[s].get("validation") if is_eval else None
+                    ckpts[s].save(step, seeds.member(state, k), data_state=train_its[s].get_state(),
+                                  metrics=None if val is None else {"val_loss": val["loss"]}, force=True)
         if last == config.train.steps and "test" in corpus.splits and len(corpus.splits["test"]) > 1:
-            test_sum, test_count = evaluate(model, eval_step, state.params, corpus.splits["test"], config,
-                                            config.train.eval_max_batches)
-            final_metrics["test"] = lm_metrics(test_sum, test_count, level)
-            writer.write_scalars(config.train.steps, final_metrics["test"], split="test")
+            evaluate_split("test", config.train.steps)
     finally:
         progress.close()
-        ckpt.wait_until_finished()
-        ckpt.close()
-        writer.close()
+        for s in seeds.seeds:
+            ckpts[s].wait_until_finished()
+            ckpts[s].close()
+            writers[s].close()
     return final_metrics

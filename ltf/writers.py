@@ -81,12 +81,14 @@ class MetricWriter:
     """Writes scalars to workdir/metrics.jsonl, TensorBoard and the console."""
 
     def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True, console: bool = True,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, console_prefix: str = ""):
         """`resume_step`: the checkpoint step a resumed run starts from. TensorBoard then hides
-        what the interrupted run logged after it (tensorboardX `purge_step`)."""
+        what the interrupted run logged after it (tensorboardX `purge_step`). `console_prefix`
+        starts each console line (e.g. "seed=1 " when several runs share a console)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console = console
+        self.console_prefix = console_prefix
         path = self.workdir / METRICS_FILE
         self._jsonl = open(path, "a", encoding="utf-8")
         if self._jsonl.tell() > 0 and not _ends_with_newline(path):
@@ -117,7 +119,7 @@ class MetricWriter:
                 self._tb.add_scalar(f"{split}/{name}", value, int(step))
             self._tb.flush()
         if self.console:
-            tqdm.tqdm.write(f"step {int(step)} {split}: " + "  ".join(
+            tqdm.tqdm.write(f"{self.console_prefix}step {int(step)} {split}: " + "  ".join(
                 f"{name}={_format(value)}" for name, value in values.items()))
 
     def write_config(self, config_dict: Mapping[str, Any]) -> None:

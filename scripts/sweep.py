@@ -1,6 +1,7 @@
 """Runs a config's sweep (its get_sweep(arg)): every run in its own process and workdir W/<run>.
 
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
+  python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --seeds_per_process 3  # vmapped
   python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s --jobs 2
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir /shared/abl --shard 0/2  # 1/2 on the other
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --dry-run  # status, commands
@@ -26,6 +27,8 @@ from ltf import report, sweep  # noqa: E402
 flags.DEFINE_string("config", None, "Config file with get_sweep, optionally with choices: path.py:a=b,c.")
 flags.DEFINE_string("workdir", None, "Sweep directory: one subdirectory per run, the report beside them.")
 flags.DEFINE_integer("jobs", 1, "Runs trained at once, each its own process.")
+flags.DEFINE_integer("seeds_per_process", 1, "Train up to this many seeds of one arm in one process, "
+                     "vmapped (one compiled step, K models); each keeps its own run dir.")
 flags.DEFINE_string("shard", "0/1", "i/n: this machine takes runs i, i+n, i+2n, ... of the sweep.")
 flags.DEFINE_bool("report", False, "Write results.md, results.csv and figures into the workdir.")
 flags.DEFINE_bool("dry-run", False, "List the runs, their status and commands; train nothing.")
@@ -41,7 +44,8 @@ def main(argv):
     the_sweep = sweep.load_sweep(FLAGS.config)
     try:
         result = sweep.run_sweep(the_sweep, FLAGS.workdir, jobs=FLAGS.jobs,
-                                 shard_spec=sweep.parse_shard(FLAGS.shard), dry_run=FLAGS["dry-run"].value)
+                                 shard_spec=sweep.parse_shard(FLAGS.shard),
+                                 seeds_per_process=FLAGS.seeds_per_process, dry_run=FLAGS["dry-run"].value)
     except KeyboardInterrupt:
         return 130
     if FLAGS.report:

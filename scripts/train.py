@@ -3,9 +3,13 @@
   python scripts/train.py --config configs/tlstm_lm.py
   python scripts/train.py --config configs/tlstm_lm.py:cell=adaptive,smoke --config.opt.lr=1e-3
   python scripts/train.py --config configs/tlstm_lm.py --workdir runs/mine   # again: resumes
+  python scripts/train.py --config configs/tlstm_lm.py:smoke --seeds 0,1,2 --workdir 'runs/s/seed={seed}'
 
 --workdir defaults to runs/<config>-<choices>-<time>. Writes config.json, metrics.jsonl,
 TensorBoard events (tensorboard/) and orbax checkpoints (checkpoints/) there.
+
+--seeds trains one model per seed in one program (jax.vmap over the models: one compiled step);
+each seed gets the workdir of a separate run with that seed, --workdir with {seed} filled in.
 """
 
 import datetime
@@ -23,6 +27,8 @@ from ltf import train  # noqa: E402
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with choices: path.py:a=b,c.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory; a run found there is resumed.")
+flags.DEFINE_list("seeds", None, "Seeds trained at once, vmapped (overrides config.seed); "
+                  "--workdir must then contain {seed}.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -39,11 +45,29 @@ def main(argv):
     config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
     if config_arg is None:
         config_arg = sys.argv[sys.argv.index("--config") + 1]
-    workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(config_arg)
-    print(f"workdir: {workdir}")
-    metrics = train.train_and_evaluate(FLAGS.config, workdir)
-    for split, values in metrics.items():
-        print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    workdir = FLAGS.workdir or str(default_workdir(config_arg))
+    if not FLAGS.seeds:
+        print(f"workdir: {workdir}")
+        report = {None: train.train_and_evaluate(FLAGS.config, workdir)}
+    else:
+        try:
+            seeds = [int(s) for s in FLAGS.seeds]
+        except ValueError:
+            raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: expected integers, e.g. --seeds=0,1,2")
+        if len(set(seeds)) != len(seeds):
+            raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: a seed is given twice")
+        if "{seed}" not in workdir:
+            workdir = workdir if FLAGS.workdir else str(Path(workdir) / "seed={seed}")
+            if "{seed}" not in workdir:
+                raise app.UsageError(f"--workdir={workdir}: with --seeds it must contain {{seed}} "
+                                     "(e.g. runs/x/seed={seed}), one workdir per seed")
+        workdirs = {s: Path(workdir.replace("{seed}", str(s))) for s in seeds}
+        print("workdirs: " + ", ".join(map(str, workdirs.values())))
+        report = train.train_seeds(FLAGS.config, workdirs)
+    for seed, metrics in report.items():
+        for split, values in metrics.items():
+            who = "" if seed is None else f"seed={seed} "
+            print(f"{who}{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
 
 if __name__ == "__main__":

@@ -153,6 +153,33 @@ def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones
     assert text == {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
 
 
+def test_seeds_of_an_arm_train_in_one_process_each_in_its_own_run_dir(tmp_path):
+    spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=3,smoke", tmp_path / "sweep"
+    the_sweep = sweep.load_sweep(spec)
+    groups = sweep.seed_groups(the_sweep.runs, lambda r: workdir / r.name, size=2)
+    assert [[(r.arm, r.seed) for r in g] for g in groups] == [
+        [("smoke,cell=lstm", 0), ("smoke,cell=lstm", 1)], [("smoke,cell=tlstm", 0), ("smoke,cell=tlstm", 1)],
+        [("smoke,cell=lstm", 2)], [("smoke,cell=tlstm", 2)]]
+    command = sweep.group_command(groups[0], workdir)
+    assert "--seeds=0,1" in command and f"--workdir={workdir}/smoke,cell=lstm,seed={{seed}}" in command
+    assert not any(c.startswith("--config.seed") for c in command)
+
+    lines = []
+    result = sweep.run_sweep(sweep.load_sweep(f"{CONFIG}:arms=lstm,seeds=2,smoke"), workdir,
+                             seeds_per_process=2, out=lines.append)
+    assert result.done == ["smoke,cell=lstm,seed=0", "smoke,cell=lstm,seed=1"] and not result.failed
+    assert "started smoke,cell=lstm seeds 0+1" in "\n".join(lines)
+    for seed in (0, 1):
+        run_dir = workdir / f"smoke,cell=lstm,seed={seed}"
+        assert json.loads((run_dir / "config.json").read_text())["seed"] == seed
+        assert (run_dir / "DONE").exists() and np.isfinite(_final(run_dir, "validation"))
+        attempt = json.loads((run_dir / "sweep_run.json").read_text())["attempts"][-1]
+        assert attempt["trained_with"] == ["smoke,cell=lstm,seed=0", "smoke,cell=lstm,seed=1"]
+    assert "see ../smoke,cell=lstm,seed=0/log.txt" in (workdir / "smoke,cell=lstm,seed=1" / "log.txt").read_text()
+    assert _final(workdir / "smoke,cell=lstm,seed=0", "validation") != \
+        _final(workdir / "smoke,cell=lstm,seed=1", "validation")
+
+
 @pytest.mark.slow
 def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     config = tmp_path / "failing.py"

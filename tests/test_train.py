@@ -136,3 +136,34 @@ def test_the_script_rejects_an_unknown_config_key(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "hiden" in out.stderr
+
+
+def test_seeds_trained_at_once_match_separate_runs_and_resume_as_either(tmp_path):
+    config = smoke(extra="cell=time_aware")
+    config.model.dropout = 0.3  # each seed's dropout key, data order and init must be its own
+    together = {s: tmp_path / f"together-{s}" for s in (3, 5)}
+    metrics = train.train_seeds(config, together, stop_at_step=4)
+    assert metrics[3]["validation"]["loss"] != metrics[5]["validation"]["loss"]
+    final = train.train_seeds(config, together)  # resumes both from step 4
+    for seed, workdir in together.items():
+        alone = tmp_path / f"alone-{seed}"
+        train.train_and_evaluate(train.seed_config(config, seed), alone)
+        assert json.loads((workdir / "config.json").read_text())["seed"] == seed
+        a = _final_params(workdir, train.seed_config(config, seed))
+        b = _final_params(alone, train.seed_config(config, seed))
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), a, b)
+        values = lambda d: [(m["step"], m["split"], m["loss"]) for m in read_metrics(d)]
+        for (step_a, split_a, loss_a), (step_b, split_b, loss_b) in zip(values(workdir), values(alone),
+                                                                          strict=True):
+            assert (step_a, split_a) == (step_b, split_b)
+            assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    # A seed's workdir is a plain run's workdir: a single run finds it finished.
+    again = train.train_and_evaluate(train.seed_config(config, 5), together[5])
+    assert again["validation"] == pytest.approx(final[5]["validation"])
+
+
+def test_seeds_at_different_steps_are_not_resumed_together(tmp_path):
+    config = smoke(extra="cell=lstm")
+    train.train_and_evaluate(train.seed_config(config, 0), tmp_path / "a", stop_at_step=3)
+    with pytest.raises(ValueError, match="different steps"):
+        train.train_seeds(config, {0: tmp_path / "a", 1: tmp_path / "b"})
