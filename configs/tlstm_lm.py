@@ -45,6 +45,7 @@ def get_config(arg=None):
         dropout=0.1,
         locked_dropout=True,
         tie_weights=False,
+        init_uniform=0.0,  # > 0: every parameter ~ U[-s, s] (Zaremba et al. 2014 use 0.1)
         unroll=1,
         remat=False,
         backward="custom",  # custom VJP (dW_h as one matmul after the reverse scan) or "autodiff"
@@ -103,16 +104,6 @@ def get_sweep(arg=None):
       python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
       python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s
     """
-    from ltf.sweep import sweep_arg
+    from ltf.sweep import arms_sweep
 
-    choices, config_arg = sweep_arg(arg, arms="+".join(ARMS), seeds=3)
-    arms = choices.arms.split("+")
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise ValueError(f"sweep arms {unknown}: not arms of this sweep; its arms are {list(ARMS)}.")
-    fixed = [c for c in config_arg.split(",") if c.partition("=")[0] in ("cell", "attention", "window")]
-    if fixed:
-        raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
-    get_config(config_arg)  # an unknown choice fails now, naming it
-    extra = {"config_arg": config_arg} if config_arg else {}
-    return [{**extra, **ARMS[arm], "seed": seed} for seed in range(choices.seeds) for arm in arms]
+    return arms_sweep(arg, ARMS, get_config, seeds=3)

@@ -91,7 +91,8 @@ def _stack_options(model_cfg) -> dict:
 
 def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
     return LanguageModel.build(vocab_size=vocab_size, d_embed=model_cfg.d_embed,
-                               tie_weights=model_cfg.tie_weights, **_stack_options(model_cfg))
+                               tie_weights=model_cfg.tie_weights, init_uniform=model_cfg.get("init_uniform", 0.0),
+                               **_stack_options(model_cfg))
 
 
 def build_sequence_model(model_cfg, d_values: int, d_out: int) -> SequenceModel:
@@ -116,6 +117,8 @@ def validate(config) -> None:
     for field in ("log_every", "eval_every", "checkpoint_every"):
         _require(t[field] >= 1, f"train.{field}", f"{t[field]} must be a positive integer.")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} must be in [0, 1).")
+    _require(m.get("init_uniform", 0.0) >= 0, "model.init_uniform",
+             f"{m.get('init_uniform')} must be >= 0 (0: the default initialisers; 0.1: Zaremba et al.).")
     _require(o.name in OPTIMIZERS, "opt.name", f"{o.name!r}; allowed values are {OPTIMIZERS}.")
     _require(o.schedule in SCHEDULES, "opt.schedule", f"{o.schedule!r}; allowed values are {SCHEDULES}.")
     _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")

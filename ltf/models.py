@@ -132,11 +132,14 @@ class LanguageModel:
     d_embed: int
     stack: RecurrentStack
     tie_weights: bool = False
+    init_uniform: float = 0.0  # > 0: every parameter ~ U[-s, s] instead (Zaremba et al. 2014: s = 0.1)
 
     @classmethod
-    def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, **stack) -> "LanguageModel":
+    def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, init_uniform: float = 0.0,
+              **stack) -> "LanguageModel":
         stack = RecurrentStack(d_in=d_embed, **_stack_kwargs(stack))
-        return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights)
+        return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights,
+                   init_uniform=init_uniform)
 
     def __post_init__(self):
         if self.vocab_size < 1 or self.d_embed < 1:
@@ -144,6 +147,8 @@ class LanguageModel:
         if self.tie_weights and self.d_embed != self.stack.d_hidden:
             raise ValueError(f"tie_weights=True needs d_embed == d_hidden (got {self.d_embed} and "
                              f"{self.stack.d_hidden}); set both to the same size or untie.")
+        if not self.init_uniform >= 0:
+            raise ValueError(f"init_uniform={self.init_uniform}: must be >= 0 (0: the default initialisers).")
 
     def init(self, key) -> dict:
         k_embed, k_stack, k_out = jax.random.split(key, 3)
@@ -155,6 +160,12 @@ class LanguageModel:
             params["out"] = {"b": jnp.zeros((self.vocab_size,))}
         else:
             params["out"] = _dense_init(k_out, self.stack.d_hidden, self.vocab_size)
+        if self.init_uniform > 0:  # the classic recipe: biases and added weights too
+            leaves, treedef = jax.tree.flatten(params)
+            keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+            s = self.init_uniform
+            leaves = [jax.random.uniform(k, x.shape, x.dtype, -s, s) for k, x in zip(keys, leaves)]
+            params = jax.tree.unflatten(treedef, leaves)
         return params
 
     def initial_state(self, batch_size: int) -> list[LSTMState]:

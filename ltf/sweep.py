@@ -136,6 +136,7 @@ class Run:
     config_arg: str  # choices for get_config
     overrides: dict  # dotted key -> value
     steps: int  # train.steps, after the overrides
+    shared: dict = dataclasses.field(default_factory=dict)  # overrides of every run (sweep.py --set), not in names
 
     @property
     def seed(self) -> Any:
@@ -144,13 +145,13 @@ class Run:
     def load_config(self) -> ml_collections.ConfigDict:
         """The locked config this run trains with: get_config(config_arg), then the overrides."""
         config = config_lib.load_config(f"{self.config}:{self.config_arg}")
-        apply_overrides(config, self.overrides)
+        apply_overrides(config, {**self.shared, **self.overrides})
         return config
 
     def record(self) -> dict:
         return json_safe({"name": self.name, "arm": self.arm, "seed": self.seed, "config": self.config,
-                          CONFIG_ARG: self.config_arg, "overrides": self.overrides, "steps": self.steps},
-                         strict=False)
+                          CONFIG_ARG: self.config_arg, "overrides": self.overrides, "shared": self.shared,
+                          "steps": self.steps}, strict=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +160,10 @@ class Sweep:
     runs: tuple[Run, ...]
 
 
-def expand(config: str, entries: Sequence[Mapping[str, Any]]) -> list[Run]:
+def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | None = None) -> list[Run]:
     """Named runs from get_sweep's entries; every run's config is built, so that a bad override
-    fails here, before anything runs, naming the run and the key."""
+    fails here, before anything runs, naming the run and the key. `shared` overrides go to every
+    run (under the entries' own) and stay out of the names: a data path, a step budget."""
     runs, seen = [], {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
@@ -173,7 +175,7 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]]) -> list[Run]:
                              "make them differ (or spell the keys in full).")
         seen[name] = i
         arm = run_name({k: v for k, v in entry.items() if k != SEED})
-        run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0)
+        run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}))
         try:
             steps = run.load_config().train.steps
         except ValueError as e:
@@ -182,14 +184,53 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]]) -> list[Run]:
     return runs
 
 
-def load_sweep(spec: str) -> Sweep:
-    """'configs/tlstm_lm.py:arms=lstm,seeds=2,smoke' -> the Sweep of that file's get_sweep(arg)."""
+def load_sweep(spec: str, shared: Mapping[str, Any] | None = None) -> Sweep:
+    """'configs/tlstm_lm.py:arms=lstm,seeds=2,smoke' -> the Sweep of that file's get_sweep(arg);
+    `shared`: dotted overrides for every run (see `expand`)."""
     path, _, arg = spec.partition(":")
     module = config_lib.load_module(path)
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"{path} has no get_sweep(arg): write one beside its get_config "
                          "(see configs/tlstm_lm.py).")
-    return Sweep(spec, tuple(expand(path, module.get_sweep(arg or None))))
+    return Sweep(spec, tuple(expand(path, module.get_sweep(arg or None), shared)))
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """['data.data_dir=../ptb', 'train.steps=100'] -> {key: value}; values as Python literals
+    where they parse as one (100, 0.5, True), as strings otherwise."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected section.field=value (e.g. --set data.data_dir=../ptb)")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_config: Callable, *,
+               seeds: int) -> list[dict]:
+    """The ablation a config offers as `get_sweep(arg)`: its `arms` (name -> overrides) x seeds,
+    seed-major (all arms of seed 0 come first).
+
+    Choices: arms=a+b (names in `arms`; default all), seeds=N (default `seeds`); every other choice
+    goes to get_config for every run (smoke, chrono, ...), which fails now on one it lacks. The
+    arms set the cell and attention, so those choices are refused."""
+    choices, config_arg = sweep_arg(arg, arms="+".join(arms), seeds=seeds)
+    picked = choices.arms.split("+")
+    unknown = [a for a in picked if a not in arms]
+    if unknown:
+        raise ValueError(f"sweep arms {unknown}: not arms of this sweep; its arms are {list(arms)}.")
+    fixed = [c for c in config_arg.split(",") if c.partition("=")[0] in ("cell", "attention", "window")]
+    if fixed:
+        raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
+    get_config(config_arg)
+    extra = {CONFIG_ARG: config_arg} if config_arg else {}
+    return [{**extra, **arms[arm], SEED: seed} for seed in range(choices.seeds) for arm in picked]
 
 
 # -- sharding and status ---------------------------------------------------------------------
@@ -245,7 +286,7 @@ def _command(run: Run, workdir_flag: str, train_script: Path, *extra: str) -> li
     spec = str(Path(run.config).resolve()) + (f":{run.config_arg}" if run.config_arg else "")
     flag = lambda v: repr(v) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
     return [sys.executable, str(train_script), f"--config={spec}", workdir_flag, *extra,
-            *(f"--config.{k}={flag(v)}" for k, v in run.overrides.items())]
+            *(f"--config.{k}={flag(v)}" for k, v in {**run.shared, **run.overrides}.items())]
 
 
 _SENTINEL_SEED = 918273645

@@ -2,6 +2,7 @@
 
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --seeds_per_process 3  # vmapped
+  python scripts/sweep.py --config configs/ptb_small.py:epochs=2 --set data.data_dir=../ptb --workdir runs/ptb
   python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s --jobs 2
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir /shared/abl --shard 0/2  # 1/2 on the other
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --dry-run  # status, commands
@@ -27,6 +28,8 @@ from ltf import report, sweep  # noqa: E402
 flags.DEFINE_string("config", None, "Config file with get_sweep, optionally with choices: path.py:a=b,c.")
 flags.DEFINE_string("workdir", None, "Sweep directory: one subdirectory per run, the report beside them.")
 flags.DEFINE_integer("jobs", 1, "Runs trained at once, each its own process.")
+flags.DEFINE_multi_string("set", [], "section.field=value for every run of the sweep (a data path, a "
+                          "budget); kept out of the run names. Repeat for several.")
 flags.DEFINE_integer("seeds_per_process", 1, "Train up to this many seeds of one arm in one process, "
                      "vmapped (one compiled step, K models); each keeps its own run dir.")
 flags.DEFINE_string("shard", "0/1", "i/n: this machine takes runs i, i+n, i+2n, ... of the sweep.")
@@ -41,7 +44,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # preempted: stop the runs as Ctrl-C does
-    the_sweep = sweep.load_sweep(FLAGS.config)
+    try:
+        shared = sweep.parse_set(FLAGS.set)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    the_sweep = sweep.load_sweep(FLAGS.config, shared)
     try:
         result = sweep.run_sweep(the_sweep, FLAGS.workdir, jobs=FLAGS.jobs,
                                  shard_spec=sweep.parse_shard(FLAGS.shard),
