@@ -1,17 +1,16 @@
-"""Training and evaluation of a language model: `train_and_evaluate(config, workdir)`.
+"""Training and evaluation: `train_and_evaluate(config, workdir)`, `train_seeds(config, {seed: workdir})`.
 
-  config -> corpus + batches -> LanguageModel -> optax -> jitted train step (state donated)
+  config -> Task (data, model, loss, metrics; ltf.task) -> optax -> jitted train step (state donated)
          -> metrics.jsonl + TensorBoard + console / whole-split evaluation / orbax checkpoints
 
-The train state carries the recurrent state across batches (stateful truncated BPTT) and is
-checkpointed with the data position, so that running the same command again resumes where the
-run stopped and ends exactly where an uninterrupted run ends.
+The train state carries the recurrent state across batches (stateful truncated BPTT; rows with
+`reset` start from zeros) and is checkpointed with the data position, so that running the same
+command again resumes where the run stopped and ends exactly where an uninterrupted run ends.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -23,10 +22,8 @@ import optax
 
 from ltf import config_lib
 from ltf.checkpoint import Checkpointer
-from ltf.data import lm_batches, load_lm_corpus
-from ltf.losses import lm_metrics, token_cross_entropy
-from ltf.models import LanguageModel
 from ltf.optim import make_optimizer
+from ltf.task import Task, make_task
 from ltf.writers import MetricWriter, ProgressBar, read_metrics
 
 
@@ -47,23 +44,16 @@ def _reset_where(reset_B, carry):
     return jax.tree.map(lambda x: jnp.where(reset_B[:, None], jnp.zeros_like(x), x), carry)
 
 
-def make_train_step(model: LanguageModel, tx: optax.GradientTransformation):
+def make_train_step(task: Task, tx: optax.GradientTransformation):
     """(state, batch) -> (state, metrics), not jitted: `Seeds.compile` jits it, vmapped over seeds."""
 
     def train_step(state: TrainState, batch: dict):
         rng, dropout_rng = jax.random.split(state.rng)
         carry = _reset_where(batch["reset"], state.carry)
-
-        def loss_fn(params):
-            logits, new_carry = model.apply(params, batch["inputs"], batch["dt"], batch["mask"], carry,
-                                            dropout_rng=dropout_rng)
-            loss_sum, count = token_cross_entropy(logits, batch["targets"], batch["mask"])
-            return loss_sum / jnp.maximum(count, 1.0), (new_carry, loss_sum, count)
-
-        grads, (new_carry, loss_sum, count) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (new_carry, sums) = jax.grad(task.loss, has_aux=True)(state.params, carry, batch, dropout_rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss_sum": loss_sum, "count": count, "grad_norm": optax.tree.norm(grads),
+        metrics = {"sums": sums, "grad_norm": optax.tree.norm(grads),
                    "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params)}
         new_state = TrainState(state.step + 1, params, opt_state, rng, jax.lax.stop_gradient(new_carry))
         return new_state, metrics
@@ -71,31 +61,26 @@ def make_train_step(model: LanguageModel, tx: optax.GradientTransformation):
     return train_step
 
 
-def make_eval_step(model: LanguageModel):
-    """(params, carry, batch) -> (carry, loss_sum, count), not jitted."""
+def make_eval_step(task: Task):
+    """(params, carry, batch) -> (carry, outputs), not jitted."""
 
     def eval_step(params, carry, batch):
-        carry = _reset_where(batch["reset"], carry)
-        logits, carry = model.apply(params, batch["inputs"], batch["dt"], batch["mask"], carry)
-        loss_sum, count = token_cross_entropy(logits, batch["targets"], batch["mask"])
-        return carry, loss_sum, count
+        return task.eval_outputs(params, _reset_where(batch["reset"], carry), batch)
 
     return eval_step
 
 
-def evaluate(eval_step, params, initial_carry, tokens, config, max_batches=None):
-    """Summed loss and token count over a whole split, carrying the state across windows.
+def evaluate(eval_step, params, initial_carry, batches, max_batches=None) -> list:
+    """The outputs of every batch of a split (host arrays), carrying the state across batches.
 
-    With K seeds trained at once, `eval_step` is vmapped and the sums are arrays [K]."""
-    batches = lm_batches(tokens, config.data.eval_batch_size, config.data.seq_len, train=False)
-    carry, loss_sum, count = initial_carry, 0.0, 0.0
+    With K seeds trained at once, `eval_step` is vmapped and each output has a leading axis [K]."""
+    carry, outputs = initial_carry, []
     for k, batch in enumerate(batches):
         if max_batches is not None and k >= max_batches:
             break
-        carry, batch_loss, batch_count = eval_step(params, carry, batch)
-        loss_sum = loss_sum + np.asarray(batch_loss, np.float64)
-        count = count + np.asarray(batch_count, np.float64)
-    return loss_sum, count
+        carry, out = eval_step(params, carry, batch)
+        outputs.append(jax.tree.map(np.asarray, out))
+    return outputs
 
 
 def _logged_final_metrics(workdir: Path, step: int) -> dict:
@@ -107,7 +92,7 @@ def _logged_final_metrics(workdir: Path, step: int) -> dict:
     return out
 
 
-def init_state(model: LanguageModel, tx, config) -> TrainState:
+def init_state(model, tx, config) -> TrainState:
     key = jax.random.PRNGKey(config.seed)
     init_key, rng = jax.random.split(key)
     params = model.init(init_key)
@@ -119,12 +104,11 @@ def init_state(model: LanguageModel, tx, config) -> TrainState:
 
 
 def build(config):
-    """Corpus, model and optimiser from a config (validated first)."""
+    """Task (data, model, loss) and optimiser from a config (validated first)."""
     config_lib.validate(config)
-    corpus = load_lm_corpus(config.data.corpus, data_dir=config.data.data_dir, level=config.data.level)
-    model = config_lib.build_language_model(config.model, corpus.vocab.size)
+    task = make_task(config)
     tx, schedule = make_optimizer(config.opt, config.train.steps)
-    return corpus, model, tx, schedule
+    return task, tx, schedule
 
 
 class Seeds:
@@ -171,7 +155,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
 
     One compiled step updates K models: the train state (parameters, optimiser state, dropout key,
     carried state) and the batches get a leading seed axis and the step is `jax.vmap`-ed over it.
-    Each seed keeps everything a separate run has: its own data order (`lm_batches(seed=...)`),
+    Each seed keeps everything a separate run has: its own data order (`task.train_batches(seed)`),
     initialisation and dropout keys from `seed`, and in its own workdir the config (with its seed),
     metrics, TensorBoard events and checkpoints. A seed's workdir is thus the workdir of
     `train_and_evaluate(seed_config(config, seed), workdir)`, up to float rounding, and either
@@ -180,16 +164,13 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     seeds = Seeds(list(workdirs))
     workdirs = {s: Path(w) for s, w in workdirs.items()}
     configs = {s: seed_config(config, s) for s in seeds.seeds}
-    corpus, model, tx, schedule = build(config)
-    level = corpus.level
+    task, tx, schedule = build(config)
+    model = task.model
     for workdir in workdirs.values():
         workdir.mkdir(parents=True, exist_ok=True)
-        corpus.vocab.save(workdir / "vocab.json")
-        (workdir / "corpus.json").write_text(json.dumps({"name": corpus.name, "description": corpus.description}))
+        task.describe(workdir)
 
-    train_its = {s: lm_batches(corpus.splits["train"], config.data.batch_size, config.data.seq_len, train=True,
-                               seed=s, carry_state=config.data.carry_state, random_offset=config.data.random_offset)
-                 for s in seeds.seeds}
+    train_its = {s: task.train_batches(s) for s in seeds.seeds}
     ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints,
                              best_metric="val_loss", best_mode="min") for s in seeds.seeds}
     states = {s: init_state(model, tx, configs[s]) for s in seeds.seeds}
@@ -222,21 +203,22 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
 
     state = seeds.stack([states[s] for s in seeds.seeds])
     del states
-    train_step = seeds.compile(make_train_step(model, tx), donate_argnums=0)
-    eval_step = seeds.compile(make_eval_step(model), in_axes=(0, 0, None))
+    train_step = seeds.compile(make_train_step(task, tx), donate_argnums=0)
+    eval_step = seeds.compile(make_eval_step(task), in_axes=(0, 0, None))
     eval_carry = seeds.stack([model.initial_state(config.data.eval_batch_size)] * len(seeds.seeds))
     last = config.train.steps if stop_at_step is None else min(stop_at_step, config.train.steps)
     progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress,
                            desc=f"train {len(seeds.seeds)} seeds" if seeds.stacked else "train")
     K = len(seeds.seeds)
-    window = {"loss_sum": np.zeros(K), "count": np.zeros(K), "tokens": np.zeros(K), "time": time.perf_counter()}
+    new_window = lambda: {"sums": None, "tokens": np.zeros(K), "time": time.perf_counter()}  # noqa: E731
+    window = new_window()
     final_metrics: dict = {s: {} for s in seeds.seeds}
 
     def evaluate_split(split: str, step: int) -> None:
-        loss_sums, counts = evaluate(eval_step, state.params, eval_carry, corpus.splits[split], config,
-                                     config.train.eval_max_batches)
+        outputs = evaluate(eval_step, state.params, eval_carry, task.eval_batches(split),
+                           config.train.eval_max_batches)
         for k, s in enumerate(seeds.seeds):
-            values = lm_metrics(float(np.reshape(loss_sums, -1)[k]), float(np.reshape(counts, -1)[k]), level)
+            values = task.eval_scalars([seeds.member(o, k) for o in outputs])
             writers[s].write_scalars(step, values, split=split)
             final_metrics[s][split] = values
 
@@ -245,39 +227,40 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
             batches = [next(train_its[s]) for s in seeds.seeds]
             state, metrics = train_step(state, seeds.stack_numpy(batches))
             metrics = jax.tree.map(lambda x: np.reshape(np.asarray(x, np.float64), -1), metrics)
-            bad = [s for k, s in enumerate(seeds.seeds) if not np.isfinite(metrics["loss_sum"][k])]
+            bad = [s for k, s in enumerate(seeds.seeds)
+                   if not all(np.isfinite(v[k]) for v in metrics["sums"].values())]
             if bad:
                 where = ", ".join(f"{ckpts[s].directory} (step {ckpts[s].latest_step()})" for s in bad)
                 raise NonFiniteLossError(
                     f"non-finite training loss at step {step}" + (f" for seeds {bad}" if seeds.stacked else "")
                     + f": stopping. The last good checkpoint is kept in {where}; lower opt.lr or "
                     "opt.clip_norm and run again with a new --workdir, or resume from it.")
-            window["loss_sum"] += metrics["loss_sum"]
-            window["count"] += metrics["count"]
+            sums = metrics["sums"]
+            window["sums"] = sums if window["sums"] is None else jax.tree.map(np.add, window["sums"], sums)
             window["tokens"] += [int(b["mask"].sum()) for b in batches]
             if step % config.train.log_every == 0 or step == last:
                 elapsed = max(time.perf_counter() - window["time"], 1e-9)
                 losses = []
                 for k, s in enumerate(seeds.seeds):
-                    scalars = lm_metrics(window["loss_sum"][k], window["count"][k], level)
+                    scalars = task.scalars({n: float(v[k]) for n, v in window["sums"].items()})
                     scalars.update({n: float(metrics[n][k]) for n in ("grad_norm", "update_norm", "param_norm")})
                     scalars["lr"] = float(schedule(step - 1))
                     scalars["tokens_per_s"] = window["tokens"][k] / elapsed  # this seed's share of the step
                     writers[s].write_scalars(step, scalars, split="train")
                     losses.append(scalars["loss"])
                 progress.update(step, loss=float(np.mean(losses)), tokens_per_s=window["tokens"].sum() / elapsed)
-                window = {"loss_sum": np.zeros(K), "count": np.zeros(K), "tokens": np.zeros(K),
-                          "time": time.perf_counter()}
+                window = new_window()
             is_eval = step % config.train.eval_every == 0 or step == config.train.steps
             if is_eval:
-                evaluate_split("validation", step)
+                evaluate_split(task.eval_splits[0], step)
             if is_eval or step % config.train.checkpoint_every == 0 or step == last:
                 for k, s in enumerate(seeds.seeds):
-                    val = final_metrics[s].get("validation") if is_eval else None
+                    val = final_metrics[s].get(task.eval_splits[0]) if is_eval else None
                     ckpts[s].save(step, seeds.member(state, k), data_state=train_its[s].get_state(),
                                   metrics=None if val is None else {"val_loss": val["loss"]}, force=True)
-        if last == config.train.steps and "test" in corpus.splits and len(corpus.splits["test"]) > 1:
-            evaluate_split("test", config.train.steps)
+        if last == config.train.steps:
+            for split in task.eval_splits[1:]:
+                evaluate_split(split, config.train.steps)
     finally:
         progress.close()
         for s in seeds.seeds:

@@ -51,8 +51,8 @@ def test_ablation_arms_run(extra, tmp_path):
 
 
 def _final_params(workdir, config):
-    corpus, model, tx, _ = train.build(config)
-    state, _, _ = Checkpointer(workdir / "checkpoints").restore(train.init_state(model, tx, config))
+    task, tx, _ = train.build(config)
+    state, _, _ = Checkpointer(workdir / "checkpoints").restore(train.init_state(task.model, tx, config))
     return state
 
 
@@ -88,8 +88,10 @@ def test_loss_falls_on_a_learnable_stream(tmp_path):
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = smoke(extra="cell=lstm")
     train.train_and_evaluate(config, tmp_path, stop_at_step=3)
-    real = train.token_cross_entropy
-    monkeypatch.setattr(train, "token_cross_entropy", lambda *a: (real(*a)[0] * np.nan, real(*a)[1]))
+    from ltf import task as task_lib
+
+    real = task_lib.token_cross_entropy
+    monkeypatch.setattr(task_lib, "token_cross_entropy", lambda *a: (real(*a)[0] * np.nan, real(*a)[1]))
     with pytest.raises(train.NonFiniteLossError, match=r"at step 4.*step 3"):
         train.train_and_evaluate(config, tmp_path)
     state = _final_params(tmp_path, config)
