@@ -70,6 +70,22 @@ def attention_config(normaliser: str | None = None, **values: Any) -> ml_collect
     return block
 
 
+def sequence_model_config(choices, *, head: str, d_hidden: int, n_layers: int = 1,
+                          use_obs_mask: bool = False) -> ml_collections.ConfigDict:
+    """The `model` block of a SequenceModel config (configs/reber.py, long_lag.py, ...), from the
+    config's choices cell=, attention=, window=, chrono (chrono_t_max: `choices.chrono_t_max`)."""
+    block = ml_collections.ConfigDict(dict(
+        cell=choices.cell, d_hidden=d_hidden, n_layers=n_layers, head=head, use_obs_mask=use_obs_mask,
+        dropout=0.0, locked_dropout=False, unroll=1, remat=False, backward="custom",
+        cell_options=cell_options_config(),
+        attention=attention_config(choices.attention or None, window=choices.window or None),
+    ))
+    if choices.chrono:
+        block.cell_options.forget_init = "chrono"
+        block.cell_options.chrono_t_max = float(choices.chrono_t_max)
+    return block
+
+
 def _cell_options(model_cfg) -> dict:
     return {k: v for k, v in model_cfg.cell_options.items() if v is not None}
 

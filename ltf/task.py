@@ -119,5 +119,7 @@ def task_name(config) -> str:
 def make_task(config) -> Task:
     name = task_name(config)
     if name not in TASKS:
+        import ltf.sequence_tasks  # noqa: F401  (registers the synthetic tasks)
+    if name not in TASKS:
         raise ValueError(f"config.task.name: {name!r} is not a task; allowed values are {tuple(TASKS)}.")
     return TASKS[name](config)

@@ -1,0 +1,65 @@
+"""Frequency discrimination (Neil, Pfeiffer & Liu 2016, "Phased LSTM", NIPS): is a sine wave's
+period in [5, 6] ms? Sampled regularly (1 ms), at high resolution (0.1 ms) or asynchronously
+(15 to 125 points at random times); the inputs are (value, Δt) and every cell also gets Δt.
+
+  python scripts/train.py --config configs/frequency.py:sampling=async,cell=time_aware
+  python scripts/train.py --config configs/frequency.py:smoke                # seconds
+
+The paper's setting: 110 units, Adam 1e-3, batch 32, 70 epochs, 5 seeds; published accuracy
+(LSTM / Phased LSTM): regular 89.3 / 99.3, high resolution 51.7 / 99.6, asynchronous 69.0 / 97.9.
+
+Choices (after the colon): sampling=regular|high_res|async, cell=..., attention=..., window=W,
+chrono, smoke.
+"""
+
+import ml_collections
+
+from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.tasks.frequency import max_steps
+
+
+def get_config(arg=None):
+    choices = parse_arg(arg, sampling="regular", cell="lstm", attention="", window=0, chrono=False, smoke=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = ml_collections.ConfigDict(dict(name="frequency", sampling=choices.sampling, balanced=True))
+    steps = max_steps(choices.sampling)
+    c.data = ml_collections.ConfigDict(dict(
+        seq_len=steps,  # every batch is padded to the sampling's longest sequence (one compile)
+        batch_size=32, eval_batch_size=100, eval_batches=20))
+    c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(steps)}),
+                                    head="last", d_hidden=110)
+    c.opt = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-3, schedule="constant", warmup_steps=0, end_lr_factor=1.0,
+        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
+        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=3000, log_every=100, eval_every=500, checkpoint_every=500, keep_checkpoints=2,
+        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
+    ))
+    if choices.smoke:
+        c.data.update(batch_size=4, eval_batch_size=4, eval_batches=2)
+        c.model.d_hidden = 8
+        c.train.update(steps=6, log_every=2, eval_every=3, checkpoint_every=3)
+    return c
+
+
+ARMS = {
+    "lstm": {"model.cell": "lstm"},
+    "time_aware": {"model.cell": "time_aware"},
+    "tlstm": {"model.cell": "tlstm"},
+    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
+                             "model.attention.window": 32},
+}
+
+
+def get_sweep(arg=None):
+    """The four arms x seeds (default 5, as the paper); choose the sampling with sampling=...:
+
+      python scripts/sweep.py --config configs/frequency.py:sampling=async --workdir runs/freq_async \\
+          --seeds_per_process 5 --report
+    """
+    from ltf.sweep import arms_sweep
+
+    return arms_sweep(arg, ARMS, get_config, seeds=5)

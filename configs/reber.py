@@ -1,0 +1,68 @@
+"""The continual embedded Reber grammar (CERG) of Gers, Schmidhuber & Cummins (2000), "Learning
+to Forget: Continual Prediction with LSTM": one endless stream of embedded Reber strings, the
+state never reset; at every symbol the net predicts the set of possible next symbols.
+
+  python scripts/train.py --config configs/reber.py                      # lstm
+  python scripts/train.py --config configs/reber.py:cell=lstm_noforget   # the 1997 LSTM: fails
+  python scripts/train.py --config configs/reber.py:smoke                # seconds
+
+Evaluation follows the paper: data.eval_batch_size streams (10) of data.eval_batches x data.seq_len
+symbols (100,000), error_free_length = the symbols before the first error (a step is correct
+when every output is within 0.49 of the target) and perfect = the fraction of error-free
+streams. Training is modern: Adam on windows of data.seq_len symbols with the state carried
+across windows (truncated BPTT), not the paper's online RTRL-style updates.
+
+Choices (after the colon): cell=..., attention=..., window=W, chrono, smoke.
+"""
+
+import ml_collections
+
+from ltf.config_lib import parse_arg, sequence_model_config
+
+STREAM_LENGTH = 100_000  # symbols per test stream (the paper's)
+
+
+def get_config(arg=None):
+    choices = parse_arg(arg, cell="lstm", attention="", window=0, chrono=False, smoke=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = ml_collections.ConfigDict(dict(name="cerg"))
+    seq_len = 100
+    c.data = ml_collections.ConfigDict(dict(
+        seq_len=seq_len, batch_size=16, eval_batch_size=10, eval_batches=STREAM_LENGTH // seq_len))
+    # chrono T_max: an ERG string is ~ 10 symbols; the state should last a few strings, not forever.
+    c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": 30.0}),
+                                    head="per_step", d_hidden=16)
+    c.opt = ml_collections.ConfigDict(dict(
+        name="adam", lr=5e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
+        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
+        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000, keep_checkpoints=2,
+        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
+    ))
+    if choices.smoke:
+        c.data.update(seq_len=20, batch_size=4, eval_batch_size=2, eval_batches=3)
+        c.model.d_hidden = 8
+        c.train.update(steps=6, log_every=2, eval_every=3, checkpoint_every=3)
+        c.opt.warmup_steps = 1
+    return c
+
+
+# The rows of the paper's Table 2 that ltf's cells can stand in for, each with and without chrono.
+# (The paper's "external reset at string boundaries" row needs resets inside a window: not yet.)
+CELLS = ("lstm_noforget", "lstm", "adaptive", "time_aware")
+ARMS = {f"{cell}{'_chrono' if chrono else ''}": {
+    "model.cell": cell, **({"model.cell_options.forget_init": "chrono"} if chrono else {})}
+    for cell in CELLS for chrono in (False, True) if not (chrono and cell == "lstm_noforget")}
+
+
+def get_sweep(arg=None):
+    """The CERG table: every arm x seeds (default 30), run several seeds per process:
+
+      python scripts/sweep.py --config configs/reber.py --workdir runs/cerg --seeds_per_process 10 --report
+    """
+    from ltf.sweep import arms_sweep
+
+    return arms_sweep(arg, ARMS, get_config, seeds=30)
