@@ -1,0 +1,192 @@
+"""Naive baselines, reported beside the models as sanity checks.
+
+Forecasting (on the original scale, from the same observations a model sees, but free to look
+before the window when the look-back is too short):
+
+- `last_value`: ŷ_{o+h} = the last observation at time <= o - 1, for every h.
+- `seasonal_naive` with season m: ŷ_{o+h} = the last observation at time <= o + h - m·(1 + ⌊h/m⌋)
+  (h = 0..H-1), i.e. the value one season back, the textbook y_{o+h-m(k+1)}, k = ⌊h/m⌋, on a
+  regular series; on an irregular one the latest observation at or before that time.
+  Either falls back to the training mean where no observation precedes the time.
+
+PhysioNet 2012: logistic regression on per-variable summaries of each stay (`SummaryLogistic`):
+for each of the 37 variables the last, mean, min and max value and log(1 + count), then the
+static Age, Gender, Height, Weight and ICUType one-hot; a summary that is missing (a variable
+never observed) takes the training mean, then every feature is standardised with training
+statistics. The fit minimises ½‖w‖² + C·Σ log-loss (bias not penalised), scikit-learn's
+`LogisticRegression(C=C)` objective, by Newton's method with backtracking, in numpy.
+`physionet_logistic_baseline` picks C on validation AUROC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from ltf.series import metrics
+from ltf.series.physionet import STATIC, VARIABLES, PhysioNetData, Stays
+from ltf.series.windows import ForecastData
+
+# -- forecasting ----------------------------------------------------------------------------
+
+
+def _latest_at_or_before(data: ForecastData, t_KxH: np.ndarray) -> np.ndarray:
+    obs = data.observed
+    i = np.searchsorted(obs.times, t_KxH, "right") - 1
+    return np.where(i >= 0, obs.values[np.maximum(i, 0)], float(data.normaliser.mean))
+
+
+def last_value(data: ForecastData, split: str) -> np.ndarray:
+    """[K,H] forecasts of the split's windows: the last observation before the origin."""
+    origin_K = data.splits[split].starts + data.L
+    t_KxH = np.repeat((origin_K - 1)[:, None], data.H, axis=1).astype(np.float64)
+    return _latest_at_or_before(data, t_KxH)
+
+
+def seasonal_naive(data: ForecastData, split: str, season: int) -> np.ndarray:
+    """[K,H] forecasts of the split's windows: the value one season back (see the docstring)."""
+    if season is None or season < 1:
+        raise ValueError(f"season={season}: seasonal naive needs a season length >= 1 "
+                         f"({data.name} has none; use last_value)")
+    h = np.arange(data.H)
+    origin_K = data.splits[split].starts + data.L
+    t_KxH = (origin_K[:, None] + h - season * (1 + h // season)).astype(np.float64)
+    return _latest_at_or_before(data, t_KxH)
+
+
+def forecast_baselines(data: ForecastData, season: int | None = None) -> dict:
+    """{split: {"last_value": {mse, mae, count}, "seasonal_naive": ...}} on the original scale
+    (seasonal naive only with a season)."""
+    out = {}
+    for split, ws in data.splits.items():
+        if not len(ws):
+            continue
+        row = {"last_value": metrics.forecast_errors(last_value(data, split), ws.y_true)}
+        if season:
+            row["seasonal_naive"] = metrics.forecast_errors(seasonal_naive(data, split, season),
+                                                            ws.y_true)
+        out[split] = row
+    return out
+
+
+# -- PhysioNet: logistic regression on summaries ---------------------------------------------
+
+SUMMARIES = ("last", "mean", "min", "max", "log1p_count")
+
+
+def summary_feature_names() -> list[str]:
+    static = [k for k in STATIC if k != "ICUType"] + [f"ICUType={i}" for i in range(1, 5)]
+    return [f"{v}:{s}" for s in SUMMARIES for v in VARIABLES] + static
+
+
+def summary_features(stays: Stays) -> np.ndarray:
+    """[N, 37·5 + 8] raw summaries (NaN where a variable is never observed in the stay)."""
+    N, V = len(stays), len(VARIABLES)
+    x = stays.values.astype(np.float64)
+    obs = np.isfinite(x)
+    out = {s: np.full((N, V), np.nan) for s in SUMMARIES}
+    nonempty = np.flatnonzero(stays.lengths > 0)
+    if len(nonempty):
+        starts = stays.offsets[nonempty]
+        count = np.add.reduceat(obs.astype(np.int64), starts, axis=0)
+        total = np.add.reduceat(np.where(obs, x, 0.0), starts, axis=0)
+        last_i = np.maximum.reduceat(np.where(obs, np.arange(len(x))[:, None], -1), starts, axis=0)
+        seen = count > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["mean"][nonempty] = np.where(seen, total / count, np.nan)
+        out["min"][nonempty] = np.where(seen, np.fmin.reduceat(x, starts, axis=0), np.nan)
+        out["max"][nonempty] = np.where(seen, np.fmax.reduceat(x, starts, axis=0), np.nan)
+        out["last"][nonempty] = np.where(seen, x[np.maximum(last_i, 0), np.arange(V)], np.nan)
+        out["log1p_count"][nonempty] = np.log1p(count)
+    out["log1p_count"][np.isnan(out["log1p_count"])] = 0.0
+    s = stays.static
+    icu = s[:, STATIC.index("ICUType")]
+    onehot = np.where(np.isfinite(icu)[:, None], (icu[:, None] == np.arange(1, 5)) * 1.0, np.nan)
+    static = s[:, [STATIC.index(k) for k in STATIC if k != "ICUType"]]
+    return np.concatenate([out[k] for k in SUMMARIES] + [static, onehot], axis=1)
+
+
+def _log_loss_sum(z, y):
+    return np.sum(np.logaddexp(0.0, z) - y * z)
+
+
+def fit_logistic(X, y, C: float = 1.0, *, max_iter: int = 100, tol: float = 1e-10):
+    """(w [F], b) minimising ½‖w‖² + C·Σ_i log(1 + exp(-(2y_i-1)(x_i·w + b)))."""
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64)
+    Xb = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+    reg = np.r_[np.ones(X.shape[1]), 0.0]  # the bias is not penalised
+    theta = np.zeros(Xb.shape[1])
+
+    def objective(th):
+        return 0.5 * np.sum(reg * th**2) + C * _log_loss_sum(Xb @ th, y)
+
+    f = objective(theta)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(Xb @ theta)))
+        grad = C * Xb.T @ (p - y) + reg * theta
+        hess = C * (Xb.T * (p * (1 - p))) @ Xb + np.diag(reg + 1e-12)
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while True:  # backtracking (Armijo): Newton's full step can overshoot far from the optimum
+            new = theta - t * step
+            f_new = objective(new)
+            if f_new <= f - 1e-4 * t * grad @ step or t < 1e-10:
+                break
+            t /= 2
+        theta, f = new, f_new
+        if np.max(np.abs(t * step)) < tol * max(1.0, np.max(np.abs(theta))):
+            break
+    return theta[:-1], float(theta[-1])
+
+
+@dataclasses.dataclass
+class SummaryLogistic:
+    """Imputation and standardisation from the training stays, then logistic regression."""
+
+    fill: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    w: np.ndarray
+    b: float
+    C: float
+
+    @classmethod
+    def fit(cls, train: Stays, C: float = 1.0) -> SummaryLogistic:
+        return cls.fit_features(summary_features(train), train.labels, C)
+
+    @classmethod
+    def fit_features(cls, X, labels, C: float = 1.0) -> SummaryLogistic:
+        """From precomputed `summary_features` X [N,F] of the training stays."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column never observed in train
+            fill = np.nan_to_num(np.nanmean(X, axis=0))
+        X = np.where(np.isfinite(X), X, fill)
+        mean, std = X.mean(axis=0), X.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        w, b = fit_logistic((X - mean) / std, labels, C)
+        return cls(fill, mean, std, w, b, C)
+
+    def predict(self, stays: Stays) -> np.ndarray:
+        """[N] probabilities of in-hospital death."""
+        return self.predict_features(summary_features(stays))
+
+    def predict_features(self, X) -> np.ndarray:
+        X = (np.where(np.isfinite(X), X, self.fill) - self.mean) / self.std
+        return 1.0 / (1.0 + np.exp(-(X @ self.w + self.b)))
+
+
+def physionet_logistic_baseline(data: PhysioNetData, Cs=(0.001, 0.01, 0.1, 1.0)) -> dict:
+    """Fits on train for each C, keeps the best validation AUROC; returns {"C", "model",
+    "metrics": {split: {auroc, auprc, n, positive_rate}}, "scores": {split: [N]}}."""
+    X = {k: summary_features(s) for k, s in data.splits.items()}
+    labels = {k: s.labels for k, s in data.splits.items()}
+    fits = [SummaryLogistic.fit_features(X["train"], labels["train"], C) for C in Cs]
+    best = max(fits, key=lambda m: metrics.auroc(labels["validation"],
+                                                 m.predict_features(X["validation"])))
+    scores = {k: best.predict_features(x) for k, x in X.items()}
+    return {"C": best.C, "model": best, "scores": scores,
+            "metrics": {k: metrics.classification_metrics(labels[k], v)
+                        for k, v in scores.items()}}

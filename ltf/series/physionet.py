@@ -1,0 +1,501 @@
+"""PhysioNet/CinC Challenge 2012: in-hospital mortality from the first 48 h of an ICU stay.
+
+Files (not downloadable at run time: fetch them from
+https://physionet.org/content/challenge-2012/1.0.0/, Open Data Commons Attribution 1.0, and
+cite Silva et al., Computing in Cardiology 2012):
+
+    <data_dir>/set-a.tar.gz   or an extracted folder <data_dir>/set-a/ (one <RecordID>.txt a stay)
+    <data_dir>/Outcomes-a.txt (RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death)
+    ... likewise set-b / Outcomes-b.txt and set-c / Outcomes-c.txt for evaluation sets.
+
+Record format: a header `Time,Parameter,Value`, then one observation a line, `HH:MM` since ICU
+admission (00:00 to 48:00). How a record is read:
+
+- Static descriptors: RecordID, Age, Gender (0 female, 1 male), Height (cm), ICUType (1
+  coronary care, 2 cardiac surgery recovery, 3 medical, 4 surgical) are static wherever they
+  appear (the first occurrence counts). Weight is both: the first Weight line, when it is at
+  00:00 before any time-series line (the descriptor block at the top of every file), is the
+  static admission weight; every later Weight line is the `Weight` time series.
+- -1 marks a missing value (the challenge's convention for descriptors and outcomes); a line
+  with value -1 is dropped, for every parameter (no variable here can take -1 for real).
+  Other implausible values (e.g. Temp -17.8, blood pressures of 0) are kept as recorded.
+- Duplicates (one variable twice at one time) are averaged, as in Rubanova et al. (2019)
+  (their reduce="average"); times are kept to the minute, not quantised as theirs are.
+- A stay is a sequence of its distinct observation times (events): times [T] in hours,
+  values [T,37] (NaN where a variable is not observed at that event). A stay with no
+  time-series line has T = 0 and is kept.
+- A malformed line (not 3 fields, a bad time, a non-numeric value, an unknown parameter)
+  raises `PhysioNetFormatError` naming the file and line.
+
+Per-event features (`stay_arrays`, batches): mask [T,37] (1 = observed), dt [T,1] hours since
+the previous event (the first event: since admission, time 0), dt_var [T,37] hours since that
+variable's previous observation strictly before the event (since admission if none).
+
+Split: set A is sorted by RecordID, then split train/validation/test (default 80/10/10)
+stratified by the label: within each class a `np.random.default_rng(seed)` permutation (seed 0
+by default; class 0 drawn first) gives round(f·n) stays to train and validation, the rest to
+test. Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
+Normalisation: per variable, mean and std over all observations in the training stays; the
+static Age, Height and Weight likewise; validation, test and other sets never enter them.
+
+Parsed sets are cached as `<cache>/physionet2012/<set>-<key>.npz`, the key hashing the bytes of
+the records (the tarball, or a folder's file names and contents), of the outcomes file and the
+parser version (~0.1 s to hash, 0.2 s to load, against ~3 s to parse set A); `<cache>`:
+`cache_dir`, else $LTF_CACHE_DIR, else ~/.cache/ltf. `python -m ltf.series.physionet <data_dir>`
+parses, caches and prints sizes and class balance.
+
+Batches (fixed shapes; T = `max_len`, default the longest stay of all loaded sets):
+`inputs` float32 [B,T,37] (normalised, 0 where unobserved), `obs_mask` [B,T,37], `mask` [B,T]
+(1 = a real event, 0 = padding), `dt` [B,T,1], `dt_var` [B,T,37], `times` [B,T] (hours),
+`static` [B,8] and `static_mask` [B,8] (STATIC_FEATURES: Age, Gender, Height, Weight z-scored
+or 0/1, ICUType one-hot; 0 where missing), `targets` int32 [B] (in-hospital death), `length`
+int32 [B], `record_id` int64 [B], `example_mask` [B], `reset` [B] (see ltf.series.windows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ltf.data.corpora import cache_root
+from ltf.series.windows import SPLITS, Batch, Batches, Normaliser
+
+URL = "https://physionet.org/content/challenge-2012/1.0.0/"
+FILES_URL = "https://physionet.org/files/challenge-2012/1.0.0/"
+VARIABLES = (
+    "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP",
+    "FiO2", "GCS", "Glucose", "HCO3", "HCT", "HR", "K", "Lactate", "Mg", "MAP", "MechVent", "Na",
+    "NIDiasABP", "NIMAP", "NISysABP", "PaCO2", "PaO2", "pH", "Platelets", "RespRate", "SaO2",
+    "SysABP", "Temp", "TroponinI", "TroponinT", "Urine", "WBC", "Weight",
+)
+STATIC = ("Age", "Gender", "Height", "ICUType", "Weight")
+STATIC_FEATURES = ("Age", "Gender", "Height", "Weight",
+                   "ICUType=1", "ICUType=2", "ICUType=3", "ICUType=4")
+OUTCOMES = ("SAPS-I", "SOFA", "Length_of_stay", "Survival")
+HEADER = "Time,Parameter,Value"
+CACHE_VERSION = 1  # bump when parsing or the cache layout changes
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+DEFAULT_SEED = 0
+
+_VAR = {v: i for i, v in enumerate(VARIABLES)}
+_WEIGHT = _VAR["Weight"]
+_STATIC_ONLY = frozenset(("RecordID", "Age", "Gender", "Height", "ICUType"))
+
+
+class PhysioNetFormatError(ValueError):
+    """A line of a record or outcomes file that does not follow the challenge's format."""
+
+
+def _bad(source: str, lineno: int, line: str, why: str) -> PhysioNetFormatError:
+    return PhysioNetFormatError(f"{source}, line {lineno}: {why}: {line!r}")
+
+
+# -- one record -----------------------------------------------------------------------------
+
+
+def parse_record(text: str, source: str = "<record>"):
+    """(record_id, static [5] float64, times [T] hours, values [T,37] float64) of one record;
+    see the module docstring for the rules. `source` names the file in errors."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip().lstrip("\ufeff") != HEADER:
+        raise _bad(source, 1, lines[0] if lines else "", f"expected the header {HEADER!r}")
+    static: dict[str, float] = {}
+    minutes, var, val = [], [], []
+    seen_series = False
+    time_minutes: dict[str, int] = {}  # a file repeats each time for every variable
+    for lineno, line in enumerate(lines[1:], start=2):
+        try:
+            t, p, v = line.split(",")
+        except ValueError:
+            if not line.strip():
+                continue
+            raise _bad(source, lineno, line,
+                       "expected 3 comma-separated fields Time,Parameter,Value") from None
+        m = time_minutes.get(t)
+        if m is None:
+            hh, _, mm = t.strip().partition(":")
+            if not (t.isascii() and hh.isdigit() and mm.isdigit() and len(mm) == 2
+                    and int(mm) < 60):
+                raise _bad(source, lineno, line, "expected the time as HH:MM")
+            m = time_minutes[t] = int(hh) * 60 + int(mm)
+        try:
+            value = float(v)
+        except ValueError:
+            raise _bad(source, lineno, line, "the value is not a number") from None
+        if not math.isfinite(value):
+            raise _bad(source, lineno, line, "the value is not finite")
+        k = _VAR.get(p)
+        if k is None:
+            p = p.strip()  # spaces around a name: rare, so off the fast path
+            k = _VAR.get(p)
+        if p in _STATIC_ONLY or (k == _WEIGHT and m == 0 and not seen_series
+                                 and "Weight" not in static):
+            static.setdefault(p, value)  # -1 becomes NaN below
+            continue
+        if k is None:
+            raise _bad(source, lineno, line, f"unknown parameter {p!r}")
+        seen_series = True
+        if value != -1:  # -1: missing
+            minutes.append(m), var.append(k), val.append(value)
+    record_id = static.get("RecordID")
+    if record_id is None:
+        stem = Path(source.rsplit(":", 1)[-1]).stem
+        if not stem.isdigit():
+            raise PhysioNetFormatError(f"{source}: no RecordID line and no numeric file name")
+        record_id = int(stem)
+    static_5 = np.array([static.get(k, np.nan) for k in STATIC], np.float64)
+    static_5[static_5 == -1] = np.nan
+    event_min, event = np.unique(np.asarray(minutes, np.int64), return_inverse=True)
+    sums = np.zeros((len(event_min), len(VARIABLES)))
+    counts = np.zeros_like(sums)
+    np.add.at(sums, (event, np.asarray(var, np.int64)), np.asarray(val, np.float64))
+    np.add.at(counts, (event, np.asarray(var, np.int64)), 1.0)
+    with np.errstate(invalid="ignore"):
+        values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return int(record_id), static_5, event_min / 60.0, values
+
+
+def read_outcomes(path: str | os.PathLike) -> dict[int, tuple[int, np.ndarray]]:
+    """RecordID -> (in-hospital death 0/1, [SAPS-I, SOFA, Length_of_stay, Survival] with -1 as
+    NaN) from an Outcomes-<x>.txt file."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    cols = [c.strip() for c in lines[0].lstrip("\ufeff").split(",")] if lines else []
+    if "RecordID" not in cols or "In-hospital_death" not in cols:
+        raise _bad(str(path), 1, lines[0] if lines else "",
+                   "expected a header with RecordID and In-hospital_death")
+    i_id, i_y = cols.index("RecordID"), cols.index("In-hospital_death")
+    i_out = [cols.index(c) if c in cols else None for c in OUTCOMES]
+    out = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) != len(cols):
+                raise ValueError
+            row = [float(x) for x in parts]
+        except ValueError:
+            raise _bad(str(path), lineno, line, f"expected {len(cols)} numbers") from None
+        rid, y = int(row[i_id]), row[i_y]
+        if y not in (0, 1):
+            raise _bad(str(path), lineno, line, "In-hospital_death must be 0 or 1")
+        if rid in out:
+            raise _bad(str(path), lineno, line, f"RecordID {rid} appears twice")
+        extra = np.array([row[i] if i is not None else np.nan for i in i_out])
+        extra[extra == -1] = np.nan
+        out[rid] = (int(y), extra)
+    return out
+
+
+# -- one set of records -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stays:
+    """A set of stays, ragged: stay i's events are rows offsets[i]:offsets[i+1] of times [E]
+    (hours) and values [E,37] (float32, raw units, NaN = unobserved). record_ids [N] (sorted
+    for a whole set), static [N,5] (STATIC, NaN = missing), labels [N] int64, outcomes [N,4]."""
+
+    name: str
+    record_ids: np.ndarray
+    offsets: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+    static: np.ndarray
+    labels: np.ndarray
+    outcomes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def subset(self, idx, name: str | None = None) -> Stays:
+        idx = np.asarray(idx, np.int64)
+        lengths = self.lengths[idx]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
+                              + [np.zeros(0, np.int64)])
+        return Stays(name or self.name, self.record_ids[idx], np.r_[0, np.cumsum(lengths)],
+                     self.times[rows], self.values[rows], self.static[idx], self.labels[idx],
+                     self.outcomes[idx])
+
+    def __repr__(self) -> str:
+        return (f"Stays({self.name!r}, {len(self):,} stays, {int(self.labels.sum()):,} deaths, "
+                f"{len(self.times):,} events)")
+
+
+def _record_texts(records: Path):
+    """(source name, text) of every .txt record in a folder or a tar(.gz) file."""
+    if records.is_dir():
+        for p in sorted(records.glob("*.txt")):
+            yield str(p), p.read_text()
+        return
+    with tarfile.open(records) as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".txt"):
+                yield f"{records}:{member.name}", tar.extractfile(member).read().decode()
+
+
+def read_stays(records: str | os.PathLike, outcomes: str | os.PathLike,
+               name: str | None = None) -> Stays:
+    """Parses every record of a folder or tarball (no cache) and joins the outcomes."""
+    records, outcomes = Path(records), Path(outcomes)
+    name = name or records.name.split(".")[0]
+    labels = read_outcomes(outcomes)
+    parsed = sorted((parse_record(text, src) for src, text in _record_texts(records)),
+                    key=lambda r: r[0])
+    if not parsed:
+        raise FileNotFoundError(f"{records}: no record files (<RecordID>.txt) in it")
+    ids = np.array([r[0] for r in parsed], np.int64)
+    if len(np.unique(ids)) < len(ids):
+        raise PhysioNetFormatError(f"{records}: a RecordID appears in two files")
+    missing = [int(i) for i in ids if int(i) not in labels]
+    if missing:
+        raise PhysioNetFormatError(f"{outcomes}: no outcome for {len(missing)} record(s) of "
+                                   f"{records}, e.g. RecordID {missing[:5]}")
+    lengths = np.array([len(r[2]) for r in parsed], np.int64)
+    return Stays(
+        name, ids, np.r_[0, np.cumsum(lengths)],
+        np.concatenate([r[2] for r in parsed]).astype(np.float64),
+        np.concatenate([r[3] for r in parsed]).astype(np.float32).reshape(-1, len(VARIABLES)),
+        np.stack([r[1] for r in parsed]),
+        np.array([labels[int(i)][0] for i in ids], np.int64),
+        np.stack([labels[int(i)][1] for i in ids]),
+    )
+
+
+def _missing_message(what: str, data_dir) -> str:
+    return (f"PhysioNet 2012: {what}. The data cannot be downloaded at run time: fetch "
+            f"set-a.tar.gz and Outcomes-a.txt (and set-b/c, Outcomes-b/c for other sets) from "
+            f"{FILES_URL} (the challenge page: {URL}) into {data_dir or 'a folder'} and pass "
+            "that folder as data_dir. Expected layout: <data_dir>/set-a.tar.gz or the extracted "
+            "<data_dir>/set-a/<RecordID>.txt, and <data_dir>/Outcomes-a.txt.")
+
+
+def locate_set(data_dir, set_name: str = "a") -> tuple[Path, Path]:
+    """(records, outcomes) of set "a"/"set-a" (b, c likewise) in data_dir, or a clear error."""
+    letter = set_name.lower().removeprefix("set-")
+    if data_dir is None or not Path(data_dir).is_dir():
+        raise FileNotFoundError(_missing_message(f"no folder data_dir={data_dir}", data_dir))
+    data_dir = Path(data_dir)
+    folder, tarball = data_dir / f"set-{letter}", data_dir / f"set-{letter}.tar.gz"
+    records = folder if folder.is_dir() else tarball
+    outcomes = data_dir / f"Outcomes-{letter}.txt"
+    if not records.exists():
+        raise FileNotFoundError(_missing_message(f"neither {folder}/ nor {tarball} exists",
+                                                 data_dir))
+    if not outcomes.is_file():
+        raise FileNotFoundError(_missing_message(f"no outcomes file {outcomes}", data_dir))
+    return records, outcomes
+
+
+def _fingerprint(records: Path, outcomes: Path) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    if records.is_dir():
+        for p in sorted(records.glob("*.txt")):  # ~0.1 s for set A's 4,000 files
+            h.update(f"{p.name}:{p.stat().st_size}:".encode())
+            h.update(p.read_bytes())
+    else:
+        h.update(records.read_bytes())
+    h.update(outcomes.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_FIELDS = ("record_ids", "offsets", "times", "values", "static", "labels", "outcomes")
+
+
+def load_stays(records: str | os.PathLike, outcomes: str | os.PathLike, *,
+               name: str | None = None, cache_dir=None) -> Stays:
+    """`read_stays` through the npz cache (see the module docstring)."""
+    records, outcomes = Path(records), Path(outcomes)
+    name = name or records.name.split(".")[0]
+    path = cache_root(cache_dir) / "physionet2012" / f"{name}-{_fingerprint(records, outcomes)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return Stays(name, *(f[k] for k in _FIELDS))
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: parse again
+    stays = read_stays(records, outcomes, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **{k: getattr(stays, k) for k in _FIELDS})  # 46 MB -> 5 MB
+    os.replace(tmp, path)
+    return stays
+
+
+# -- features, split, normalisation -------------------------------------------------------------
+
+
+def stratified_split(labels, fractions=DEFAULT_FRACTIONS, seed: int = DEFAULT_SEED):
+    """{"train", "validation", "test"} -> sorted indices, stratified by label."""
+    f = np.asarray(fractions, np.float64)
+    if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"fractions={tuple(fractions)}: need (train, validation, test) >= 0 "
+                         "summing to 1")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts = {s: [] for s in SPLITS}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_train, n_val = round(f[0] * len(idx)), round(f[1] * len(idx))
+        parts["train"].append(idx[:n_train])
+        parts["validation"].append(idx[n_train:n_train + n_val])
+        parts["test"].append(idx[n_train + n_val:])
+    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
+
+
+def _features(stays: Stays, idx, T: int, norm: Normaliser | None) -> Batch:
+    """Padded per-event features of the stays idx [B] (see the module docstring)."""
+    lengths = stays.lengths[idx]
+    if np.any(lengths > T):
+        raise ValueError(f"a stay has {int(lengths.max())} events, more than max_len={T}")
+    valid_BxT = np.arange(T) < lengths[:, None]
+    ev_BxT = np.where(valid_BxT, stays.offsets[idx][:, None] + np.arange(T), 0)
+    if len(stays.times):
+        t_BxT, raw = np.where(valid_BxT, stays.times[ev_BxT], 0.0), stays.values[ev_BxT]
+    else:  # no stay has an event: nothing to index
+        t_BxT, raw = np.zeros((len(idx), T)), np.full((len(idx), T, len(VARIABLES)), np.nan)
+    obs_BxTxV = valid_BxT[..., None] & np.isfinite(raw)
+    x_BxTxV = raw if norm is None else norm.apply(np.where(obs_BxTxV, raw, 0.0))
+    # Time of each variable's last observation strictly before each event; admission (0) if none.
+    obs_t_BxTxV = np.where(obs_BxTxV, t_BxT[..., None], 0.0)
+    last_BxTxV = np.maximum.accumulate(obs_t_BxTxV, axis=1)
+    prev_BxTxV = np.concatenate([np.zeros_like(last_BxTxV[:, :1]), last_BxTxV[:, :-1]], axis=1)
+    prev_t_BxT = np.concatenate([np.zeros_like(t_BxT[:, :1]), t_BxT[:, :-1]], axis=1)
+    return {
+        "inputs": np.where(obs_BxTxV, x_BxTxV, 0.0 if norm is not None else np.nan),
+        "obs_mask": obs_BxTxV * 1.0,
+        "mask": valid_BxT * 1.0,
+        "dt": np.where(valid_BxT, t_BxT - prev_t_BxT, 0.0)[..., None],
+        "dt_var": np.where(valid_BxT[..., None], t_BxT[..., None] - prev_BxTxV, 0.0),
+        "times": t_BxT,
+    }
+
+
+def stay_arrays(stays: Stays, i: int, normaliser: Normaliser | None = None) -> dict:
+    """One stay unpadded: times [T], values [T,37] (raw, NaN where unobserved, or normalised
+    with 0 there when `normaliser` is given), mask [T,37], dt [T,1], dt_var [T,37]."""
+    f = _features(stays, np.array([i]), int(stays.lengths[i]), normaliser)
+    return {"times": f["times"][0], "values": f["inputs"][0], "mask": f["obs_mask"][0],
+            "dt": f["dt"][0], "dt_var": f["dt_var"][0]}
+
+
+_CONT = [STATIC.index(k) for k in ("Age", "Height", "Weight")]
+
+
+def _static_features(stays: Stays, idx, norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
+    s = stays.static[idx]
+    cont = norm.apply(s[:, _CONT])
+    gender = s[:, [STATIC.index("Gender")]]
+    icu = s[:, STATIC.index("ICUType")]
+    onehot = (icu[:, None] == np.arange(1, 5)) * 1.0
+    x = np.concatenate([cont[:, :1], gender, cont[:, 1:], onehot], axis=1)
+    known = np.concatenate([np.isfinite(s[:, [0, 1, 2, 4]]),
+                            np.repeat(np.isin(icu, [1, 2, 3, 4])[:, None], 4, axis=1)], axis=1)
+    return np.where(known, x, 0.0), known * 1.0
+
+
+@dataclasses.dataclass
+class PhysioNetData:
+    """Splits of set A ("train", "validation", "test") and other sets ("set-b", ...) with the
+    training split's normalisers; `batches(split, B)` gives fixed-shape batches."""
+
+    splits: dict[str, Stays]
+    normaliser: Normaliser          # [37] over the training stays' observations
+    static_normaliser: Normaliser   # [3]: Age, Height, Weight of the training stays
+    max_len: int
+    seed: int
+    fractions: tuple[float, float, float]
+
+    def take(self, split: str, idx) -> Batch:
+        stays = self.splits[split]
+        idx = np.asarray(idx, np.int64)
+        batch = _features(stays, idx, self.max_len, self.normaliser)
+        batch["static"], batch["static_mask"] = _static_features(stays, idx, self.static_normaliser)
+        batch = {k: v.astype(np.float32) for k, v in batch.items()}
+        batch.update(targets=stays.labels[idx].astype(np.int32),
+                     length=stays.lengths[idx].astype(np.int32), record_id=stays.record_ids[idx])
+        return batch
+
+    def batches(self, split: str, batch_size: int, *, train: bool | None = None,
+                seed: int = 0) -> Batches:
+        """Shuffled epochs forever for "train" by default; one ordered pass otherwise."""
+        train = split == "train" if train is None else train
+        return Batches(lambda idx: self.take(split, idx), len(self.splits[split]), batch_size,
+                       train=train, seed=seed)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v):,} ({int(v.labels.sum())} deaths)"
+                          for k, v in self.splits.items())
+        return f"PhysioNetData({sizes}; max_len={self.max_len}, seed={self.seed})"
+
+
+def _extra_source(item, data_dir) -> tuple[str, Path, Path]:
+    if isinstance(item, (tuple, list)):
+        records, outcomes = map(Path, item)
+        return records.name.split(".")[0], records, outcomes
+    p = Path(item)
+    if p.exists():  # a folder or tarball; its Outcomes-<x>.txt beside it
+        name = p.name.split(".")[0]
+        outcomes = p.parent / f"Outcomes-{name.removeprefix('set-')}.txt"
+        if not outcomes.is_file():
+            raise FileNotFoundError(_missing_message(f"no outcomes file {outcomes} for {p}",
+                                                     p.parent))
+        return name, p, outcomes
+    records, outcomes = locate_set(data_dir, str(item))
+    return f"set-{str(item).lower().removeprefix('set-')}", records, outcomes
+
+
+def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
+                   seed: int = DEFAULT_SEED, max_len: int | None = None,
+                   cache_dir=None) -> PhysioNetData:
+    """Set A from data_dir split train/validation/test, plus `extra_sets` for evaluation: each
+    a letter ("b"), a set name ("set-c"), a folder or tarball path (its Outcomes-<x>.txt beside
+    it) or a (records, outcomes) pair."""
+    records, outcomes = locate_set(data_dir, "a")
+    set_a = load_stays(records, outcomes, name="set-a", cache_dir=cache_dir)
+    splits = {s: set_a.subset(idx, s)
+              for s, idx in stratified_split(set_a.labels, fractions, seed).items()}
+    for item in extra_sets:
+        name, rec, out = _extra_source(item, data_dir)
+        splits[name] = load_stays(rec, out, name=name, cache_dir=cache_dir)
+    train = splits["train"]
+    norm = Normaliser.fit(train.values, axis=0)
+    static_norm = Normaliser.fit(train.static[:, _CONT], axis=0)
+    longest = max(int(s.lengths.max(initial=0)) for s in splits.values())
+    if max_len is not None and max_len < longest:
+        raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
+    return PhysioNetData(splits, norm, static_norm, max(max_len or longest, 1), seed,
+                         tuple(fractions))
+
+
+def describe(stays: Stays) -> dict:
+    """Sizes and class balance of a set (JSON-able)."""
+    lengths = stays.lengths
+    return {"stays": len(stays), "deaths": int(stays.labels.sum()),
+            "death_rate": float(stays.labels.mean()), "events": int(lengths.sum()),
+            "events_per_stay": {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                                "max": int(lengths.max())},
+            "observations": int(np.isfinite(stays.values).sum()),
+            "empty_stays": int((lengths == 0).sum())}
+
+
+if __name__ == "__main__":  # python -m ltf.series.physionet <data_dir>: parse, cache, describe
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    data = load_physionet(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(data, f"({time.perf_counter() - t0:.1f} s)")
+    print(json.dumps({k: describe(v) for k, v in data.splits.items()}, indent=1))
