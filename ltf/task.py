@@ -120,6 +120,7 @@ def make_task(config) -> Task:
     name = task_name(config)
     if name not in TASKS:
         import ltf.sequence_tasks  # noqa: F401  (registers the synthetic tasks)
+        import ltf.series_tasks  # noqa: F401  (registers the time-series tasks)
     if name not in TASKS:
         raise ValueError(f"config.task.name: {name!r} is not a task; allowed values are {tuple(TASKS)}.")
     return TASKS[name](config)

@@ -11,8 +11,11 @@ import pytest
 
 from ltf import train
 from ltf.checkpoint import Checkpointer
-from ltf.config_lib import load_config, validate
+from ltf.config_lib import load_config, load_module, validate
+from ltf.sweep import apply_overrides
 from ltf.writers import read_metrics
+
+from conftest import SHARED_DATA, require_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
@@ -30,6 +33,9 @@ def smoke(name="tlstm_lm.py", extra=""):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_runs_its_smoke_setting(name, tmp_path):
     config = smoke(name)
+    # A config whose smoke run needs real files names them (SMOKE_DATA: field -> ../shared/data/<x>).
+    for field, folder in getattr(load_module(str(REPO / "configs" / name)), "SMOKE_DATA", {}).items():
+        apply_overrides(config, {field: str(require_file(SHARED_DATA / folder))})
     metrics = train.train_and_evaluate(config, tmp_path)
     assert np.isfinite(metrics["validation"]["loss"])
     assert (tmp_path / "config.json").exists()

@@ -1,0 +1,71 @@
+"""Forecasting a time series, regular or irregularly sampled: the next H values from a window of
+L steps (ltf.series). Default: half-hourly electricity demand (`taylor`, 4,032 points, from
+pmdarima): a week in, a day out.
+
+  python scripts/train.py --config configs/forecast.py                          # taylor, regular
+  python scripts/train.py --config configs/forecast.py:kind=subset,keep=0.3,cell=time_aware
+  python scripts/train.py --config configs/forecast.py:series=sunspots_monthly,L=264,H=12
+  python scripts/train.py --config configs/forecast.py:smoke                    # seconds
+
+Choices (after the colon): series=NAME (ltf.series.SERIES), kind=regular|subset|poisson (the
+irregular versions: keep a fraction `keep` of the points, or observe at Poisson times of rate
+`rate` per step; drawn once from task.data_seed, the same for every run), L=, H=, cell=,
+attention=, window=W, chrono, smoke. The model sees values, the observation mask and Δt.
+Splits are chronological (70/10/20); normalisation uses the training part only; errors
+(mse, mae) are reported on the original scale.
+"""
+
+import ml_collections
+
+from ltf.config_lib import parse_arg, sequence_model_config
+
+
+def get_config(arg=None):
+    choices = parse_arg(arg, series="taylor", kind="regular", keep=0.3, rate=0.3, L=336, H=48, cell="lstm",
+                        attention="", window=0, chrono=False, smoke=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = ml_collections.ConfigDict(dict(
+        name="forecast", series=choices.series, kind=choices.kind, keep=choices.keep, rate=choices.rate,
+        data_seed=0, L=choices.L, H=choices.H, fractions=(0.7, 0.1, 0.2), layout="grid",
+    ))
+    c.data = ml_collections.ConfigDict(dict(seq_len=choices.L, batch_size=32, eval_batch_size=64))
+    c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(choices.L)}),
+                                    head="last", d_hidden=64, use_obs_mask=True)
+    c.opt = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
+        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
+        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=3000, log_every=100, eval_every=500, checkpoint_every=500, keep_checkpoints=2,
+        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
+    ))
+    if choices.smoke:
+        c.task.update(series="nile", L=8, H=2)
+        c.data.update(seq_len=8, batch_size=4, eval_batch_size=4)
+        c.model.d_hidden = 8
+        c.train.update(steps=6, log_every=2, eval_every=3, checkpoint_every=3, eval_max_batches=2)
+        c.opt.warmup_steps = 1
+    return c
+
+
+ARMS = {
+    "lstm": {"model.cell": "lstm"},
+    "adaptive": {"model.cell": "adaptive"},
+    "time_aware": {"model.cell": "time_aware"},
+    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
+                             "model.attention.window": 64},
+    "tlstm": {"model.cell": "tlstm"},
+}
+
+
+def get_sweep(arg=None):
+    """The five arms x seeds (default 3); kind=... picks the regular or irregular version:
+
+      python scripts/sweep.py --config configs/forecast.py:kind=subset --workdir runs/taylor_subset \\
+          --seeds_per_process 3 --report
+    """
+    from ltf.sweep import arms_sweep
+
+    return arms_sweep(arg, ARMS, get_config, seeds=3)

@@ -1,0 +1,153 @@
+"""Time series (`ltf.series`) as training tasks (`ltf.task.Task`).
+
+    config.task.name   data                                               head        metrics
+    forecast           a series (regular or irregular version) in          last step   loss (MSE, normalised),
+                       windows of L inputs -> the next H values                         mse, mae (original scale)
+    physionet          PhysioNet/CinC 2012 set A (+ B, C): in-hospital    last step   loss (BCE), auroc, auprc
+                       death from the first 48 h                          or pooled
+
+Normalisation comes from the training split only (see ltf.series.windows and .physionet); the
+forecasting errors are computed after undoing it, so they read in the series' own units.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ltf import config_lib
+from ltf.series import load_physionet, load_series, make_irregular, make_windows
+from ltf.series.metrics import classification_metrics
+from ltf.task import add_sums, register_task
+from ltf.writers import json_safe
+
+
+def _write_task(task_cfg, workdir: Path, **extra) -> None:
+    record = {**task_cfg.to_dict(), **extra}
+    (workdir / "task.json").write_text(json.dumps(json_safe(record, strict=False), indent=1))
+
+
+class Forecast:
+    """Multi-step forecasting (H outputs from the last step's state; H = 1 is one-step)."""
+
+    eval_splits = ("validation", "test")
+
+    def __init__(self, config):
+        self.config = t = config.task
+        self.data_cfg = config.data
+        series = load_series(t.series)
+        observed = make_irregular(series, t.kind, keep=t.keep, rate=t.rate, seed=t.data_seed)
+        self.data = make_windows(observed, t.L, t.H, fractions=tuple(t.fractions), layout=t.layout)
+        self.season = series.season
+        if config.model.head not in ("last", "attention_pool"):
+            raise ValueError(f"config.model.head: {config.model.head!r}; forecasting needs 'last' or "
+                             "'attention_pool' (one output vector of H values per window).")
+        self.model = config_lib.build_sequence_model(config.model, 1, t.H)
+
+    def describe(self, workdir: Path) -> None:
+        _write_task(self.config, workdir, windows=repr(self.data))
+
+    def train_batches(self, seed: int):
+        return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
+
+    def eval_batches(self, split: str):
+        return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
+
+    def _predict(self, params, carry, batch, dropout_rng):
+        return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], batch["obs_mask"], carry,
+                                dropout_rng=dropout_rng)
+
+    def _sums(self, pred_BxH, batch):
+        weight_BxH = batch["target_mask"] * batch["example_mask"][:, None]
+        err_BxH = (pred_BxH - batch["targets"]) * weight_BxH
+        raw_BxH = err_BxH * batch["scale"]  # the error in the series' units: (p - y)·scale
+        return {"loss_sum": jnp.sum(err_BxH**2), "count": jnp.sum(weight_BxH),
+                "se_sum": jnp.sum(raw_BxH**2), "ae_sum": jnp.sum(jnp.abs(raw_BxH))}
+
+    def loss(self, params, carry, batch, dropout_rng):
+        pred, carry = self._predict(params, carry, batch, dropout_rng)
+        sums = self._sums(pred, batch)
+        return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (carry, sums)
+
+    def eval_outputs(self, params, carry, batch):
+        pred, carry = self._predict(params, carry, batch, None)
+        return carry, self._sums(pred, batch)
+
+    def scalars(self, sums):
+        n = max(sums["count"], 1.0)
+        return {"loss": sums["loss_sum"] / n, "mse": sums["se_sum"] / n, "mae": sums["ae_sum"] / n}
+
+    def eval_scalars(self, outputs):
+        return self.scalars(add_sums(outputs))
+
+
+class PhysioNet:
+    """In-hospital mortality from irregular ICU time series: one logit per stay."""
+
+    def __init__(self, config):
+        self.config = t = config.task
+        self.data_cfg = config.data
+        self.data = load_physionet(t.data_dir, extra_sets=tuple(t.extra_sets), seed=t.split_seed)
+        self.eval_splits = ("validation", "test") + tuple(s for s in self.data.splits
+                                                          if s not in ("train", "validation", "test"))
+        if t.dt not in ("event", "per_variable"):
+            raise ValueError(f"config.task.dt: {t.dt!r}; allowed values are 'event' (time since the last "
+                             "event) and 'per_variable' (time since each variable's last observation).")
+        d_time = config.model.cell_options.get("d_time") or 1
+        if t.dt == "per_variable" and d_time != 37:
+            raise ValueError("config.task.dt='per_variable' feeds 37 time gaps: set "
+                             "--config.model.cell_options.d_time=37 (a time-aware cell).")
+        if config.model.head not in ("last", "attention_pool"):
+            raise ValueError(f"config.model.head: {config.model.head!r}; mortality needs 'last' or "
+                             "'attention_pool' (one logit per stay).")
+        self.model = config_lib.build_sequence_model(config.model, 37, 1)
+
+    def describe(self, workdir: Path) -> None:
+        _write_task(self.config, workdir, data=repr(self.data))
+
+    def train_batches(self, seed: int):
+        return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
+
+    def eval_batches(self, split: str):
+        return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
+
+    def _logits(self, params, carry, batch, dropout_rng):
+        dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
+        out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
+                                          dropout_rng=dropout_rng)
+        return out_Bx1[:, 0], carry
+
+    def _sums(self, logits_B, batch):
+        labels_B = batch["targets"].astype(logits_B.dtype)
+        weight_B = batch["example_mask"]
+        losses_B = optax.sigmoid_binary_cross_entropy(logits_B, labels_B)
+        return {"loss_sum": jnp.sum(losses_B * weight_B), "count": jnp.sum(weight_B)}
+
+    def loss(self, params, carry, batch, dropout_rng):
+        logits, carry = self._logits(params, carry, batch, dropout_rng)
+        sums = self._sums(logits, batch)
+        return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (carry, sums)
+
+    def eval_outputs(self, params, carry, batch):
+        logits, carry = self._logits(params, carry, batch, None)
+        return carry, {**self._sums(logits, batch), "logits_B": logits, "labels_B": batch["targets"],
+                       "weight_B": batch["example_mask"]}
+
+    def scalars(self, sums):
+        return {"loss": sums["loss_sum"] / max(sums["count"], 1.0)}
+
+    def eval_scalars(self, outputs):
+        out = self.scalars(add_sums([{k: o[k] for k in ("loss_sum", "count")} for o in outputs]))
+        keep = np.concatenate([o["weight_B"] for o in outputs]) > 0
+        labels = np.concatenate([o["labels_B"] for o in outputs])[keep]
+        scores = np.concatenate([o["logits_B"] for o in outputs])[keep]
+        out.update({k: v for k, v in classification_metrics(labels, scores).items() if k in ("auroc", "auprc")})
+        return out
+
+
+register_task("forecast", Forecast)
+register_task("physionet", PhysioNet)

@@ -1,0 +1,72 @@
+"""Time series as training tasks: errors on the original scale, AUROC from a split, errors."""
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ltf import train
+from ltf.config_lib import load_config
+from ltf.series import metrics
+from ltf.task import make_task
+
+from test_series_physionet import write_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LTF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def config(spec):
+    return load_config(str(REPO / "configs" / spec))
+
+
+def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding():
+    task = make_task(config("forecast.py:smoke,kind=subset,keep=0.5"))
+    batch = next(iter(task.eval_batches("test")))
+    pred = np.random.default_rng(0).normal(size=batch["targets"].shape).astype(np.float32)
+    sums = {k: float(v) for k, v in task._sums(jnp.asarray(pred), {k: jnp.asarray(v) for k, v in batch.items()}).items()}
+    weight = batch["target_mask"] * batch["example_mask"][:, None]
+    expected = metrics.forecast_errors(metrics.to_original(pred, batch), metrics.to_original(batch["targets"], batch),
+                                       mask=weight)
+    got = task.scalars(sums)
+    assert got["mse"] == pytest.approx(expected["mse"], rel=1e-4)
+    assert got["mae"] == pytest.approx(expected["mae"], rel=1e-4)
+    assert got["loss"] == pytest.approx(np.sum((pred - batch["targets"]) ** 2 * weight) / weight.sum(), rel=1e-4)
+
+
+def test_physionet_trains_on_files_in_the_challenge_format_and_scores_auroc(tmp_path):
+    write_set(tmp_path / "data", n=60)
+    c = config("physionet.py:smoke,cell=time_aware,dt=per_variable")
+    c.task.data_dir = str(tmp_path / "data")
+    final = train.train_and_evaluate(c, tmp_path / "run")
+    for split in ("validation", "test"):
+        assert 0.0 <= final[split]["auroc"] <= 1.0 and 0.0 <= final[split]["auprc"] <= 1.0
+    task = make_task(c)
+    outputs = [{"loss_sum": 1.0, "count": 2.0, "logits_B": np.array([0.3, -1.0]), "labels_B": np.array([1, 0]),
+                "weight_B": np.array([1.0, 1.0])},
+               {"loss_sum": 1.0, "count": 1.0, "logits_B": np.array([0.1, 9.0]), "labels_B": np.array([0, 1]),
+                "weight_B": np.array([1.0, 0.0])}]  # the padded row (weight 0) must not count
+    scores = task.eval_scalars(outputs)
+    assert scores["auroc"] == metrics.auroc([1, 0, 0], [0.3, -1.0, 0.1]) == 1.0
+    assert scores["loss"] == pytest.approx(2.0 / 3.0)
+
+
+def test_per_variable_time_gaps_need_a_cell_that_takes_37(tmp_path):
+    write_set(tmp_path / "data", n=40)
+    c = config("physionet.py:smoke,dt=per_variable")
+    c.task.data_dir = str(tmp_path / "data")
+    c.model.cell_options.d_time = None
+    with pytest.raises(ValueError, match="d_time=37"):
+        make_task(c)
+
+
+def test_a_missing_physionet_folder_says_where_the_files_go(tmp_path):
+    c = config("physionet.py:smoke")
+    c.task.data_dir = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="physionet"):
+        make_task(c)
