@@ -68,6 +68,9 @@ def get_config(arg=None):
         progress=True,
     ))
 
+    # Data parallel over every local device (and, with distributed, every host): see ltf/parallel.py.
+    c.parallel = ml_collections.ConfigDict(dict(data_parallel=False, distributed=False))
+
     if choices.smoke:  # a few seconds: the tests run every config this way
         c.data.batch_size = c.data.eval_batch_size = 4
         c.data.seq_len = 16

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltf import config_lib
+from ltf import config_lib, parallel
 from ltf.checkpoint import Checkpointer
 from ltf.optim import make_optimizer
 from ltf.task import Task, make_task
@@ -70,15 +70,16 @@ def make_eval_step(task: Task):
     return eval_step
 
 
-def evaluate(eval_step, params, initial_carry, batches, max_batches=None) -> list:
+def evaluate(eval_step, params, initial_carry, batches, max_batches=None, place=lambda batch: batch) -> list:
     """The outputs of every batch of a split (host arrays), carrying the state across batches.
 
-    With K seeds trained at once, `eval_step` is vmapped and each output has a leading axis [K]."""
+    With K seeds trained at once, `eval_step` is vmapped and each output has a leading axis [K].
+    `place` puts a host batch where the step wants it (split over devices: `ltf.parallel`)."""
     carry, outputs = initial_carry, []
     for k, batch in enumerate(batches):
         if max_batches is not None and k >= max_batches:
             break
-        carry, out = eval_step(params, carry, batch)
+        carry, out = eval_step(params, carry, place(batch))
         outputs.append(jax.tree.map(np.asarray, out))
     return outputs
 
@@ -161,7 +162,9 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     `train_and_evaluate(seed_config(config, seed), workdir)`, up to float rounding, and either
     can resume it. Resuming K seeds at once needs their latest checkpoints at one step.
     """
+    mesh = parallel.make_mesh(config)  # first: a multi-host run must initialise before any computation
     seeds = Seeds(list(workdirs))
+    batch_axis = 1 if seeds.stacked else 0
     workdirs = {s: Path(w) for s, w in workdirs.items()}
     configs = {s: seed_config(config, s) for s in seeds.seeds}
     task, tx, schedule = build(config)
@@ -201,11 +204,14 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
             writers[s].close()
         return {s: _logged_final_metrics(workdirs[s], start) for s in seeds.seeds}
 
-    state = seeds.stack([states[s] for s in seeds.seeds])
+    state = parallel.place_state(seeds.stack([states[s] for s in seeds.seeds]), mesh, batch_axis)
     del states
     train_step = seeds.compile(make_train_step(task, tx), donate_argnums=0)
     eval_step = seeds.compile(make_eval_step(task), in_axes=(0, 0, None))
-    eval_carry = seeds.stack([model.initial_state(config.data.eval_batch_size)] * len(seeds.seeds))
+    eval_carry = parallel.place_carry(
+        seeds.stack([model.initial_state(config.data.eval_batch_size)] * len(seeds.seeds)), mesh, batch_axis)
+    place = lambda batch: parallel.place_batch(batch, mesh, batch_axis)  # noqa: E731
+    place_eval = lambda batch: parallel.place_batch(batch, mesh, 0)  # noqa: E731  (one batch for all seeds)
     last = config.train.steps if stop_at_step is None else min(stop_at_step, config.train.steps)
     progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress,
                            desc=f"train {len(seeds.seeds)} seeds" if seeds.stacked else "train")
@@ -216,7 +222,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
 
     def evaluate_split(split: str, step: int) -> None:
         outputs = evaluate(eval_step, state.params, eval_carry, task.eval_batches(split),
-                           config.train.eval_max_batches)
+                           config.train.eval_max_batches, place_eval)
         for k, s in enumerate(seeds.seeds):
             values = task.eval_scalars([seeds.member(o, k) for o in outputs])
             writers[s].write_scalars(step, values, split=split)
@@ -225,7 +231,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     try:
         for step in range(start + 1, last + 1):
             batches = [next(train_its[s]) for s in seeds.seeds]
-            state, metrics = train_step(state, seeds.stack_numpy(batches))
+            state, metrics = train_step(state, place(seeds.stack_numpy(batches)))
             metrics = jax.tree.map(lambda x: np.reshape(np.asarray(x, np.float64), -1), metrics)
             bad = [s for k, s in enumerate(seeds.seeds)
                    if not all(np.isfinite(v[k]) for v in metrics["sums"].values())]
