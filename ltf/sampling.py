@@ -37,8 +37,13 @@ def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int,
     return prompt + vocab.decode(out)
 
 
-def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
-                        step: int | None = None) -> str:
+def load_language_model(workdir, *, step: int | None = None):
+    """(model, params, vocab) of a run written by `scripts/train.py` (its latest checkpoint, or `step`):
+    config.json and vocab.json rebuild the model; the train state built from them is the template
+    the checkpoint fills."""
+    from ltf.optim import make_optimizer
+    from ltf.train import init_state  # the template of what was saved
+
     workdir = Path(workdir)
     for name in ("config.json", "vocab.json"):
         if not (workdir / name).exists():
@@ -47,13 +52,15 @@ def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     vocab = Vocab.load(workdir / "vocab.json")
     model = config_lib.build_language_model(config.model, vocab.size)
-    ckpt = Checkpointer(workdir / "checkpoints")
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint under checkpoints/ yet.")
-    from ltf.train import init_state  # the template of what was saved
-    from ltf.optim import make_optimizer
+    with Checkpointer(workdir / "checkpoints") as ckpt:
+        if ckpt.latest_step() is None:
+            raise FileNotFoundError(f"--workdir {workdir}: no checkpoint under checkpoints/ yet.")
+        tx, _ = make_optimizer(config.opt, config.train.steps)
+        state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
+    return model, state.params, vocab
 
-    tx, _ = make_optimizer(config.opt, config.train.steps)
-    state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
-    ckpt.close()
-    return sample(model, state.params, vocab, prompt, length, temperature=temperature, seed=seed)
+
+def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
+                        step: int | None = None) -> str:
+    model, params, vocab = load_language_model(workdir, step=step)
+    return sample(model, params, vocab, prompt, length, temperature=temperature, seed=seed)

@@ -175,3 +175,15 @@ def test_seeds_at_different_steps_are_not_resumed_together(tmp_path):
     train.train_and_evaluate(train.seed_config(config, 0), tmp_path / "a", stop_at_step=3)
     with pytest.raises(ValueError, match="different steps"):
         train.train_seeds(config, {0: tmp_path / "a", 1: tmp_path / "b"})
+
+
+def test_a_trained_run_samples_text_after_its_prompt_and_a_missing_run_is_named(tmp_path):
+    from ltf.sampling import sample_from_workdir
+
+    train.train_and_evaluate(smoke(extra="cell=lstm"), tmp_path / "run")
+    text = sample_from_workdir(tmp_path / "run", prompt="ROMEO:", length=12, temperature=0.8)
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 12
+    assert sample_from_workdir(tmp_path / "run", prompt="A", length=5, temperature=0.0) == \
+        sample_from_workdir(tmp_path / "run", prompt="A", length=5, temperature=0.0, seed=7)  # greedy
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        sample_from_workdir(tmp_path / "nothing", prompt="A", length=1)

@@ -1,0 +1,186 @@
+"""What a cell does at every step: its gate activations, cell states and outputs over a sequence.
+
+    tr = cell_traces(cell, params, xs_BxTxD, dts_BxTxK)                # one layer
+    tr = language_model_traces(model, params, tokens_BxT, layer=0)    # one layer of a language model
+    tr.gates["f"], tr.c, tr.h                                          # each B x T x H
+    model, params, vocab = load_language_model("runs/<run>")          # a trained one, from its workdir
+
+How. A cell's `gate_update` returns (C_t, h_t) only, not the gates it formed, and this module
+leaves the cells alone: it reuses the cell's own `project` for the h-independent part of z_t,
+adds h_{t-1} W_h step by step under `lax.scan` (as `ltf.rnn` does), and recomputes the gates from
+z_t with the cell's equations, written out again here per cell class (`TRACERS`). It then forms
+C_t and h_t from those gates itself, so that checking its C_t and h_t against the model's forward
+pass (tests/test_traces.py, for every cell in `ltf.cells.CELLS`) checks the gates too. A cell
+class without an entry in `TRACERS` fails with an error naming it; a new cell needs its gate
+equations here as well as in `ltf.cells`.
+
+What is reported, for every cell: gates i, f, o ∈ (0, 1) and the candidate g ∈ (−1, 1).
+- `lstm_noforget` has no forget gate. Its f is reported as ones: C_t = C_{t-1} + i ⊙ g is the
+  forget-gate update with f ≡ 1, and a constant row of ones plots beside a learned f.
+  `ltf.cells.has_forget_gate(cell)` tells the two apart.
+- `adaptive` and `time_aware` report their gates with the peephole terms (U ⊙ C) included.
+- `tlstm`'s f scales the time-discounted C*_{t-1}, not C_{t-1} (see `ltf.cells.TLSTM`).
+- A masked step (mask 0) keeps C and h, as in `ltf.rnn`; its gates are what the step would
+  have computed from its (padding) input, and mean nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ltf import attention
+from ltf.cells import LSTM, TLSTM, Adaptive, LSTMNoForget, LSTMState, Params, TimeAware
+from ltf.models import LanguageModel, RecurrentStack
+from ltf.rnn import scan_layer
+from ltf.shapes import lead
+
+Array = jax.Array
+
+
+class Traces(NamedTuple):
+    gates: dict[str, Array]  # "i", "f", "g", "o" -> activations_BxTxH, in (0, 1); g in (−1, 1)
+    c: Array  # c_BxTxH, the cell state C_t after each step
+    h: Array  # h_BxTxH, the output h_t
+
+
+# -- the gate equations, per cell class: (cell, params, z_BxG, c_prev_BxH, dt_BxK) -> (gates, C_t, h_t)
+
+
+def _blocks(cell: LSTM, z_BxG) -> dict[str, Array]:
+    """z_t split into its gate blocks, in the cell's layout (`cell.gates`)."""
+    return dict(zip(cell.gates, jnp.split(z_BxG, len(cell.gates), axis=-1)))
+
+
+def _peep(u_H, c_BxH):
+    return 0.0 if u_H is None else lead(u_H, c_BxH) * c_BxH
+
+
+def _forget_gate_lstm(z: dict, c_prev_BxH, u_f=None, u_i=None, u_o=None):
+    """Gers et al. 2000, with the diagonal peepholes of Gers, Schraudolph & Schmidhuber 2002."""
+    i = jax.nn.sigmoid(z["i"] + _peep(u_i, c_prev_BxH))  # i_t = σ(W_i[h_{t-1}, x_t] + U_i ⊙ C_{t-1} + b_i)
+    f = jax.nn.sigmoid(z["f"] + _peep(u_f, c_prev_BxH))  # f_t = σ(W_f[h_{t-1}, x_t] + U_f ⊙ C_{t-1} + b_f)
+    g = jnp.tanh(z["g"])  # g_t = tanh(W_g[h_{t-1}, x_t] + b_g)
+    c = f * c_prev_BxH + i * g  # C_t = f ⊙ C_{t-1} + i ⊙ g
+    o = jax.nn.sigmoid(z["o"] + _peep(u_o, c))  # o_t = σ(W_o[h_{t-1}, x_t] + U_o ⊙ C_t + b_o)
+    h = o * jnp.tanh(c)  # h_t = o ⊙ tanh(C_t)
+    return {"i": i, "f": f, "g": g, "o": o}, c, h
+
+
+def _lstm(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+    """lstm, adaptive, time_aware: φ(Δt) W_Δt is already in z (from `project`); peepholes by name."""
+    del dt_BxK
+    return _forget_gate_lstm(_blocks(cell, z_BxG), c_prev_BxH, **cell.peephole_weights(params))
+
+
+def _no_forget(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+    """Hochreiter & Schmidhuber 1997: C_t = C_{t-1} + i ⊙ g, i.e. f ≡ 1."""
+    del params, dt_BxK
+    z = _blocks(cell, z_BxG)
+    i, g, o = jax.nn.sigmoid(z["i"]), jnp.tanh(z["g"]), jax.nn.sigmoid(z["o"])
+    c = c_prev_BxH + i * g  # C_t = C_{t-1} + i ⊙ g
+    h = o * jnp.tanh(c)  # h_t = o ⊙ tanh(C_t)
+    return {"i": i, "f": jnp.ones_like(i), "g": g, "o": o}, c, h
+
+
+def _tlstm(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+    """Baytas et al. 2017: the LSTM update from C*_{t-1}, the memory with its short-term part discounted."""
+    c_short = jnp.tanh(c_prev_BxH @ params["w_d"] + lead(params["b_d"], c_prev_BxH))  # C^S_{t-1}
+    decay = 1.0 / jnp.log(jnp.e + dt_BxK[:, :1])  # g(Δt) = 1 / log(e + Δt)
+    c_adjusted = c_prev_BxH - c_short + decay * c_short  # C*_{t-1} = C_{t-1} − C^S + g(Δt) C^S
+    return _forget_gate_lstm(_blocks(cell, z_BxG), c_adjusted)
+
+
+# Exact classes: a subclass may change the equations, so it needs its own entry.
+TRACERS: dict[type, Callable] = {
+    LSTM: _lstm,
+    LSTMNoForget: _no_forget,
+    Adaptive: _lstm,
+    TimeAware: _lstm,
+    TLSTM: _tlstm,
+}
+
+
+def tracer(cell: LSTM) -> Callable:
+    try:
+        return TRACERS[type(cell)]
+    except KeyError:
+        known = ", ".join(sorted(c.__name__ for c in TRACERS))
+        raise NotImplementedError(
+            f"ltf.traces has no gate equations for cell class {type(cell).__name__}: add its gates to "
+            f"ltf.traces.TRACERS (known: {known}).") from None
+
+
+# -- one layer -----------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
+                state: LSTMState | None = None) -> Traces:
+    """The gates, C_t and h_t of `cell` at every step, from `state` (zeros when None); as
+    `ltf.rnn.scan_layer(cell, params, xs, dts, mask, state)` runs it."""
+    step_gates = tracer(cell)
+    batch, _, _ = xs_BxTxD.shape
+    if state is None:
+        state = cell.initial_state(batch, params["w_h"].shape[0], xs_BxTxD.dtype)
+    xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
+    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
+    masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
+    zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # the cell's own h-independent part
+
+    def body(carry: LSTMState, step_in):
+        z_BxG, dt_BxK, m_B = step_in
+        z_BxG = z_BxG + carry.h @ params["w_h"]  # z_t = x_t W_x + h_{t-1} W_h + b (+ φ(Δt) W_Δt)
+        gates, c_BxH, h_BxH = step_gates(cell, params, z_BxG, carry.c, dt_BxK)
+        if m_B is not None:  # a masked step keeps the carry and emits the carried h
+            keep = lambda new, old: jnp.where(m_B[:, None] > 0, new, old)  # noqa: E731
+            c_BxH, h_BxH = keep(c_BxH, carry.c), keep(h_BxH, carry.h)
+        return LSTMState(c_BxH, h_BxH), (gates, c_BxH, h_BxH)
+
+    _, (gates, cs_TxBxH, hs_TxBxH) = jax.lax.scan(body, state, (zs_TxBxG, dts_TxBxK, masks_TxB))
+    batch_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+    return Traces({k: batch_major(v) for k, v in gates.items()}, batch_major(cs_TxBxH), batch_major(hs_TxBxH))
+
+
+# -- one layer of a model --------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="layer")
+def stack_traces(stack: RecurrentStack, stack_params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None,
+                 *, layer: int = 0) -> Traces:
+    """Traces of layer `layer` (−1: the last) of a `RecurrentStack`, fed as `stack.apply` feeds it
+    without dropout: the layers below it run first, with attention where the stack has it."""
+    if not -stack.n_layers <= layer < stack.n_layers:
+        raise ValueError(f"layer={layer}: the stack has {stack.n_layers} layers "
+                         f"(0..{stack.n_layers - 1}, or −1 for the last).")
+    layer %= stack.n_layers
+    states = [None] * stack.n_layers if states is None else list(states)
+    hs = xs_BxTxD
+    for i in range(layer):
+        _, hs = scan_layer(stack.cells[i], stack_params[f"layer_{i}"], hs, dts_BxTxK, mask_BxT, states[i],
+                           backward=stack.backward)
+        if i == stack.attention_layer:
+            hs = attention.apply(stack_params["attention"], hs, mask_BxT, **stack.attention.apply_options())
+    return cell_traces(stack.cells[layer], stack_params[f"layer_{layer}"], hs, dts_BxTxK, mask_BxT,
+                       states[layer])
+
+
+def language_model_traces(model: LanguageModel, params, tokens_BxT, dts_BxT=None, mask_BxT=None, states=None,
+                          *, layer: int = 0) -> Traces:
+    """Traces of layer `layer` of a `LanguageModel` reading `tokens_BxT`, as `model.apply` (no
+    dropout) runs it; `states` continue from `model.apply`'s final states (zeros when None)."""
+    xs_BxTxE = params["embed"][tokens_BxT]
+    if dts_BxT is None:
+        dts_BxT = jnp.ones(tokens_BxT.shape, xs_BxTxE.dtype)
+    return stack_traces(model.stack, params["stack"], xs_BxTxE, dts_BxT[..., None], mask_BxT, states,
+                        layer=layer)
+
+
+def load_language_model(workdir, *, step: int | None = None):
+    """(model, params, vocab) of a run written by `scripts/train.py`: `ltf.sampling.load_language_model`."""
+    from ltf.sampling import load_language_model as load
+
+    return load(workdir, step=step)
