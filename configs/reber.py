@@ -10,7 +10,8 @@ Evaluation follows the paper: data.eval_batch_size streams (10) of data.eval_bat
 symbols (100,000), error_free_length = the symbols before the first error (a step is correct
 when every output is within 0.49 of the target) and perfect = the fraction of error-free
 streams. Training is modern: Adam on windows of data.seq_len symbols with the state carried
-across windows (truncated BPTT), not the paper's online RTRL-style updates.
+across windows (truncated BPTT), not the paper's online RTRL-style updates, on streams that
+restart from a zero state every task.restart_every windows.
 
 Choices (after the colon): cell=..., attention=..., window=W, chrono, smoke.
 """
@@ -26,7 +27,9 @@ def get_config(arg=None):
     choices = parse_arg(arg, cell="lstm", attention="", window=0, chrono=False, smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.task = ml_collections.ConfigDict(dict(name="cerg"))
+    # Training streams restart (zero state) every 10 windows = 1,000 symbols, as the paper's end
+    # at the first error and start anew; a test stream starts from zeros and runs 100,000.
+    c.task = ml_collections.ConfigDict(dict(name="cerg", restart_every=10))
     seq_len = 100
     c.data = ml_collections.ConfigDict(dict(
         seq_len=seq_len, batch_size=16, eval_batch_size=10, eval_batches=STREAM_LENGTH // seq_len))

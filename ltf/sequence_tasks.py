@@ -125,9 +125,42 @@ class SequenceTask:
         return out
 
 
+class RestartingStreams:
+    """Training streams that start afresh (zero state, a new stream) every `every` windows.
+
+    The paper trains on streams that end at the first error and then start anew from a reset
+    net; a model trained on one endless stream never sees a zero state after its first window,
+    and then fails on the first symbols of a test stream, which starts from zeros. Episode e of
+    run seed s draws its streams from seed s * EPISODES + e. Position: {"episode", "inner"}."""
+
+    EPISODES = 100_000
+
+    def __init__(self, make_stream, every: int, seed: int):
+        self.make_stream, self.every, self.seed = make_stream, every, seed
+        self._episode, self._inner = 0, make_stream(seed * self.EPISODES)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.every and self._inner.get_state()["batch"] >= self.every:
+            self._episode += 1
+            self._inner = self.make_stream(self.seed * self.EPISODES + self._episode)
+        return next(self._inner)  # its first batch has reset = True
+
+    def get_state(self):
+        return {"episode": self._episode, "inner": self._inner.get_state()}
+
+    def set_state(self, state):
+        self._episode = int(state["episode"])
+        self._inner = self.make_stream(self.seed * self.EPISODES + self._episode)
+        self._inner.set_state(state["inner"])
+
+
 class CERG(SequenceTask):
-    """Continual embedded Reber grammar: each row one endless stream, the state carried across
-    windows of data.seq_len symbols and never reset; evaluation streams of
+    """Continual embedded Reber grammar: each row one stream, the state carried across windows of
+    data.seq_len symbols and never reset within a stream; training streams restart every
+    task.restart_every windows (0: one endless stream); evaluation streams of
     data.eval_batches x data.seq_len symbols (the paper: 10 streams of 100,000)."""
 
     def __init__(self, config):
@@ -135,8 +168,10 @@ class CERG(SequenceTask):
                          objective="multilabel")
 
     def batches(self, batch_size, *, seed, num_batches):
-        stream = reber.cerg_batches(batch_size, self.config.data.seq_len, seed=seed)
-        return stream if num_batches is None else itertools.islice(stream, num_batches)
+        make = lambda s: reber.cerg_batches(batch_size, self.config.data.seq_len, seed=s)  # noqa: E731
+        if num_batches is not None:  # evaluation: one stream per row, from its start
+            return itertools.islice(make(seed), num_batches)
+        return RestartingStreams(make, self.config.task.restart_every, seed)
 
 
 class Adding(SequenceTask):

@@ -83,9 +83,20 @@ def test_an_unknown_task_is_named():
         train.build(c)
 
 
-def test_cerg_rows_carry_their_state_through_the_stream(tmp_path):
-    """The stream is never reset: only the first training batch starts rows from zero."""
-    task = make_task(config("reber.py:smoke"))
+def test_cerg_rows_carry_their_state_through_a_stream_and_streams_restart_as_configured():
+    c = config("reber.py:smoke")
+    c.task.restart_every = 3
+    task = make_task(c)
     batches = task.train_batches(0)
-    assert next(batches)["reset"].all() and not any(next(batches)["reset"].any() for _ in range(5))
+    resets = [bool(next(batches)["reset"].all()) for _ in range(7)]
+    assert resets == [True, False, False, True, False, False, True]
+    first = [next(task.train_batches(0))["inputs"] for _ in range(2)]
+    resumed = task.train_batches(0)
+    for _ in range(4):
+        next(resumed)
+    state = resumed.get_state()
+    again = task.train_batches(0)
+    again.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["inputs"], next(again)["inputs"])  # resumes exactly
+    np.testing.assert_array_equal(first[0], first[1])
     assert isinstance(task, sequence_tasks.CERG) and task.model.d_out == len(reber.SYMBOLS)
