@@ -17,7 +17,7 @@ Splits are chronological (70/10/20); normalisation uses the training part only; 
 
 import ml_collections
 
-from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
 
 
 def get_config(arg=None):
@@ -32,15 +32,8 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict(dict(seq_len=choices.L, batch_size=32, eval_batch_size=64))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(choices.L)}),
                                     head="last", d_hidden=64, use_obs_mask=True)
-    c.opt = ml_collections.ConfigDict(dict(
-        name="adam", lr=1e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
-        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
-        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=3000, log_every=100, eval_every=500, checkpoint_every=500, keep_checkpoints=2,
-        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
-    ))
+    c.opt = opt_config()
+    c.train = train_config(steps=3000, eval_every=500)
     if choices.smoke:
         c.task.update(series="nile", L=8, H=2)
         c.data.update(seq_len=8, batch_size=4, eval_batch_size=4)
@@ -50,14 +43,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = {
-    "lstm": {"model.cell": "lstm"},
-    "adaptive": {"model.cell": "adaptive"},
-    "time_aware": {"model.cell": "time_aware"},
-    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
-                             "model.attention.window": 64},
-    "tlstm": {"model.cell": "tlstm"},
-}
+ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention_window=64)
 
 
 def get_sweep(arg=None):

@@ -14,7 +14,7 @@ chrono, smoke.
 
 import ml_collections
 
-from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
 from ltf.tasks.frequency import max_steps
 
 
@@ -29,15 +29,8 @@ def get_config(arg=None):
         batch_size=32, eval_batch_size=100, eval_batches=20))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(steps)}),
                                     head="last", d_hidden=110)
-    c.opt = ml_collections.ConfigDict(dict(
-        name="adam", lr=1e-3, schedule="constant", warmup_steps=0, end_lr_factor=1.0,
-        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
-        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=3000, log_every=100, eval_every=500, checkpoint_every=500, keep_checkpoints=2,
-        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
-    ))
+    c.opt = opt_config(schedule="constant", warmup_steps=0)  # the paper: Adam 1e-3
+    c.train = train_config(steps=3000, eval_every=500)
     if choices.smoke:
         c.data.update(batch_size=4, eval_batch_size=4, eval_batches=2)
         c.model.d_hidden = 8
@@ -45,13 +38,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = {
-    "lstm": {"model.cell": "lstm"},
-    "time_aware": {"model.cell": "time_aware"},
-    "tlstm": {"model.cell": "tlstm"},
-    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
-                             "model.attention.window": 32},
-}
+ARMS = cell_arms("lstm", "time_aware", "tlstm", attention_window=32)
 
 
 def get_sweep(arg=None):

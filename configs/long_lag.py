@@ -13,7 +13,7 @@ bias from Tallec & Ollivier 2018 with T_max = seq_len), smoke. The data are ltf.
 
 import ml_collections
 
-from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.config_lib import opt_config, parse_arg, sequence_model_config, train_config
 
 
 def get_config(arg=None):
@@ -31,15 +31,8 @@ def get_config(arg=None):
         seq_len=choices.seq_len, batch_size=32, eval_batch_size=100, eval_batches=20))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": choices.seq_len}),
                                     head="last", d_hidden=64)
-    c.opt = ml_collections.ConfigDict(dict(
-        name="adam", lr=1e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
-        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
-        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=5000, log_every=100, eval_every=1000, checkpoint_every=1000, keep_checkpoints=2,
-        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
-    ))
+    c.opt = opt_config()
+    c.train = train_config(steps=5000, eval_every=1000)
     if choices.smoke:
         c.data.update(seq_len=max(20, min(choices.seq_len, 24)), batch_size=4, eval_batch_size=4, eval_batches=2)
         c.model.d_hidden = 8

@@ -16,7 +16,7 @@ Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_var
 
 import ml_collections
 
-from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
 
 # The smoke run needs the real files: tests pass SHARED_DATA/<this> as task.data_dir, or skip.
 SMOKE_DATA = {"task.data_dir": "physionet2012"}
@@ -35,17 +35,10 @@ def get_config(arg=None):
                                     head="last", d_hidden=64, use_obs_mask=True)
     if choices.dt == "per_variable":
         c.model.cell_options.d_time = 37
-    c.opt = ml_collections.ConfigDict(dict(
-        name="adam", lr=1e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
-        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
-        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        # 600 steps = 12 epochs of 3,200 stays: an LSTM of 64 units was seen to peak on validation
-        # AUROC near 250-500 steps and overfit by 1,500
-        steps=600, log_every=50, eval_every=100, checkpoint_every=100, keep_checkpoints=2,
-        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
-    ))
+    c.opt = opt_config()
+    # 600 steps = 12 epochs of 3,200 stays: an LSTM of 64 units was seen to peak on validation
+    # AUROC near 250-500 steps and overfit by 1,500
+    c.train = train_config(steps=600, eval_every=100, log_every=50)
     if choices.smoke:
         c.data.update(batch_size=8, eval_batch_size=8)
         c.model.d_hidden = 8
@@ -54,14 +47,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = {
-    "lstm": {"model.cell": "lstm"},
-    "adaptive": {"model.cell": "adaptive"},
-    "time_aware": {"model.cell": "time_aware"},
-    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
-                             "model.attention.window": 64},
-    "tlstm": {"model.cell": "tlstm"},
-}
+ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention_window=64)
 
 
 def get_sweep(arg=None):

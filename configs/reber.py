@@ -18,7 +18,7 @@ Choices (after the colon): cell=..., attention=..., window=W, chrono, smoke.
 
 import ml_collections
 
-from ltf.config_lib import parse_arg, sequence_model_config
+from ltf.config_lib import opt_config, parse_arg, sequence_model_config, train_config
 
 STREAM_LENGTH = 100_000  # symbols per test stream (the paper's)
 
@@ -36,15 +36,8 @@ def get_config(arg=None):
     # chrono T_max: an ERG string is ~ 10 symbols; the state should last a few strings, not forever.
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": 30.0}),
                                     head="per_step", d_hidden=16)
-    c.opt = ml_collections.ConfigDict(dict(
-        name="adam", lr=5e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
-        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
-        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000, keep_checkpoints=2,
-        eval_max_batches=ml_collections.config_dict.placeholder(int), progress=True,
-    ))
+    c.opt = opt_config(lr=5e-3)
+    c.train = train_config(steps=3000, eval_every=1000)
     if choices.smoke:
         c.data.update(seq_len=20, batch_size=4, eval_batch_size=2, eval_batches=3)
         c.model.d_hidden = 8

@@ -70,6 +70,39 @@ def attention_config(normaliser: str | None = None, **values: Any) -> ml_collect
     return block
 
 
+def cell_arms(*cells: str, attention_window: int | None = None) -> dict[str, dict]:
+    """Ablation arms (name -> overrides) for `ltf.sweep.arms_sweep`: one per cell, and with an
+    `attention_window`, "time_aware_attention" (softmax over the last W steps; None: no such arm)."""
+    arms = {cell: {"model.cell": cell} for cell in cells}
+    if attention_window is not None:
+        arms["time_aware_attention"] = {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
+                                        "model.attention.window": attention_window}
+    return arms
+
+
+def opt_config(**values: Any) -> ml_collections.ConfigDict:
+    """The `opt` block: Adam 1e-3, cosine decay to a tenth after 100 warm-up steps, clipping at
+    norm 1, unless `values` say otherwise (every field is always present, so overrides work)."""
+    block = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-3, schedule="cosine", warmup_steps=100, end_lr_factor=0.1,
+        weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=1.0,
+        decay_start_step=0, decay_every_steps=1, decay_factor=0.5,  # schedule="step" only
+    ))
+    block.update(values)
+    return block
+
+
+def train_config(*, steps: int, eval_every: int, log_every: int = 100, **values: Any) -> ml_collections.ConfigDict:
+    """The `train` block: checkpoints at every evaluation, the last two kept, whole-split evaluation."""
+    block = ml_collections.ConfigDict(dict(
+        steps=steps, log_every=log_every, eval_every=eval_every, checkpoint_every=eval_every, keep_checkpoints=2,
+        eval_max_batches=ml_collections.config_dict.placeholder(int),  # None: the whole split
+        progress=True,
+    ))
+    block.update(values)
+    return block
+
+
 def sequence_model_config(choices, *, head: str, d_hidden: int, n_layers: int = 1,
                           use_obs_mask: bool = False) -> ml_collections.ConfigDict:
     """The `model` block of a SequenceModel config (configs/reber.py, long_lag.py, ...), from the
