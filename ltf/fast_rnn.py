@@ -8,6 +8,11 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
+Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
+reset at a string boundary) zero the carry before the step: (C, h)_{t-1} <- (1 - r_t)(C, h)_{t-1}.
+The residuals and dW_h use the carry after the reset, and the reverse scan multiplies the
+cotangents of the carry by (1 - r_t), so nothing flows back across a reset.
+
 Forward: the scan of `ltf.rnn` (z_t = zs_t + h_{t-1} W_h; (C_t, h_t) = gate_update(z_t, C_{t-1}, Δt);
 a masked step keeps the carry and emits the carried h). Residuals of `recurrence`: the full
 pre-activations z_t (T x B x G, so that the backward pass does not redo the recurrent matmul
@@ -43,25 +48,25 @@ NOT_PER_STEP = ("w_x", "b", "w_h")
 
 
 def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state0: LSTMState,
-               *, unroll: int = 1):
+               *, unroll: int = 1, resets_TxB=None):
     """Runs the recurrent part of `cell` over T steps (time-major). Returns (final LSTMState, hs_TxBxH).
 
-    `zs_TxBxG` = cell.project(params, xs, dts); `masks_TxB` may be None (every step real).
-    Differentiable in params, zs, dts and state0 with the custom backward pass above.
+    `zs_TxBxG` = cell.project(params, xs, dts); `masks_TxB`, `resets_TxB` may be None (every step
+    real; no reset). Differentiable in params, zs, dts and state0 with the custom backward pass above.
     """
-    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
+    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
 def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState,
-          *, unroll: int = 1, remat: bool = False):
+          *, unroll: int = 1, remat: bool = False, resets_TxB=None):
     """`cell.project` for all steps, then `recurrence`. Returns (final LSTMState, hs_TxBxH).
 
     remat: store only C_{t-1}, h_t and recompute the pre-activations in the backward pass.
     """
     if remat:
-        return _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0)
+        return _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
+    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
 def project(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK):
@@ -77,14 +82,22 @@ def _keep(m_B, new, old):
     return jnp.where(m_B[:, None] > 0, new, old)
 
 
-def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False):
-    """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}).
+def _kept(r_B, x_BxH):
+    """The carry after a reset: zero in the rows that start a new sequence (r = 1)."""
+    return x_BxH if r_B is None else x_BxH * (1 - r_B)[:, None].astype(x_BxH.dtype)
+
+
+def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False,
+            resets_TxB=None):
+    """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}), with
+    C_{t-1} after the step's reset.
 
     Also the whole of the autodiff path of `ltf.rnn` (differentiated by `jax.grad`, with
     `remat` checkpointing each step there).
     """
     def body(carry: LSTMState, step_in):
-        z_BxG, dt_BxK, m_B = step_in
+        z_BxG, dt_BxK, m_B, r_B = step_in
+        carry = LSTMState(_kept(r_B, carry.c), _kept(r_B, carry.h))
         z_BxG = z_BxG + carry.h @ params["w_h"]  # the one recurrent matmul, H x G
         c_BxH, h_BxH = cell.gate_update(params, z_BxG, carry.c, dt_BxK)
         if m_B is not None:
@@ -93,16 +106,19 @@ def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emi
 
     if remat:
         body = jax.checkpoint(body)
-    return jax.lax.scan(body, state0, (zs_TxBxG, dts_TxBxK, masks_TxB), unroll=unroll)
+    return jax.lax.scan(body, state0, (zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB), unroll=unroll)
 
 
-def _previous(h0_BxH, hs_TxBxH):
-    """h_{t-1} for every step: h0, h_1, ..., h_{T-1}."""
-    return jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]], axis=0)
+def _previous(h0_BxH, hs_TxBxH, resets_TxB):
+    """h_{t-1} for every step, after its reset: h0, h_1, ..., h_{T-1}."""
+    h_prev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]], axis=0)
+    if resets_TxB is None:
+        return h_prev_TxBxH
+    return h_prev_TxBxH * (1 - resets_TxB)[..., None].astype(h_prev_TxBxH.dtype)
 
 
 def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts_TxBxK, masks_TxB,
-              d_final, dhs_TxBxH):
+              resets_TxB, d_final, dhs_TxBxH):
     """The reverse scan and dW_h after it. Returns (d params, dzs, d dts, d state0)."""
     w_h = params["w_h"]
     small = {k: v for k, v in params.items() if k not in NOT_PER_STEP}
@@ -116,7 +132,7 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
 
     def body(carry, step_in):
         dh_BxH, dc_BxH, d_small = carry
-        z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK, m_B, dh_out_BxH = step_in
+        z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK, m_B, r_B, dh_out_BxH = step_in
         dh_BxH = dh_BxH + dh_out_BxH
         if m_B is None:  # h_{t-1} reaches (C_t, h_t) only through z_t
             _, vjp = jax.vjp(lambda s, z, c, dt: step(s, z, c, None, dt, None),
@@ -129,13 +145,14 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
             ds, dz_BxG, dc_prev_BxH, dh_direct_BxH, ddt_BxK = vjp((dc_BxH, dh_BxH))
             dh_prev_BxH = dh_direct_BxH + dz_BxG @ w_h.T
         d_small = jax.tree.map(jnp.add, d_small, ds)
-        return (dh_prev_BxH, dc_prev_BxH, d_small), (dz_BxG, ddt_BxK)
+        # the cotangents of the carry before the reset (zero across it)
+        return (_kept(r_B, dh_prev_BxH), _kept(r_B, dc_prev_BxH), d_small), (dz_BxG, ddt_BxK)
 
     carry0 = (d_final.h, d_final.c, jax.tree.map(jnp.zeros_like, small))
     # h_{t-1} is read in the reverse scan only for the pass-through of masked steps.
     h_prev_in = None if masks_TxB is None else h_prev_TxBxH
     (dh0_BxH, dc0_BxH, d_small), (dzs_TxBxG, ddts_TxBxK) = jax.lax.scan(
-            body, carry0, (zfull_TxBxG, c_prev_TxBxH, h_prev_in, dts_TxBxK, masks_TxB, dhs_TxBxH),
+            body, carry0, (zfull_TxBxG, c_prev_TxBxH, h_prev_in, dts_TxBxK, masks_TxB, resets_TxB, dhs_TxBxH),
             reverse=True, unroll=unroll)
 
     d_hidden, n_gates_x_h = w_h.shape
@@ -149,25 +166,26 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
 # -- recurrence: zs in, residuals z, C_{t-1}, h_t --------------------------------------------
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0):
+def _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
     return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-                    emit=lambda h, z, c_prev: h)
+                    emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB)
 
 
-def _recurrence_fwd(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0):
+def _recurrence_fwd(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
     final, (hs_TxBxH, zfull_TxBxG, c_prev_TxBxH) = forward(
-            cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda *out: out)
-    residuals = (params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, state0.h)
+            cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda *out: out,
+            resets_TxB=resets_TxB)
+    residuals = (params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, state0.h)
     return (final, hs_TxBxH), residuals
 
 
 def _recurrence_bwd(cell, unroll, residuals, cotangents):
-    params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, h0_BxH = residuals
+    params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
     d_params, dzs_TxBxG, ddts_TxBxK, d_state0 = _backward(
-            cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, _previous(h0_BxH, hs_TxBxH), dts_TxBxK,
-            masks_TxB, d_final, dhs_TxBxH)
-    return d_params, dzs_TxBxG, ddts_TxBxK, None, d_state0
+            cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, _previous(h0_BxH, hs_TxBxH, resets_TxB),
+            dts_TxBxK, masks_TxB, resets_TxB, d_final, dhs_TxBxH)
+    return d_params, dzs_TxBxG, ddts_TxBxK, None, None, d_state0
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -176,33 +194,33 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # -- remat layer: xs in, residuals C_{t-1}, h_t only --------------------------------------------
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0):
+def _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
     return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-                    emit=lambda h, z, c_prev: h)
+                    emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB)
 
 
-def _remat_layer_fwd(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0):
+def _remat_layer_fwd(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
     final, (hs_TxBxH, c_prev_TxBxH) = forward(
             cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-            emit=lambda h, z, c_prev: (h, c_prev))
-    residuals = (params, xs_TxBxD, dts_TxBxK, masks_TxB, c_prev_TxBxH, hs_TxBxH, state0.h)
+            emit=lambda h, z, c_prev: (h, c_prev), resets_TxB=resets_TxB)
+    residuals = (params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH, hs_TxBxH, state0.h)
     return (final, hs_TxBxH), residuals
 
 
 def _remat_layer_bwd(cell, unroll, residuals, cotangents):
-    params, xs_TxBxD, dts_TxBxK, masks_TxB, c_prev_TxBxH, hs_TxBxH, h0_BxH = residuals
+    params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH, hs_TxBxH, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
     zs_TxBxG, project_vjp = jax.vjp(functools.partial(project, cell), params, xs_TxBxD, dts_TxBxK)
-    h_prev_TxBxH = _previous(h0_BxH, hs_TxBxH)
+    h_prev_TxBxH = _previous(h0_BxH, hs_TxBxH, resets_TxB)
     zfull_TxBxG = zs_TxBxG + h_prev_TxBxH @ params["w_h"]  # all steps at once
     d_params, dzs_TxBxG, ddts_TxBxK, d_state0 = _backward(
             cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts_TxBxK, masks_TxB,
-            d_final, dhs_TxBxH)
+            resets_TxB, d_final, dhs_TxBxH)
     d_params_project, dxs_TxBxD, ddts_project = project_vjp(dzs_TxBxG)
     d_params = jax.tree.map(jnp.add, d_params, d_params_project)
-    return d_params, dxs_TxBxD, ddts_TxBxK + ddts_project, None, d_state0
+    return d_params, dxs_TxBxD, ddts_TxBxK + ddts_project, None, None, d_state0
 
 
 _remat_layer.defvjp(_remat_layer_fwd, _remat_layer_bwd)

@@ -96,8 +96,13 @@ class RecurrentStack:
     def initial_state(self, batch_size: int, dtype=jnp.float32) -> list[LSTMState]:
         return [cell.initial_state(batch_size, self.d_hidden, dtype) for cell in self.cells]
 
-    def apply(self, params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None, *, dropout_rng=None):
-        """Returns (final states, one per layer; hs_BxTxH of the last layer)."""
+    def apply(self, params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None, *, dropout_rng=None,
+              resets_BxT=None):
+        """Returns (final states, one per layer; hs_BxTxH of the last layer). `resets_BxT`: 1
+        where a new sequence starts inside the window (`ltf.rnn.scan_layer`)."""
+        if resets_BxT is not None and self.attention is not None:
+            raise ValueError("resets inside a window with attention: attention would look across the "
+                             "reset; not supported (give each sequence its own row instead).")
 
         def attend(i, hs_BxTxH):
             if i != self.attention_layer:
@@ -109,7 +114,7 @@ class RecurrentStack:
         return scan_stack(self.cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
                           dropout_rate=self.dropout, locked_dropout=self.locked_dropout,
                           rng=dropout_rng, between_layers=attend, unroll=self.unroll,
-                          remat=self.remat, backward=self.backward)
+                          remat=self.remat, backward=self.backward, resets_BxT=resets_BxT)
 
 
 def _stack_kwargs(options: Mapping[str, Any]) -> dict:
@@ -227,7 +232,7 @@ class SequenceModel:
         return self.stack.initial_state(batch_size)
 
     def apply(self, params, values_BxTxF, dts_BxTxK=None, mask_BxT=None, obs_mask_BxTxF=None,
-              states=None, *, dropout_rng=None):
+              states=None, *, dropout_rng=None, resets_BxT=None):
         """Returns (outputs, final states): outputs_BxTxO for "per_step", else outputs_BxO."""
         xs = values_BxTxF
         if self.use_obs_mask:
@@ -238,7 +243,7 @@ class SequenceModel:
             dts_BxTxK = jnp.ones(xs.shape[:2] + (1,), xs.dtype)
         rng_stack, rng_out = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
         states, hs_BxTxH = self.stack.apply(params["stack"], xs, dts_BxTxK, mask_BxT, states,
-                                            dropout_rng=rng_stack)
+                                            dropout_rng=rng_stack, resets_BxT=resets_BxT)
         hs_BxTxH = dropout(rng_out, hs_BxTxH, self.stack.dropout, locked=self.stack.locked_dropout)
         if mask_BxT is None:
             mask_BxT = jnp.ones(hs_BxTxH.shape[:2], hs_BxTxH.dtype)

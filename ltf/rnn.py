@@ -7,7 +7,8 @@ the scan runs time-major inside.
 
 A masked step (mask 0, e.g. padding after the end of a shorter sequence) leaves the carry
 untouched and emits the carried h, so the final carry of a padded sequence is the carry
-after its last real step.
+after its last real step. A reset (resets 1 at step t: a new sequence starts there, inside the
+window) zeroes the carry before step t; no gradient crosses it.
 
 The backward pass is `backward="custom"` (default; `ltf.fast_rnn`: the reverse scan carries only
 (dh, dc) and dW_h is one large matmul after it) or "autodiff" (`jax.grad` of the plain scan).
@@ -28,7 +29,7 @@ BACKWARDS = ("custom", "autodiff")
 
 def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
                state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False,
-               backward: str = "custom"):
+               backward: str = "custom", resets_BxT=None):
     """Runs `cell` over T steps. Returns (final LSTMState, hs_BxTxH).
 
     Args:
@@ -42,6 +43,7 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
             over all steps (see `ltf.fast_rnn`).
         backward: "custom" (`ltf.fast_rnn.recurrence`) or "autodiff" (`jax.grad` of the scan);
             the same values and gradients, the custom one faster on CPU.
+        resets_BxT: 1 (or True) where a new sequence starts: the carry is zeroed before that step.
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward={backward!r}: allowed values are {BACKWARDS}.")
@@ -52,14 +54,15 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
     dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
+    resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(xs_BxTxD.dtype)
     if backward == "custom":
         final, hs_TxBxH = fast_rnn.layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state,
-                                         unroll=unroll, remat=remat)
+                                         unroll=unroll, remat=remat, resets_TxB=resets_TxB)
         return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
     zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # all T at once, outside the scan
     final, hs_TxBxH = fast_rnn.forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
-                                       emit=lambda h, z, c_prev: h, remat=remat)
+                                       emit=lambda h, z, c_prev: h, remat=remat, resets_TxB=resets_TxB)
     return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
 
@@ -77,11 +80,12 @@ def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, 
                mask_BxT=None, states: Sequence[LSTMState] | None = None, *,
                dropout_rate: float = 0.0, locked_dropout: bool = True, rng=None,
                between_layers=None, unroll: int = 1, remat: bool = False,
-               backward: str = "custom"):
+               backward: str = "custom", resets_BxT=None):
     """Stacked layers, dropout between them (only when `rng` is given, i.e. in training).
 
     `between_layers(i, hs_BxTxH) -> hs_BxTxH`, when given, transforms the output of layer i
-    before dropout (the model puts attention there). `backward` as in `scan_layer`. Returns
+    before dropout (the model puts attention there). `backward`, `resets_BxT` as in `scan_layer`
+    (every layer resets at the same steps). Returns
     (list of final states, hs_BxTxH of the last layer).
     """
     n = len(cells)
@@ -92,7 +96,7 @@ def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, 
         if i > 0:
             hs = dropout(rngs[i], hs, dropout_rate, locked=locked_dropout)
         final, hs = scan_layer(cell, params, hs, dts_BxTxK, mask_BxT, states[i], unroll=unroll,
-                                                      remat=remat, backward=backward)
+                               remat=remat, backward=backward, resets_BxT=resets_BxT)
         if between_layers is not None:
             hs = between_layers(i, hs)
         finals.append(final)

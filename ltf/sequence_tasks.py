@@ -2,6 +2,8 @@
 
     config.task.name   data (ltf.tasks)                       head       objective
     cerg               continual embedded Reber grammar       per step   multi-label (7 sigmoids)
+    erg                the same streams, the state reset at   per step   multi-label
+                       every string start (external reset)
     adding             adding problem (1997, Exp. 4)          last step  regression (MSE)
     temporal_order     temporal order (1997, Exp. 6a/6b)      last step  classes (softmax)
     frequency          frequency discrimination (Phased LSTM)  last step  classes (softmax)
@@ -71,7 +73,7 @@ class SequenceTask:
     def _outputs(self, params, carry, batch, dropout_rng):
         obs = batch.get("obs_mask")
         return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], obs, carry,
-                                dropout_rng=dropout_rng)
+                                dropout_rng=dropout_rng, resets_BxT=batch.get("reset_T"))
 
     def _sums(self, outputs, batch):
         if self.objective == "multilabel":  # outputs, targets: B x T x L
@@ -167,11 +169,20 @@ class CERG(SequenceTask):
         super().__init__(config, d_values=len(reber.SYMBOLS), d_out=len(reber.SYMBOLS), head="per_step",
                          objective="multilabel")
 
+    stream = staticmethod(reber.cerg_batches)
+
     def batches(self, batch_size, *, seed, num_batches):
-        make = lambda s: reber.cerg_batches(batch_size, self.config.data.seq_len, seed=s)  # noqa: E731
+        make = lambda s: self.stream(batch_size, self.config.data.seq_len, seed=s)  # noqa: E731
         if num_batches is not None:  # evaluation: one stream per row, from its start
             return itertools.islice(make(seed), num_batches)
         return RestartingStreams(make, self.config.task.restart_every, seed)
+
+
+class ERG(CERG):
+    """The paper's first row: the CERG streams, but the state is reset at every string start
+    (`reset_T`, inside windows too), so the net never has to learn to forget by itself."""
+
+    stream = staticmethod(reber.erg_batches)
 
 
 class Adding(SequenceTask):
@@ -210,6 +221,6 @@ class Frequency(SequenceTask):
                                            pad_to=frequency.max_steps(sampling), num_batches=num_batches)
 
 
-for _name, _cls in (("cerg", CERG), ("adding", Adding), ("temporal_order", TemporalOrder),
+for _name, _cls in (("cerg", CERG), ("erg", ERG), ("adding", Adding), ("temporal_order", TemporalOrder),
                     ("frequency", Frequency)):
     register_task(_name, _cls)

@@ -146,3 +146,50 @@ def test_unknown_backward_is_an_error():
     cell, params, xs, dts, state, mask = setup("lstm", {}, jnp.float32)
     with pytest.raises(ValueError, match="backward='manual'"):
         scan_layer(cell, params, xs, dts, backward="manual")
+
+
+RESETS = np.zeros((B, T), np.float32)
+RESETS[0, 3] = 1.0  # a new sequence starts at step 3 of row 0
+RESETS[2, 2] = 1.0  # ... and at the masked step of row 2 (reset, then keep the zeros)
+RESETS[1, 0] = 1.0  # ... and at step 0 of row 1: the initial state is dropped
+
+
+@pytest.mark.parametrize("remat", [False, True], ids=["stored", "remat"])
+@pytest.mark.parametrize("name,options", [("lstm", {}), ("tlstm", {}), ("time_aware", {"adaptive": True})])
+def test_resets_inside_a_window_custom_equals_autodiff(name, options, remat):
+    with jax.enable_x64(True):
+        _check_resets(name, options, remat)
+
+
+def _check_resets(name, options, remat):
+    cell, params, xs, dts, state, mask = setup(name, options, jnp.float64)
+    args = (params, xs, dts, state)
+    resets = jnp.asarray(RESETS, jnp.float64)
+    custom = jax.grad(loss_fn(cell, mask, "custom", remat=remat, resets_BxT=resets), argnums=(0, 1, 2, 3))(*args)
+    autodiff = jax.grad(loss_fn(cell, mask, "autodiff", resets_BxT=resets), argnums=(0, 1, 2, 3))(*args)
+    assert_trees_close(custom, autodiff, 1e-10)
+    check_grads(loss_fn(cell, mask, "custom", remat=remat, resets_BxT=resets), args, order=1, modes=["rev"],
+                atol=1e-5, rtol=1e-5)
+    # row 1 resets at step 0: its initial state gets no gradient
+    np.testing.assert_array_equal(np.asarray(custom[3].c[1]), 0.0)
+    np.testing.assert_array_equal(np.asarray(custom[3].h[1]), 0.0)
+
+
+def test_a_reset_is_a_new_sequence_from_zeros():
+    """Row 0 with a reset at step 3 = steps 0..2 from its state, then steps 3.. from zeros."""
+    with jax.enable_x64(True):
+        _check_new_sequence()
+
+
+def _check_new_sequence():
+    cell, params, xs, dts, state, _ = setup("lstm", {}, jnp.float64)
+    resets = jnp.asarray(RESETS, jnp.float64)
+    final, hs = scan_layer(cell, params, xs, dts, None, state, resets_BxT=resets)
+    _, head = scan_layer(cell, params, xs[:1, :3], dts[:1, :3], None, jax.tree.map(lambda x: x[:1], state))
+    tail_final, tail = scan_layer(cell, params, xs[:1, 3:], dts[:1, 3:])
+    np.testing.assert_allclose(hs[0, :3], head[0], rtol=1e-12)
+    np.testing.assert_allclose(hs[0, 3:], tail[0], rtol=1e-12)
+    np.testing.assert_allclose(final.c[0], tail_final.c[0], rtol=1e-12)
+    # no later output depends on an input before the reset
+    jac = jax.jacobian(lambda x: scan_layer(cell, params, x, dts, None, state, resets_BxT=resets)[1][0, 3:])(xs)
+    np.testing.assert_array_equal(np.asarray(jac)[..., 0, :3, :], 0.0)

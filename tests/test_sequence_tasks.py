@@ -100,3 +100,21 @@ def test_cerg_rows_carry_their_state_through_a_stream_and_streams_restart_as_con
     np.testing.assert_array_equal(next(resumed)["inputs"], next(again)["inputs"])  # resumes exactly
     np.testing.assert_array_equal(first[0], first[1])
     assert isinstance(task, sequence_tasks.CERG) and task.model.d_out == len(reber.SYMBOLS)
+
+
+def test_the_external_reset_arm_resets_at_every_string_start_inside_windows(tmp_path):
+    c = config("reber.py:smoke,cell=lstm_noforget")
+    c.task.name = "erg"
+    task = make_task(c)
+    batch = next(task.train_batches(0))
+    starts = batch["reset_T"]
+    assert starts[:, 1:].any()  # strings start inside windows, not only at their first step
+    np.testing.assert_array_equal(np.argmax(batch["inputs"], -1)[starts], reber.SYMBOLS.index("B"))
+    # the model's state at a string start does not depend on anything before it
+    params = task.model.init(jax.random.key(0))
+    row, t = map(int, np.argwhere(starts[:, 1:])[0])
+    t += 1
+    grad = jax.grad(lambda x: task.model.apply(params, x, batch["dt"], batch["mask"], resets_BxT=starts)[0]
+                    [row, t:].sum())(jnp.asarray(batch["inputs"]))
+    np.testing.assert_array_equal(np.asarray(grad)[row, :t], 0.0)
+    assert np.isfinite(train.train_and_evaluate(c, tmp_path)["validation"]["step_accuracy"])
