@@ -1,5 +1,10 @@
 """Text from a trained language model: prime the state with a prompt, then sample token by
-token, carrying the recurrent state (one jitted step per token)."""
+token, carrying the recurrent state (one jitted step per token).
+
+A model trained with the state carried across batches has almost never started from zeros, and
+its first tokens after a zero state are poor; `warmup` text (e.g. a few hundred characters of
+the training corpus) is read before the prompt, and not returned, to put the state where
+training left it."""
 
 from __future__ import annotations
 
@@ -17,15 +22,18 @@ from ltf.models import LanguageModel
 
 
 def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int, *,
-           temperature: float = 1.0, seed: int = 0) -> str:
-    """`prompt` followed by `length` sampled tokens, decoded."""
+           temperature: float = 1.0, seed: int = 0, warmup: str = "") -> str:
+    """`prompt` followed by `length` sampled tokens, decoded (after reading `warmup`, not returned)."""
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: must be >= 0 (0 = greedy).")
     prompt_ids = vocab.encode(prompt)
     if len(prompt_ids) == 0:
         raise ValueError("prompt: encodes to no tokens; give at least one character or word.")
     apply = jax.jit(lambda p, x, s: model.apply(p, x, states=s))
-    logits, states = apply(params, jnp.asarray(prompt_ids)[None], model.initial_state(1))
+    states = model.initial_state(1)
+    if warmup:
+        _, states = apply(params, jnp.asarray(vocab.encode(warmup))[None], states)
+    logits, states = apply(params, jnp.asarray(prompt_ids)[None], states)
     key = jax.random.PRNGKey(seed)
     out = []
     for _ in range(length):
@@ -61,6 +69,6 @@ def load_language_model(workdir, *, step: int | None = None):
 
 
 def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
-                        step: int | None = None) -> str:
+                        step: int | None = None, warmup: str = "") -> str:
     model, params, vocab = load_language_model(workdir, step=step)
-    return sample(model, params, vocab, prompt, length, temperature=temperature, seed=seed)
+    return sample(model, params, vocab, prompt, length, temperature=temperature, seed=seed, warmup=warmup)

@@ -185,5 +185,7 @@ def test_a_trained_run_samples_text_after_its_prompt_and_a_missing_run_is_named(
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 12
     assert sample_from_workdir(tmp_path / "run", prompt="A", length=5, temperature=0.0) == \
         sample_from_workdir(tmp_path / "run", prompt="A", length=5, temperature=0.0, seed=7)  # greedy
+    warmed = sample_from_workdir(tmp_path / "run", prompt="A", length=5, temperature=0.0, warmup="ROMEO:\nO, ")
+    assert warmed.startswith("A") and len(warmed) == 6  # the warm-up text is read, not returned
     with pytest.raises(FileNotFoundError, match="no config.json"):
         sample_from_workdir(tmp_path / "nothing", prompt="A", length=1)
