@@ -154,8 +154,8 @@ RESETS[2, 2] = 1.0  # ... and at the masked step of row 2 (reset, then keep the 
 RESETS[1, 0] = 1.0  # ... and at step 0 of row 1: the initial state is dropped
 
 
-@pytest.mark.parametrize("remat", [False, True], ids=["stored", "remat"])
-@pytest.mark.parametrize("name,options", [("lstm", {}), ("tlstm", {}), ("time_aware", {"adaptive": True})])
+@pytest.mark.parametrize("name,options,remat", [("lstm", {}, False), ("tlstm", {}, True),
+                                               ("time_aware", {"adaptive": True}, False)])
 def test_resets_inside_a_window_custom_equals_autodiff(name, options, remat):
     with jax.enable_x64(True):
         _check_resets(name, options, remat)

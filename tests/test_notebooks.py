@@ -72,6 +72,7 @@ def test_quickstart(kernel_env):
     assert read_metrics(kernel_env / "runs" / "01_quickstart-smoke", split="validation")[-1]["step"] == 6
 
 
+@pytest.mark.slow  # a sweep of two training processes: about 30 s
 def test_sweep_results(kernel_env):
     nb = execute(REPO / "notebooks" / "02_sweep_results.py", kernel_env)
     table = "\n".join(outputs(nb, "text/markdown"))
@@ -80,6 +81,7 @@ def test_sweep_results(kernel_env):
     assert (kernel_env / "runs" / "02_smoke_sweep" / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_forgetting(kernel_env):
     nb = execute(REPO / "notebooks" / "03_forgetting.py", kernel_env)
     assert len(outputs(nb, "image/png")) >= 3  # forget gates, cell states, |C| over time

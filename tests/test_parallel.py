@@ -56,6 +56,7 @@ def _run(tmp_path):
                           capture_output=True, text=True, timeout=240, env=env)
 
 
+@pytest.mark.slow  # a subprocess on two fake devices, eight short runs: about 45 s
 def test_the_train_step_split_over_two_devices_trains_as_on_one(tmp_path):
     for attempt in range(2):
         try:

@@ -153,6 +153,7 @@ def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones
     assert text == {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
 
 
+@pytest.mark.slow  # the vmapped training itself is checked by test_train; this is the sweep's wiring
 def test_seeds_of_an_arm_train_in_one_process_each_in_its_own_run_dir(tmp_path):
     spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=3,smoke", tmp_path / "sweep"
     the_sweep = sweep.load_sweep(spec)
