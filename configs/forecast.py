@@ -17,7 +17,8 @@ Splits are chronological (70/10/20); normalisation uses the training part only; 
 
 import ml_collections
 
-from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import (cell_arms, opt_config, parallel_config,
+                            parse_arg, sequence_model_config, train_config)
 
 
 def get_config(arg=None):
@@ -34,6 +35,7 @@ def get_config(arg=None):
                                     head="last", d_hidden=64, use_obs_mask=True)
     c.opt = opt_config()
     c.train = train_config(steps=3000, eval_every=500)
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.task.update(series="nile", L=8, H=2)
         c.data.update(seq_len=8, batch_size=4, eval_batch_size=4)

@@ -14,7 +14,8 @@ chrono, smoke.
 
 import ml_collections
 
-from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import (cell_arms, opt_config, parallel_config,
+                            parse_arg, sequence_model_config, train_config)
 from ltf.tasks.frequency import max_steps
 
 
@@ -31,6 +32,7 @@ def get_config(arg=None):
                                     head="last", d_hidden=110)
     c.opt = opt_config(schedule="constant", warmup_steps=0)  # the paper: Adam 1e-3
     c.train = train_config(steps=3000, eval_every=500)
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.data.update(batch_size=4, eval_batch_size=4, eval_batches=2)
         c.model.d_hidden = 8

@@ -13,7 +13,7 @@ bias from Tallec & Ollivier 2018 with T_max = seq_len), smoke. The data are ltf.
 
 import ml_collections
 
-from ltf.config_lib import opt_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import opt_config, parallel_config, parse_arg, sequence_model_config, train_config
 
 
 def get_config(arg=None):
@@ -33,6 +33,7 @@ def get_config(arg=None):
                                     head="last", d_hidden=64)
     c.opt = opt_config()
     c.train = train_config(steps=5000, eval_every=1000)
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.data.update(seq_len=max(20, min(choices.seq_len, 24)), batch_size=4, eval_batch_size=4, eval_batches=2)
         c.model.d_hidden = 8

@@ -16,7 +16,8 @@ Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_var
 
 import ml_collections
 
-from ltf.config_lib import cell_arms, opt_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import (cell_arms, opt_config, parallel_config,
+                            parse_arg, sequence_model_config, train_config)
 
 # The smoke run needs the real files: tests pass SHARED_DATA/<this> as task.data_dir, or skip.
 SMOKE_DATA = {"task.data_dir": "physionet2012"}
@@ -39,6 +40,7 @@ def get_config(arg=None):
     # 600 steps = 12 epochs of 3,200 stays: an LSTM of 64 units was seen to peak on validation
     # AUROC near 250-500 steps and overfit by 1,500
     c.train = train_config(steps=600, eval_every=100, log_every=50)
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.data.update(batch_size=8, eval_batch_size=8)
         c.model.d_hidden = 8

@@ -24,7 +24,7 @@ smoke. Any field can be overridden with --config.section.field=value.
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_options_config, parse_arg
+from ltf.config_lib import attention_config, cell_options_config, parallel_config, parse_arg
 
 SEQ_LEN, BATCH = 20, 20
 STEPS_PER_EPOCH = 2323  # (929,589 training tokens - 1) // (20 x 20): one pass over ptb.train.txt
@@ -79,6 +79,7 @@ def get_config(arg=None):
         progress=True,
     ))
 
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:  # seconds, on the embedded Shakespeare at word level: the tests run every config so
         c.data.corpus = "shakespeare"
         c.data.batch_size = c.data.eval_batch_size = 4

@@ -19,7 +19,7 @@ Choices (after the colon): cell=..., attention=..., window=W, chrono, smoke.
 
 import ml_collections
 
-from ltf.config_lib import opt_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import opt_config, parallel_config, parse_arg, sequence_model_config, train_config
 
 STREAM_LENGTH = 100_000  # symbols per test stream (the paper's)
 
@@ -39,6 +39,7 @@ def get_config(arg=None):
                                     head="per_step", d_hidden=16)
     c.opt = opt_config(lr=5e-3)
     c.train = train_config(steps=3000, eval_every=1000)
+    c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.data.update(seq_len=20, batch_size=4, eval_batch_size=2, eval_batches=3)
         c.model.d_hidden = 8

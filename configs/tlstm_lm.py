@@ -17,7 +17,7 @@ Any field can be overridden with --config.section.field=value.
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_options_config, parse_arg
+from ltf.config_lib import attention_config, cell_options_config, parallel_config, parse_arg
 
 
 def get_config(arg=None):
@@ -69,7 +69,7 @@ def get_config(arg=None):
     ))
 
     # Data parallel over every local device (and, with distributed, every host): see ltf/parallel.py.
-    c.parallel = ml_collections.ConfigDict(dict(data_parallel=False, distributed=False))
+    c.parallel = parallel_config()
 
     if choices.smoke:  # a few seconds: the tests run every config this way
         c.data.batch_size = c.data.eval_batch_size = 4

@@ -80,6 +80,12 @@ def cell_arms(*cells: str, attention_window: int | None = None) -> dict[str, dic
     return arms
 
 
+def parallel_config() -> ml_collections.ConfigDict:
+    """The `parallel` block (ltf/parallel.py): data parallel over the local devices, and across
+    hosts with `distributed` (jax.distributed.initialize)."""
+    return ml_collections.ConfigDict(dict(data_parallel=False, distributed=False))
+
+
 def opt_config(**values: Any) -> ml_collections.ConfigDict:
     """The `opt` block: Adam 1e-3, cosine decay to a tenth after 100 warm-up steps, clipping at
     norm 1, unless `values` say otherwise (every field is always present, so overrides work)."""
