@@ -112,16 +112,18 @@ def train_config(*, steps: int, eval_every: int, log_every: int = 100, **values:
 def sequence_model_config(choices, *, head: str, d_hidden: int, n_layers: int = 1,
                           use_obs_mask: bool = False) -> ml_collections.ConfigDict:
     """The `model` block of a SequenceModel config (configs/reber.py, long_lag.py, ...), from the
-    config's choices cell=, attention=, window=, chrono (chrono_t_max: `choices.chrono_t_max`)."""
+    config's choices cell=, attention=, window=, chrono (T_max for chrono: `choices.chrono_t_max`)."""
     block = ml_collections.ConfigDict(dict(
         cell=choices.cell, d_hidden=d_hidden, n_layers=n_layers, head=head, use_obs_mask=use_obs_mask,
         dropout=0.0, locked_dropout=False, unroll=1, remat=False, backward="custom",
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
     ))
+    # T_max is set whether or not chrono is on, so that a sweep arm (or --config flag) can turn
+    # chrono on with forget_init alone; the cells read it only under forget_init="chrono".
+    block.cell_options.chrono_t_max = float(choices.chrono_t_max)
     if choices.chrono:
         block.cell_options.forget_init = "chrono"
-        block.cell_options.chrono_t_max = float(choices.chrono_t_max)
     return block
 
 

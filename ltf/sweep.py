@@ -177,7 +177,9 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[st
         arm = run_name({k: v for k, v in entry.items() if k != SEED})
         run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}))
         try:
-            steps = run.load_config().train.steps
+            run_config = run.load_config()
+            config_lib.validate(run_config)  # an arm that cannot train fails now, not after the others ran
+            steps = run_config.train.steps
         except ValueError as e:
             raise ValueError(f"sweep run {name!r}: {e}") from None
         runs.append(dataclasses.replace(run, steps=int(steps)))

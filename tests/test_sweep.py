@@ -100,6 +100,8 @@ def test_overrides_reach_the_config_and_the_command():
         sweep.expand(str(CONFIG), [{"model.cel": "lstm"}])
     with pytest.raises(ValueError, match="model.d_hidden='wide'"):
         sweep.expand(str(CONFIG), [{"model.d_hidden": "wide"}])
+    with pytest.raises(ValueError, match="sweep run 'forget_init=chrono'.*chrono_t_max"):  # validated up front
+        sweep.expand(str(CONFIG), [{"model.cell_options.forget_init": "chrono"}])
 
 
 def _final(run_dir, split, key="bpc"):
