@@ -50,10 +50,13 @@ def get_config(arg=None):
 
 
 ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention_window=64)
+# The time-aware gates fed the time since each variable's last observation (37 gaps), not since the last event.
+ARMS["time_aware_dt_per_variable"] = {"model.cell": "time_aware", "task.dt": "per_variable",
+                                      "model.cell_options.d_time": 37}
 
 
 def get_sweep(arg=None):
-    """The five arms x seeds (default 3):
+    """The six arms x seeds (default 3):
 
       python scripts/sweep.py --config configs/physionet.py --set task.data_dir=PATH/TO/physionet2012 \\
           --workdir runs/physionet --seeds_per_process 3 --report
