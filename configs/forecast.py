@@ -45,7 +45,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention_window=64)
+ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention=True, attention_window=64)
 
 
 def get_sweep(arg=None):

@@ -40,7 +40,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = cell_arms("lstm", "time_aware", "tlstm", attention_window=32)
+ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window=32)
 
 
 def get_sweep(arg=None):

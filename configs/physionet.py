@@ -49,7 +49,7 @@ def get_config(arg=None):
     return c
 
 
-ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention_window=64)
+ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention=True, attention_window=64)
 # The time-aware gates fed the time since each variable's last observation (37 gaps), not since the last event.
 ARMS["time_aware_dt_per_variable"] = {"model.cell": "time_aware", "task.dt": "per_variable",
                                       "model.cell_options.d_time": 37}

@@ -24,7 +24,7 @@ smoke. Any field can be overridden with --config.section.field=value.
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_options_config, parallel_config, parse_arg
+from ltf.config_lib import attention_config, cell_arms, cell_options_config, parallel_config, parse_arg
 
 SEQ_LEN, BATCH = 20, 20
 STEPS_PER_EPOCH = 2323  # (929,589 training tokens - 1) // (20 x 20): one pass over ptb.train.txt
@@ -94,14 +94,7 @@ def get_config(arg=None):
 
 # The arms of configs/tlstm_lm.py; the attention arm attends over every step of the 20-step
 # window (no band: it is short).
-ARMS = {
-    "lstm": {"model.cell": "lstm"},
-    "lstm_noforget": {"model.cell": "lstm_noforget"},
-    "adaptive": {"model.cell": "adaptive"},
-    "time_aware": {"model.cell": "time_aware"},
-    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax"},
-    "tlstm": {"model.cell": "tlstm"},
-}
+ARMS = {**cell_arms("lstm", "lstm_noforget", "adaptive", "time_aware", attention=True), **cell_arms("tlstm")}
 
 
 def get_sweep(arg=None):

@@ -17,7 +17,7 @@ Any field can be overridden with --config.section.field=value.
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_options_config, parallel_config, parse_arg
+from ltf.config_lib import attention_config, cell_arms, cell_options_config, parallel_config, parse_arg
 
 
 def get_config(arg=None):
@@ -86,15 +86,8 @@ def get_config(arg=None):
 # The attention arm: the config's additive scores, softmax, over the last 64 steps (half the BPTT
 # length): the state carries the longer context, and the band halves the B x T x K x A scores
 # (K = 65 keys, not 128). Under `smoke` (seq_len 16) the window covers every step.
-ARMS = {
-    "lstm": {"model.cell": "lstm"},
-    "lstm_noforget": {"model.cell": "lstm_noforget"},
-    "adaptive": {"model.cell": "adaptive"},
-    "time_aware": {"model.cell": "time_aware"},
-    "time_aware_attention": {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
-                             "model.attention.window": 64},
-    "tlstm": {"model.cell": "tlstm"},
-}
+ARMS = {**cell_arms("lstm", "lstm_noforget", "adaptive", "time_aware", attention=True, attention_window=64),
+        **cell_arms("tlstm")}
 
 
 def get_sweep(arg=None):

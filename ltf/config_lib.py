@@ -70,13 +70,14 @@ def attention_config(normaliser: str | None = None, **values: Any) -> ml_collect
     return block
 
 
-def cell_arms(*cells: str, attention_window: int | None = None) -> dict[str, dict]:
-    """Ablation arms (name -> overrides) for `ltf.sweep.arms_sweep`: one per cell, and with an
-    `attention_window`, "time_aware_attention" (softmax over the last W steps; None: no such arm)."""
+def cell_arms(*cells: str, attention: bool = False, attention_window: int | None = None) -> dict[str, dict]:
+    """Ablation arms (name -> overrides) for `ltf.sweep.arms_sweep`: one per cell, and with
+    `attention`, "time_aware_attention" (softmax over the last `attention_window` steps, or all)."""
     arms = {cell: {"model.cell": cell} for cell in cells}
-    if attention_window is not None:
-        arms["time_aware_attention"] = {"model.cell": "time_aware", "model.attention.normaliser": "softmax",
-                                        "model.attention.window": attention_window}
+    if attention:
+        arms["time_aware_attention"] = {"model.cell": "time_aware", "model.attention.normaliser": "softmax"}
+        if attention_window is not None:
+            arms["time_aware_attention"]["model.attention.window"] = attention_window
     return arms
 
 

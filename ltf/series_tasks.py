@@ -31,7 +31,18 @@ def _write_task(task_cfg, workdir: Path, **extra) -> None:
     (workdir / "task.json").write_text(json.dumps(json_safe(record, strict=False), indent=1))
 
 
-class Forecast:
+class _SplitBatches:
+    """Batches from `self.data` (ForecastData or PhysioNetData): training shuffled by the run's
+    seed, evaluation one ordered pass over a split."""
+
+    def train_batches(self, seed: int):
+        return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
+
+    def eval_batches(self, split: str):
+        return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
+
+
+class Forecast(_SplitBatches):
     """Multi-step forecasting (H outputs from the last step's state; H = 1 is one-step)."""
 
     eval_splits = ("validation", "test")
@@ -50,12 +61,6 @@ class Forecast:
 
     def describe(self, workdir: Path) -> None:
         _write_task(self.config, workdir, windows=repr(self.data))
-
-    def train_batches(self, seed: int):
-        return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
-
-    def eval_batches(self, split: str):
-        return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
 
     def _predict(self, params, carry, batch, dropout_rng):
         return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], batch["obs_mask"], carry,
@@ -85,7 +90,7 @@ class Forecast:
         return self.scalars(add_sums(outputs))
 
 
-class PhysioNet:
+class PhysioNet(_SplitBatches):
     """In-hospital mortality from irregular ICU time series: one logit per stay."""
 
     def __init__(self, config):
@@ -108,12 +113,6 @@ class PhysioNet:
 
     def describe(self, workdir: Path) -> None:
         _write_task(self.config, workdir, data=repr(self.data))
-
-    def train_batches(self, seed: int):
-        return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
-
-    def eval_batches(self, split: str):
-        return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
 
     def _logits(self, params, carry, batch, dropout_rng):
         dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
