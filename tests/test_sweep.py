@@ -185,6 +185,8 @@ def test_seeds_of_an_arm_train_in_one_process_each_in_its_own_run_dir(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
+    # A run that passes validation and fails when it trains: its data file is missing. (A config
+    # that fails validation stops the whole sweep before anything runs: see test_overrides_...)
     config = tmp_path / "failing.py"
     config.write_text(textwrap.dedent(f"""
         import importlib.util
@@ -194,19 +196,20 @@ def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
         get_config = _base.get_config
 
         def get_sweep(arg):
-            return [{{"config_arg": "smoke", "opt.name": "rmsprop"}},  # fails validation
+            return [{{"config_arg": "smoke", "data.corpus": "text", "data.data_dir": "/nonexistent/x.txt"}},
                     {{"config_arg": "smoke", "model.cell": "lstm"}}]
     """))
     workdir = tmp_path / "sweep"
     result = run_cli("--config", config, "--workdir", workdir, "--jobs", "2", "--report")
     assert result.returncode != 0
-    log = workdir / "smoke,name=rmsprop" / "log.txt"
-    assert "FAILED smoke,name=rmsprop (exit 1): ValueError: config.opt.name" in result.stdout
-    assert f"log: {log}" in result.stdout and f"FAILED smoke,name=rmsprop: see {log}" in result.stdout
+    bad = "smoke,corpus=text,data_dir=_nonexistent_x.txt"
+    log = workdir / bad / "log.txt"
+    assert f"FAILED {bad} (exit 1): FileNotFoundError: data.data_dir: no file or folder" in result.stdout
+    assert f"log: {log}" in result.stdout and f"FAILED {bad}: see {log}" in result.stdout
     assert "1 done, 0 running, 1 failed, 0 to do" in result.stdout
     assert (workdir / "smoke,cell=lstm" / "DONE").exists()
-    assert not (workdir / "smoke,name=rmsprop" / "DONE").exists()
+    assert not (workdir / bad / "DONE").exists()
     rows = {row["arm"]: row for row in csv.DictReader(open(workdir / "results.csv"))}
     assert rows["smoke,cell=lstm"]["n"] == "1" and rows["smoke,cell=lstm"]["validation_bpc_std"] == ""
-    assert rows["smoke,name=rmsprop"]["n"] == "0"
-    assert "Left out (not finished): `smoke,name=rmsprop`" in (workdir / "results.md").read_text()
+    assert rows[bad]["n"] == "0"
+    assert f"Left out (not finished): `{bad}`" in (workdir / "results.md").read_text()
