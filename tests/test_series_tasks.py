@@ -70,3 +70,18 @@ def test_a_missing_physionet_folder_says_where_the_files_go(tmp_path):
     c.task.data_dir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="physionet"):
         make_task(c)
+
+
+def test_the_baselines_script_scores_the_configs_own_windows():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "forecast_baselines.py"), "--config",
+                          str(REPO / "configs" / "forecast.py") + ":smoke"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    from ltf.series import baselines
+
+    task = make_task(config("forecast.py:smoke"))
+    test = baselines.forecast_baselines(task.data, task.season)["test"]["last_value"]
+    assert f"| last_value | test | {test['mse']:.4g} | {test['mae']:.4g} |" in out.stdout
