@@ -50,17 +50,19 @@ def _spec(ndim: int, batch_axis: int) -> PartitionSpec:
     return PartitionSpec(*([None] * batch_axis + [DATA] + [None] * (ndim - batch_axis - 1)))
 
 
+def _put(value, mesh: Mesh, batch_axis: int | None):
+    """A host array -> a global array, split along `batch_axis` (replicated when None); each
+    process supplies its own devices' pieces from its copy of the whole array."""
+    value = np.asarray(value)
+    spec = PartitionSpec() if batch_axis is None else _spec(value.ndim, batch_axis)
+    return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda index: value[index])
+
+
 def place_batch(batch: dict, mesh: Mesh | None, batch_axis: int) -> dict:
-    """Host arrays -> global arrays split along `batch_axis` (each process supplies its devices'
-    rows from its copy of the global batch)."""
+    """Host arrays -> global arrays split along `batch_axis`."""
     if mesh is None:
         return batch
-    out = {}
-    for key, value in batch.items():
-        value = np.asarray(value)
-        sharding = NamedSharding(mesh, _spec(value.ndim, batch_axis))
-        out[key] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
-    return out
+    return {key: _put(value, mesh, batch_axis) for key, value in batch.items()}
 
 
 def place_state(state: Any, mesh: Mesh | None, batch_axis: int) -> Any:
@@ -68,23 +70,12 @@ def place_state(state: Any, mesh: Mesh | None, batch_axis: int) -> Any:
     every other leaf replicated."""
     if mesh is None:
         return state
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def put(value, split: bool):
-        value = np.asarray(value)
-        sharding = NamedSharding(mesh, _spec(value.ndim, batch_axis)) if split else replicated
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    carry = jax.tree.map(lambda x: put(x, True), state.carry)
-    rest = jax.tree.map(lambda x: put(x, False), state._replace(carry=None))
-    return rest._replace(carry=carry)
+    rest = jax.tree.map(lambda x: _put(x, mesh, None), state._replace(carry=None))
+    return rest._replace(carry=place_carry(state.carry, mesh, batch_axis))
 
 
 def place_carry(carry: Any, mesh: Mesh | None, batch_axis: int) -> Any:
-    """An evaluation carry on the mesh, split along the batch axis."""
+    """A carried recurrent state on the mesh, split along the batch axis."""
     if mesh is None:
         return carry
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(
-            np.shape(x), NamedSharding(mesh, _spec(np.ndim(x), batch_axis)),
-            lambda index, v=np.asarray(x): v[index]), carry)
+    return jax.tree.map(lambda x: _put(x, mesh, batch_axis), carry)
