@@ -6,6 +6,7 @@
   python scripts/bench.py --sizes 16x1024x128 --impls ltf --cells lstm,tlstm --steps 10 --repeats 3
   python scripts/bench.py --render benchmarks/bench_cpu.json      # the tables again from saved results
   python scripts/bench.py --worker --impl ltf --cell lstm --size 2x8x8 --steps 2   # one JSON line
+  python scripts/bench.py --sizes 8x16384x256 --impls ltf --cells lstm --remat --steps 2 --warmup 0  # memory
 
 The model: tokens (vocab 256) -> embedding 256 x E -> one recurrent layer of width H -> dense
 H x 256 -> softmax cross-entropy (mean over the B·T tokens) -> Adam (lr 1e-3; optax for the JAX
@@ -18,6 +19,10 @@ from a zero recurrent state. Implementations ("impl", "cell"):
   flax  lstm: flax.linen nn.RNN(nn.OptimizedLSTMCell(H)) between nn.Embed and nn.Dense
   torch lstm: torch.nn.LSTM (CPU, torch.set_num_threads(os.cpu_count())); skipped with a note
         when torch cannot be imported
+
+`--remat` builds the ltf models with `remat=True` (the recurrent layer stores only C_{t-1} and
+h_t per step and recomputes the rest in the backward pass: `ltf.fast_rnn`); flax and torch rows
+are unchanged by it. Rows carry "remat".
 
 Each (impl, cell, size) runs in its own process (`--worker`, one JSON line on stdout), one after
 another, so memory and compilation never mix. A JAX step is `jax.jit` with the train state
@@ -90,7 +95,7 @@ def _time_steps(step, n_warmup: int, n_steps: int) -> tuple[float, list[float]]:
 
 # -- JAX implementations ---------------------------------------------------------------------------
 
-def _ltf_model(cell: str, d_embed: int, d_hidden: int):
+def _ltf_model(cell: str, d_embed: int, d_hidden: int, remat: bool = False):
     from ltf.models import AttentionSpec, LanguageModel
 
     base, _, extra = cell.partition("+")
@@ -98,7 +103,7 @@ def _ltf_model(cell: str, d_embed: int, d_hidden: int):
     if extra not in ("", "attention"):
         raise ValueError(f"cell={cell!r}: allowed values are {LTF_CELLS}.")
     model = LanguageModel.build(vocab_size=VOCAB, d_embed=d_embed, cell=base, d_hidden=d_hidden,
-                                n_layers=1, attention=attn)
+                                n_layers=1, attention=attn, remat=remat)
     return model.init, lambda params, tokens: model.apply(params, tokens)[0]
 
 
@@ -119,14 +124,14 @@ def _flax_model(d_embed: int, d_hidden: int):
 
 
 def _jax_worker(impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int,
-                forward_backward: bool, seed: int) -> dict:
+                forward_backward: bool, seed: int, remat: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
 
     from ltf.losses import token_cross_entropy
 
-    init, logits_fn = _ltf_model(cell, E, H) if impl == "ltf" else _flax_model(E, H)
+    init, logits_fn = _ltf_model(cell, E, H, remat) if impl == "ltf" else _flax_model(E, H)
     key_params, key_data = jax.random.split(jax.random.PRNGKey(seed))
     tokens_BxT1 = jax.random.randint(key_data, (B, T + 1), 0, VOCAB, jnp.int32)
     inputs_BxT, targets_BxT = tokens_BxT1[:, :-1], tokens_BxT1[:, 1:]
@@ -205,12 +210,14 @@ def _torch_worker(B: int, T: int, H: int, E: int, *, steps: int, warmup: int, fo
 
 
 def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, d_embed: int | None = None,
-               steps: int = 10, warmup: int = 2, forward_backward: bool = False, seed: int = 0) -> dict:
+               steps: int = 10, warmup: int = 2, forward_backward: bool = False, seed: int = 0,
+               remat: bool = False) -> dict:
     """One measurement in this process. Returns a result row (see the module docstring)."""
     E = H if d_embed is None else d_embed
     kwargs = dict(steps=steps, warmup=warmup, forward_backward=forward_backward, seed=seed)
     row = {"impl": impl, "cell": cell, "B": B, "T": T, "H": H, "E": E,
-           "mode": "forward_backward" if forward_backward else "train", "steps": steps}
+           "mode": "forward_backward" if forward_backward else "train", "steps": steps,
+           "remat": remat and impl == "ltf"}
     if impl == "torch":
         try:
             import torch  # noqa: F401
@@ -220,7 +227,7 @@ def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, d_embed: int | N
     elif impl in ("ltf", "flax"):
         if impl == "flax" and cell != "lstm":
             raise ValueError(f"impl=flax has only cell='lstm' (OptimizedLSTMCell), got {cell!r}.")
-        out = _jax_worker(impl, cell, B, T, H, E, **kwargs)
+        out = _jax_worker(impl, cell, B, T, H, E, remat=remat, **kwargs)
     else:
         raise ValueError(f"impl={impl!r}: allowed values are {IMPLS}.")
     step_s = statistics.median(out["times"])
@@ -249,6 +256,8 @@ def spawn_worker(impl, cell, size, args) -> dict:
         cmd += ["--d-embed", str(args.d_embed)]
     if args.forward_backward:
         cmd.append("--forward-backward")
+    if args.remat:
+        cmd.append("--remat")
     base = {"impl": impl, "cell": cell, "B": B, "T": T, "H": H}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO)
@@ -313,6 +322,8 @@ def markdown(rows: list[dict], summaries: list[dict], machine: dict) -> str:
         for r in rows:
             r.setdefault("fb_ms", r.get("step_ms"))
     title = "forward+backward (value_and_grad, no optimiser)" if fb else "train step (fwd + bwd + Adam)"
+    if machine.get("remat"):
+        title += ", ltf with remat"
     lines = [f"### {title}, E = {'H' if not machine.get('d_embed') else machine['d_embed']}, "
              f"{machine.get('cpu_count')} CPU cores, load {machine.get('load_avg_start')} -> "
              f"{machine.get('load_avg_end')}", "",
@@ -353,7 +364,7 @@ def machine_info(rows: list[dict], args, load_start) -> dict:
             "device_kind": kind, "ltf_commit": commit, "load_avg_start": [round(v, 2) for v in load_start],
             "load_avg_end": [round(v, 2) for v in os.getloadavg()], "d_embed": args.d_embed,
             "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-            "mode": "forward_backward" if args.forward_backward else "train", "lr": LR}
+            "mode": "forward_backward" if args.forward_backward else "train", "lr": LR, "remat": args.remat}
 
 
 def main(argv=None):
@@ -368,6 +379,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="run the whole sweep R times, interleaved")
     p.add_argument("--d-embed", type=int, default=None, help="embedding width E (default: H)")
     p.add_argument("--forward-backward", action="store_true", help="time value_and_grad, no optimiser")
+    p.add_argument("--remat", action="store_true", help="ltf models with remat=True (memory for compute)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker")
     p.add_argument("--json", type=Path, default=None)
@@ -382,7 +394,8 @@ def main(argv=None):
     if args.worker:
         sys.path.insert(0, str(REPO))
         row = run_worker(args.impl, args.cell, *args.size, d_embed=args.d_embed, steps=args.steps,
-                         warmup=args.warmup, forward_backward=args.forward_backward, seed=args.seed)
+                         warmup=args.warmup, forward_backward=args.forward_backward, seed=args.seed,
+                         remat=args.remat)
         print(json.dumps(row), flush=True)
         return
 

@@ -91,3 +91,18 @@ def test_parse_size(bench):
     assert bench.parse_size("32x128x256") == (32, 128, 256)
     with pytest.raises(Exception, match="BxTxH"):
         bench.parse_size("32x128")
+
+
+def test_remat_reaches_the_ltf_model_and_is_recorded(bench, monkeypatch):
+    built = {}
+    real = bench._ltf_model
+
+    def spy(cell, d_embed, d_hidden, remat=False):
+        built["remat"] = remat
+        return real(cell, d_embed, d_hidden, remat)
+
+    monkeypatch.setattr(bench, "_ltf_model", spy)
+    row = bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, remat=True)
+    _check_row(row, "ltf", "lstm")
+    assert built == {"remat": True} and row["remat"] is True
+    assert bench.run_worker("flax", "lstm", **TINY, steps=1, warmup=0, remat=True)["remat"] is False
