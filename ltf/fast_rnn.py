@@ -30,8 +30,12 @@ besides w_x, b, w_h (peepholes u_*, T-LSTM's w_d, b_d, ...), found generically b
 get zero here and their gradient flows by ordinary autodiff through dzs. Masks get no cotangent.
 
 `layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
-previous layer's output, stored anyway) and recomputes zs = project(xs) and z = zs + h_{t-1} W_h
-in the backward pass as two large matmuls over all steps, not by rerunning the scan.
+previous layer's output, stored anyway). Its backward pass goes through the steps in chunks of
+`remat_chunk` (REMAT_CHUNK = 256), last chunk first: per chunk it recomputes zs = project(xs) and
+z = zs + h_{t-1} W_h as two large matmuls (not by rerunning the scan), runs the reverse scan over
+the chunk from the carried (dC, dh), and adds the chunk's share of dW_h, dW_x, ... and dxs. So
+pre-activations and their cotangents (G = 4H per token each) are live for one chunk at a time,
+not for all T steps: at B = 8, T = 16,384, H = 256 that is 2 x 8 MiB instead of 2 x 512 MiB.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ from ltf.cells import LSTM, LSTMState, Params
 
 # Read only by `cell.project` (w_x, b) or by the recurrent matmul (w_h): not differentiated per step.
 NOT_PER_STEP = ("w_x", "b", "w_h")
+# Steps per chunk of the remat backward pass: long enough that the per-chunk matmuls stay large
+# (chunk·B rows), short enough that chunk x B x G pre-activations are small.
+REMAT_CHUNK = 256
 
 
 def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state0: LSTMState,
@@ -58,13 +65,17 @@ def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state
 
 
 def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState,
-          *, unroll: int = 1, remat: bool = False, resets_TxB=None):
+          *, unroll: int = 1, remat: bool = False, remat_chunk: int = REMAT_CHUNK, resets_TxB=None):
     """`cell.project` for all steps, then `recurrence`. Returns (final LSTMState, hs_TxBxH).
 
-    remat: store only C_{t-1}, h_t and recompute the pre-activations in the backward pass.
+    remat: store only C_{t-1}, h_t and recompute the pre-activations in the backward pass,
+    `remat_chunk` steps at a time.
     """
     if remat:
-        return _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
+        if remat_chunk < 1:
+            raise ValueError(f"remat_chunk={remat_chunk}: must be a positive number of steps.")
+        return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB,
+                            state0)
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
     return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
@@ -191,16 +202,16 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-# -- remat layer: xs in, residuals C_{t-1}, h_t only --------------------------------------------
+# -- remat layer: xs in, residuals C_{t-1}, h_t only; the backward pass chunk by chunk ----------
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _remat_layer(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _remat_layer(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
     return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-                    emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB)
+                   emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB)
 
 
-def _remat_layer_fwd(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
+def _remat_layer_fwd(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
     zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
     final, (hs_TxBxH, c_prev_TxBxH) = forward(
             cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
@@ -209,18 +220,39 @@ def _remat_layer_fwd(cell, unroll, params, xs_TxBxD, dts_TxBxK, masks_TxB, reset
     return (final, hs_TxBxH), residuals
 
 
-def _remat_layer_bwd(cell, unroll, residuals, cotangents):
+def _remat_layer_bwd(cell, unroll, chunk, residuals, cotangents):
     params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH, hs_TxBxH, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
-    zs_TxBxG, project_vjp = jax.vjp(functools.partial(project, cell), params, xs_TxBxD, dts_TxBxK)
-    h_prev_TxBxH = _previous(h0_BxH, hs_TxBxH, resets_TxB)
-    zfull_TxBxG = zs_TxBxG + h_prev_TxBxH @ params["w_h"]  # all steps at once
-    d_params, dzs_TxBxG, ddts_TxBxK, d_state0 = _backward(
-            cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts_TxBxK, masks_TxB,
-            resets_TxB, d_final, dhs_TxBxH)
-    d_params_project, dxs_TxBxD, ddts_project = project_vjp(dzs_TxBxG)
-    d_params = jax.tree.map(jnp.add, d_params, d_params_project)
-    return d_params, dxs_TxBxD, ddts_TxBxK + ddts_project, None, None, d_state0
+    steps = (xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH,
+             _previous(h0_BxH, hs_TxBxH, resets_TxB), dhs_TxBxH)  # each T x ... (None stays None)
+
+    def chunk_backward(carry, piece):
+        """The backward pass over one chunk of L steps, from the cotangents of its last carry."""
+        d_state, d_params = carry
+        xs_LxBxD, dts_LxBxK, masks_LxB, resets_LxB, c_prev_LxBxH, h_prev_LxBxH, dhs_LxBxH = piece
+        zs_LxBxG, project_vjp = jax.vjp(functools.partial(project, cell), params, xs_LxBxD, dts_LxBxK)
+        zfull_LxBxG = zs_LxBxG + h_prev_LxBxH @ params["w_h"]  # the chunk's steps at once
+        d_chunk, dzs_LxBxG, ddts_LxBxK, d_state = _backward(
+                cell, unroll, params, zfull_LxBxG, c_prev_LxBxH, h_prev_LxBxH, dts_LxBxK, masks_LxB,
+                resets_LxB, d_state, dhs_LxBxH)
+        d_project, dxs_LxBxD, ddts_project = project_vjp(dzs_LxBxG)
+        d_params = jax.tree.map(lambda a, b, c: a + b + c, d_params, d_chunk, d_project)
+        return (d_state, d_params), (dxs_LxBxD, ddts_LxBxK + ddts_project)
+
+    n_steps = xs_TxBxD.shape[0]
+    n_full, tail = divmod(n_steps, chunk)
+    carry = (d_final, jax.tree.map(jnp.zeros_like, params))
+    grads = []  # (dxs, ddts) of the tail, then of the full chunks: put back in time order below
+    if tail:  # the last, shorter chunk first
+        carry, tail_grads = chunk_backward(carry, jax.tree.map(lambda a: a[n_full * chunk:], steps))
+        grads.append(tail_grads)
+    if n_full:
+        chunks = jax.tree.map(lambda a: a[:n_full * chunk].reshape((n_full, chunk) + a.shape[1:]), steps)
+        carry, full_grads = jax.lax.scan(chunk_backward, carry, chunks, reverse=True)
+        grads.insert(0, jax.tree.map(lambda a: a.reshape((n_full * chunk,) + a.shape[2:]), full_grads))
+    (d_state0, d_params) = carry
+    dxs_TxBxD, ddts_TxBxK = (jnp.concatenate(parts, axis=0) for parts in zip(*grads))
+    return d_params, dxs_TxBxD, ddts_TxBxK, None, None, d_state0
 
 
 _remat_layer.defvjp(_remat_layer_fwd, _remat_layer_bwd)

@@ -40,7 +40,8 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
             each step's gates in the backward pass instead of storing them (`jax.checkpoint` of the
             step). With backward="custom", which stores z_t, C_{t-1}, h_t per step without remat:
             store only C_{t-1}, h_t and recompute z_t in the backward pass by two large matmuls
-            over all steps (see `ltf.fast_rnn`).
+            per chunk of 256 steps, so that pre-activations are never live for all T steps at
+            once (see `ltf.fast_rnn`).
         backward: "custom" (`ltf.fast_rnn.recurrence`) or "autodiff" (`jax.grad` of the scan);
             the same values and gradients, the custom one faster on CPU.
         resets_BxT: 1 (or True) where a new sequence starts: the carry is zeroed before that step.

@@ -193,3 +193,61 @@ def _check_new_sequence():
     # no later output depends on an input before the reset
     jac = jax.jacobian(lambda x: scan_layer(cell, params, x, dts, None, state, resets_BxT=resets)[1][0, 3:])(xs)
     np.testing.assert_array_equal(np.asarray(jac)[..., 0, :3, :], 0.0)
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 10])  # two chunks and a tail; one chunk; the tail alone
+def test_remat_chunks_keep_the_gradients(chunk):
+    """The remat backward pass, chunk by chunk from the last, against jax.grad of the plain scan;
+    with padding, a masked step and resets inside the window."""
+    with jax.enable_x64(True):
+        cell, params, xs, dts, state, mask = setup("tlstm", {}, jnp.float64, seed=4)
+        resets = jnp.asarray(RESETS, jnp.float64)
+        time_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+
+        def loss(backward):
+            def f(params, xs, dts, state):
+                if backward == "autodiff":
+                    final, hs = scan_layer(cell, params, xs, dts, mask, state, backward="autodiff",
+                                           resets_BxT=resets)
+                else:
+                    final, hs_TxBxH = fast_rnn.layer(cell, params, time_major(xs), time_major(dts),
+                                                     time_major(mask), state, remat=True, remat_chunk=chunk,
+                                                     resets_TxB=time_major(resets))
+                    hs = time_major(hs_TxBxH)
+                weights = jnp.linspace(-1.0, 1.0, H)[None, None]
+                return jnp.sum(jnp.sin(hs) * weights) + jnp.sum(final.c ** 2) + jnp.sum(final.h)
+            return jax.value_and_grad(f, argnums=(0, 1, 2, 3))
+
+        (value, grads), (value_ref, grads_ref) = [jax.jit(loss(b))(params, xs, dts, state)
+                                                  for b in ("custom", "autodiff")]
+        np.testing.assert_allclose(value, value_ref, rtol=1e-10)
+        assert_trees_close(grads, grads_ref, 1e-10)
+
+
+def test_remat_chunks_bound_the_backward_memory():
+    """XLA's own buffer plan: the remat backward pass in chunks of 32 steps needs far less scratch
+    memory than one chunk of all T steps (whose pre-activations are T x B x 4H)."""
+    cell = make_cell("lstm")
+    n_steps, batch, d = 1024, 8, 64
+    params = cell.init(jax.random.key(0), d, d)
+    xs_TxBxD = jnp.ones((n_steps, batch, d), jnp.float32)
+    dts_TxBxK = jnp.ones((n_steps, batch, 1), jnp.float32)
+    state = cell.initial_state(batch, d, jnp.float32)
+
+    def scratch_bytes(chunk):
+        def loss(params, xs):
+            return jnp.sum(fast_rnn.layer(cell, params, xs, dts_TxBxK, None, state, remat=True,
+                                          remat_chunk=chunk)[1])
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs_TxBxD).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    preactivations = n_steps * batch * 4 * d * 4  # bytes of one T x B x G float32 array
+    whole, chunked = scratch_bytes(n_steps), scratch_bytes(32)
+    assert whole - chunked > preactivations, (whole, chunked)
+
+
+def test_remat_chunk_must_be_positive():
+    cell, params, xs, dts, state, mask = setup("lstm", {}, jnp.float32)
+    with pytest.raises(ValueError, match="remat_chunk=0"):
+        fast_rnn.layer(cell, params, jnp.swapaxes(xs, 0, 1), jnp.swapaxes(dts, 0, 1), None, state, remat=True,
+                       remat_chunk=0)
