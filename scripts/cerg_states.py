@@ -97,6 +97,8 @@ def plot(runs: list[dict], starts: np.ndarray, zoom: int, out: Path) -> None:
             ax.set_ylim(-0.05, 1.05)
             ax.set_ylabel("forget gate $f_t$ (solid)")
             twin.set_ylabel("cell state $C_t$ (dashed)")
+            lines = ax.get_lines() + twin.get_lines()
+            ax.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8, ncol=len(lines))
             ax.set_title(f"{r['label']}: the {len(r['memory_units'])} units whose $C_t$ follows the string's "
                          f"embedded symbol (T or P) most closely, first {zoom} symbols; dotted: string starts",
                          fontsize=10)
