@@ -28,7 +28,9 @@ def get_config(arg=None):
     c.seed = 0
     c.task = ml_collections.ConfigDict(dict(
         name="forecast", series=choices.series, kind=choices.kind, keep=choices.keep, rate=choices.rate,
-        data_seed=0, L=choices.L, H=choices.H, fractions=(0.7, 0.1, 0.2), layout="grid",
+        data_seed=0, L=choices.L, H=choices.H, fractions=(0.7, 0.1, 0.2),
+        # Poisson times fall between grid steps: one input step per observation (ltf.series.windows)
+        layout="events" if choices.kind == "poisson" else "grid",
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=choices.L, batch_size=32, eval_batch_size=64))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(choices.L)}),

@@ -39,6 +39,14 @@ def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding():
     assert got["loss"] == pytest.approx(np.sum((pred - batch["targets"]) ** 2 * weight) / weight.sum(), rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["regular", "subset", "poisson"])
+def test_every_kind_of_forecast_the_config_offers_trains(kind, tmp_path):
+    """Poisson times fall off the grid: the config must pick the events layout for them."""
+    c = config(f"forecast.py:smoke,kind={kind}")
+    final = train.train_and_evaluate(c, tmp_path)
+    assert np.isfinite(final["test"]["mae"]) and final["test"]["mae"] > 0
+
+
 def test_physionet_trains_on_files_in_the_challenge_format_and_scores_auroc(tmp_path):
     write_set(tmp_path / "data", n=60)
     c = config("physionet.py:smoke,cell=time_aware,dt=per_variable")
