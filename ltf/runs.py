@@ -25,24 +25,38 @@ class Run(NamedTuple):
     step: int
 
 
-def load_run(workdir: str | Path, *, step: int | None = None) -> Run:
-    """The run in `workdir` at checkpoint `step` (None: the latest). The train state built from its
-    config is the template that the checkpoint fills, so a checkpoint that does not match the
-    config fails with `ltf.checkpoint.CheckpointMismatchError`."""
-    from ltf.train import build, init_state  # the template of what was saved
-
-    workdir = Path(workdir)
-    config_file = workdir / "config.json"
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The resolved config a run was trained with (its workdir's config.json)."""
+    config_file = Path(workdir) / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{workdir}: no config.json; give a run directory written by scripts/train.py "
                                 "(with --seeds, one seed's directory).")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    task, tx, _ = build(config)
-    with Checkpointer(workdir / "checkpoints") as ckpt:
+    return ml_collections.ConfigDict(json.loads(config_file.read_text()))
+
+
+def restore_params(workdir: str | Path, model, config, *, step: int | None = None) -> tuple[Any, int]:
+    """(params, step) of the run's checkpoint `step` (None: the latest). The train state built from
+    `model` and `config` is the template that the checkpoint fills, so a checkpoint that does not
+    match fails with `ltf.checkpoint.CheckpointMismatchError`."""
+    from ltf.optim import make_optimizer
+    from ltf.train import init_state  # the template of what was saved
+
+    with Checkpointer(Path(workdir) / "checkpoints") as ckpt:
         steps = ckpt.all_steps()
         if not steps:
             raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/ yet.")
         if step is not None and step not in steps:
             raise FileNotFoundError(f"{workdir}: no checkpoint at step {step}; there are {sorted(steps)}.")
-        state, _, _ = ckpt.restore(init_state(task.model, tx, config), step=step)
-    return Run(config, task, state.params, int(state.step))
+        tx, _ = make_optimizer(config.opt, config.train.steps)
+        state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
+    return state.params, int(state.step)
+
+
+def load_run(workdir: str | Path, *, step: int | None = None) -> Run:
+    """The run in `workdir` at checkpoint `step` (None: the latest), its task rebuilt from its config."""
+    from ltf.train import build
+
+    config = read_config(workdir)
+    task, _, _ = build(config)
+    params, step = restore_params(workdir, task.model, config, step=step)
+    return Run(config, task, params, step)

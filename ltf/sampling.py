@@ -8,17 +8,15 @@ training left it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from ltf import config_lib
-from ltf.checkpoint import Checkpointer
 from ltf.data import Vocab
 from ltf.models import LanguageModel
+from ltf.runs import read_config, restore_params
 
 
 def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int, *,
@@ -47,25 +45,17 @@ def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int,
 
 def load_language_model(workdir, *, step: int | None = None):
     """(model, params, vocab) of a run written by `scripts/train.py` (its latest checkpoint, or `step`):
-    config.json and vocab.json rebuild the model; the train state built from them is the template
-    the checkpoint fills."""
-    from ltf.optim import make_optimizer
-    from ltf.train import init_state  # the template of what was saved
-
-    workdir = Path(workdir)
-    for name in ("config.json", "vocab.json"):
-        if not (workdir / name).exists():
-            raise FileNotFoundError(f"--workdir {workdir}: no {name}; give a run directory written by "
-                                    "scripts/train.py.")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    vocab = Vocab.load(workdir / "vocab.json")
+    config.json and vocab.json rebuild the model (without reading the corpus, as
+    `ltf.runs.load_run` would), and `ltf.runs.restore_params` fills it from the checkpoint."""
+    config = read_config(workdir)
+    vocab_file = Path(workdir) / "vocab.json"
+    if not vocab_file.exists():
+        raise FileNotFoundError(f"{workdir}: no vocab.json; give the directory of a language-model run "
+                                "written by scripts/train.py.")
+    vocab = Vocab.load(vocab_file)
     model = config_lib.build_language_model(config.model, vocab.size)
-    with Checkpointer(workdir / "checkpoints") as ckpt:
-        if ckpt.latest_step() is None:
-            raise FileNotFoundError(f"--workdir {workdir}: no checkpoint under checkpoints/ yet.")
-        tx, _ = make_optimizer(config.opt, config.train.steps)
-        state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
-    return model, state.params, vocab
+    params, _ = restore_params(workdir, model, config, step=step)
+    return model, params, vocab
 
 
 def sample_from_workdir(workdir, *, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
