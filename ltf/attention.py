@@ -21,6 +21,9 @@ the additive scores need a B x T x K x A tensor (K keys per query). Two ways to 
   shapes at up to twice the arithmetic of the causal triangle.
 
 Both combine. Outputs at padded steps are finite but meaningless; mask them downstream.
+
+A model that reads only the last step (a per-sequence head) passes `last_only=True`: one query,
+h̃ of step T − 1 alone, the same values as the last row of the full computation at 1/T of the cost.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk
 
 def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", normaliser: str = "softmax",
           window: int | None = None, top_k: int | None = None, query_chunk: int | None = None,
-          return_weights: bool = False):
+          return_weights: bool = False, last_only: bool = False):
     """h̃_BxTxH, or (h̃_BxTxH, α_BxTxT) when `return_weights` (materialises T x T: small T only).
 
     Args:
@@ -133,6 +136,8 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
         window: attend to i ∈ [t − window, t] only; computes just the band.
         top_k: k for normaliser="topk" (ignored by the others).
         query_chunk: queries per block; bounds live memory to B x chunk x keys x A (see module doc).
+        last_only: the query of the last step only: h̃_Bx1xH (and α_Bx1xT), equal to
+            `apply(...)[:, -1:]`; for heads that read the last step alone.
     """
     _choice("score", score, SCORES)
     _choice("normaliser", normaliser, tuple(NORMALISERS))
@@ -158,8 +163,10 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
     if window is not None and window >= steps - 1:
         window = None  # the band is the whole causal triangle
     chunk = steps if query_chunk is None else min(int(query_chunk), steps)
-    n_blocks = -(-steps // chunk)
-    padded = n_blocks * chunk  # queries past T are computed and dropped
+    if last_only:
+        chunk = 1
+    n_blocks = 1 if last_only else -(-steps // chunk)
+    padded = steps if last_only else n_blocks * chunk  # queries past T are computed and dropped
 
     valid_BxT = jnp.ones((batch, steps), bool) if mask_BxT is None else mask_BxT > 0
     q_BxTxA = hs_BxTxH @ params["w_q"]
@@ -178,7 +185,9 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
     block = functools.partial(_attend_block, chunk=chunk, window=window, band=band, score=score,
                               normalise=normalise, with_weights=return_weights)
     args = (q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS)
-    if n_blocks == 1:
+    if last_only:
+        h_tilde_BxTxH, alpha_BxTxS = block(params, steps - 1, *args)  # T = 1 below
+    elif n_blocks == 1:
         h_tilde_BxTxH, alpha_BxTxS = block(params, 0, *args)
     else:
         body = jax.checkpoint(lambda start: block(params, start, *args))  # remat: see module doc

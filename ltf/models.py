@@ -97,18 +97,21 @@ class RecurrentStack:
         return [cell.initial_state(batch_size, self.d_hidden, dtype) for cell in self.cells]
 
     def apply(self, params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None, *, dropout_rng=None,
-              resets_BxT=None):
+              resets_BxT=None, last_only: bool = False):
         """Returns (final states, one per layer; hs_BxTxH of the last layer). `resets_BxT`: 1
-        where a new sequence starts inside the window (`ltf.rnn.scan_layer`)."""
+        where a new sequence starts inside the window (`ltf.rnn.scan_layer`). `last_only`: return
+        the last step of the last layer alone (hs_Bx1xH); attention there then runs one query
+        instead of T (`ltf.attention.apply`), the same value."""
         if resets_BxT is not None and self.attention is not None:
             raise ValueError("resets inside a window with attention: attention would look across the "
                              "reset; not supported (give each sequence its own row instead).")
 
         def attend(i, hs_BxTxH):
-            if i != self.attention_layer:
-                return hs_BxTxH
-            return attention.apply(params["attention"], hs_BxTxH, mask_BxT,
-                                   **self.attention.apply_options())
+            last = last_only and i == self.n_layers - 1
+            if i == self.attention_layer:
+                return attention.apply(params["attention"], hs_BxTxH, mask_BxT, last_only=last,
+                                       **self.attention.apply_options())
+            return hs_BxTxH[:, -1:] if last else hs_BxTxH
 
         layer_params = [params[f"layer_{i}"] for i in range(self.n_layers)]
         return scan_stack(self.cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
@@ -242,8 +245,10 @@ class SequenceModel:
         if dts_BxTxK is None:
             dts_BxTxK = jnp.ones(xs.shape[:2] + (1,), xs.dtype)
         rng_stack, rng_out = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
+        # The "last" head reads one step: the stack computes attention for that query alone.
         states, hs_BxTxH = self.stack.apply(params["stack"], xs, dts_BxTxK, mask_BxT, states,
-                                            dropout_rng=rng_stack, resets_BxT=resets_BxT)
+                                            dropout_rng=rng_stack, resets_BxT=resets_BxT,
+                                            last_only=self.head == "last")
         hs_BxTxH = dropout(rng_out, hs_BxTxH, self.stack.dropout, locked=self.stack.locked_dropout)
         if mask_BxT is None:
             mask_BxT = jnp.ones(hs_BxTxH.shape[:2], hs_BxTxH.dtype)
@@ -251,7 +256,7 @@ class SequenceModel:
             pooled = hs_BxTxH
         elif self.head == "last":
             # A masked step re-emits the carried h, so the last step holds the last valid h.
-            pooled = hs_BxTxH[:, -1]
+            pooled = hs_BxTxH[:, -1]  # hs is B x 1 x H here (last_only)
         else:  # attention pooling over the valid steps
             scores_BxT = dense(params["pool"], hs_BxTxH)[..., 0]
             scores_BxT = jnp.where(mask_BxT > 0, scores_BxT, -1e30)

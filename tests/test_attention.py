@@ -126,6 +126,24 @@ def test_causal_and_blind_to_padding(normaliser, window, chunk):
                 assert (grad_norm_BxTxBxT[b, t, b, :max(t - window, 0)] == 0).all()
 
 
+@pytest.mark.parametrize("score", attention.SCORES)
+@pytest.mark.parametrize("normaliser", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("window", [None, 2])
+def test_last_only_is_the_last_row(score, normaliser, window):
+    """One query (step T − 1) gives the last row of h̃ and α, and the same gradient w.r.t. hs;
+    row 1 of MASK ends in padding, where the query is the carried h."""
+    params, hs = setup(score, seed=2)
+    opts = dict(mask_BxT=jnp.asarray(MASK), score=score, normaliser=normaliser, window=window)
+    full = lambda hs: attention.apply(params, hs, return_weights=True, **opts)
+    last = lambda hs: attention.apply(params, hs, return_weights=True, last_only=True, **opts)
+    (out, alpha), (out_last, alpha_last) = jit(lambda hs: (full(hs), last(hs)))(hs)
+    assert out_last.shape == (B, 1, H) and alpha_last.shape == (B, 1, T)
+    np.testing.assert_allclose(out_last, out[:, -1:], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(alpha_last, alpha[:, -1:], rtol=1e-6, atol=1e-6)
+    grads = jit(jax.grad(lambda hs, f: (f(hs)[0][:, -1] ** 2).sum(), argnums=0), static_argnums=1)
+    np.testing.assert_allclose(grads(hs, last), grads(hs, full), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("normaliser", NORMS)
 def test_chunked_equals_unchunked(normaliser):
     results = _jacobians(normaliser)

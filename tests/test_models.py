@@ -144,6 +144,25 @@ def test_sequence_heads():
         per_step.apply(params, values)
 
 
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax_window", "topk_first_layer"])
+def test_last_head_computes_attention_for_the_last_step_alone_with_the_same_values(attention):
+    """head="last" runs the attention query of step T − 1 only; outputs and gradients equal
+    those of the per-step model read at T − 1 (row 1 ends in padding)."""
+    rng = np.random.default_rng(3)
+    values = jnp.asarray(rng.normal(size=(B, T, 2)), jnp.float32)
+    mask = jnp.asarray([[1.0] * T, [1.0] * 5 + [0.0] * (T - 5)])
+    build = lambda head: SequenceModel.build(d_values=2, d_out=3, cell="time_aware", d_hidden=H, n_layers=2,
+                                             attention=ATTENTION[attention], head=head)
+    per_step, last = build("per_step"), build("last")
+    params = per_step.init(jax.random.key(3))
+    loss_per_step = lambda p: (per_step.apply(p, values, mask_BxT=mask)[0][:, -1] ** 2).sum()
+    loss_last = lambda p: (last.apply(p, values, mask_BxT=mask)[0] ** 2).sum()
+    np.testing.assert_allclose(last.apply(params, values, mask_BxT=mask)[0],
+                               per_step.apply(params, values, mask_BxT=mask)[0][:, -1], rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 jax.grad(loss_last)(params), jax.grad(loss_per_step)(params))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"head": "mean"}, "head="),
     ({"attention": AttentionSpec(layer=3)}, "attention.layer"),
