@@ -20,7 +20,11 @@ the additive scores need a B x T x K x A tensor (K keys per query). Two ways to 
   Without a window every block scores all T keys (the future ones masked): simple static
   shapes at up to twice the arithmetic of the causal triangle.
 
-Both combine. Outputs at padded steps are finite but meaningless; mask them downstream.
+Both combine. Dot-product scores with a window run in local blocks instead (`_attend_local`):
+query block j (C = max(w, 16) steps) scores the C + w keys from jC − w in one batched matmul,
+so scores cost B x T x (C + w), not B x T x T (at T = 1,024, w = 64: an eighth); live memory
+is that too, and `query_chunk` is not needed there. Outputs at padded steps are finite but
+meaningless; mask them downstream.
 
 A model that reads only the last step (a per-sequence head) passes `last_only=True`: one query,
 h̃ of step T − 1 alone, the same values as the last row of the full computation at 1/T of the cost.
@@ -40,6 +44,7 @@ from ltf.normalisers import NORMALISERS, entmax15, sparsemax  # noqa: F401  (re-
 
 Array = jax.Array
 SCORES = ("additive", "dot")
+LOCAL_BLOCK_MIN = 16  # smallest query block of the local dot-product path (keeps the matmuls useful)
 
 
 def _choice(field: str, value, allowed):
@@ -112,10 +117,7 @@ def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk
         c_BxCxH = jnp.einsum("bck,bkh->bch", alpha_BxCxK, vals_BxKxH)
     else:
         c_BxCxH = jnp.einsum("bck,bckh->bch", alpha_BxCxK, vals_BxCxKxH)
-    d_hidden = h_BxCxH.shape[-1]
-    w_c = params["w_c"]  # h̃_t = tanh(W_c[h_t, c_t] + b_c), without materialising the concat
-    pre_BxCxH = h_BxCxH @ w_c[:d_hidden] + c_BxCxH @ w_c[d_hidden:]
-    h_tilde_BxCxH = jnp.tanh(pre_BxCxH + lead(params["b_c"], pre_BxCxH))
+    h_tilde_BxCxH = _output(params, h_BxCxH, c_BxCxH)
 
     if not with_weights:
         return h_tilde_BxCxH, None
@@ -124,6 +126,49 @@ def _attend_block(params, start, q_BxTxA, k_BxSxA, hs_BxSxH, valid_BxS, *, chunk
         alpha_BxCxK = jnp.put_along_axis(jnp.zeros(alpha_BxCxK.shape[:2] + (hs_BxSxH.shape[1],), alpha_BxCxK.dtype),
                                          idx_BxCxK, alpha_BxCxK, axis=-1, inplace=False)[:, :, window:]
     return h_tilde_BxCxH, alpha_BxCxK
+
+
+def _output(params, h_BxCxH, c_BxCxH):
+    """h̃_t = tanh(W_c[h_t, c_t] + b_c), without materialising the concat."""
+    d_hidden = h_BxCxH.shape[-1]
+    w_c = params["w_c"]
+    pre_BxCxH = h_BxCxH @ w_c[:d_hidden] + c_BxCxH @ w_c[d_hidden:]
+    return jnp.tanh(pre_BxCxH + lead(params["b_c"], pre_BxCxH))
+
+
+def _attend_local(params, q_BxTxA, k_BxTxA, hs_BxTxH, valid_BxT, *, window: int, normalise,
+                  with_weights: bool):
+    """Dot-product scores over a window, in blocks of C = max(w, 16) queries: block j (steps
+    jC .. jC + C − 1) scores the K = C + w keys from step jC − w. Returns (h̃_BxTxH, α_BxTxT or None)."""
+    batch, steps, d_attn = q_BxTxA.shape
+    size = max(window, LOCAL_BLOCK_MIN)
+    n_blocks = -(-steps // size)
+    tail = n_blocks * size - steps  # queries past T are computed and dropped
+    pad = lambda x, front: jnp.pad(x, ((0, 0), (front, tail)) + ((0, 0),) * (x.ndim - 2))
+    k_BxSxA, hs_BxSxH, valid_BxS = pad(k_BxTxA, window), pad(hs_BxTxH, window), pad(valid_BxT, window)
+    q_BxNxCxA = pad(q_BxTxA, 0).reshape(batch, n_blocks, size, d_attn)
+
+    idx_NxK = (jnp.arange(n_blocks) * size)[:, None] + jnp.arange(size + window)[None, :]  # padded index
+    keys_BxNxKxA, vals_BxNxKxH = k_BxSxA[:, idx_NxK], hs_BxSxH[:, idx_NxK]
+    pos_NxK = idx_NxK - window  # the step of each key (negative: before step 0)
+    t_NxC = (jnp.arange(n_blocks) * size)[:, None] + jnp.arange(size)[None, :]
+    lag_NxCxK = t_NxC[:, :, None] - pos_NxK[:, None, :]
+    band_NxCxK = (lag_NxCxK >= 0) & (lag_NxCxK <= window) & (pos_NxK[:, None, :] >= 0)
+    allowed_BxNxCxK = band_NxCxK[None] & (valid_BxS[:, idx_NxK][:, :, None, :] | (lag_NxCxK == 0)[None])
+
+    e_BxNxCxK = jnp.einsum("bnca,bnka->bnck", q_BxNxCxA, keys_BxNxKxA) / math.sqrt(d_attn)
+    alpha_BxNxCxK = normalise(e_BxNxCxK, allowed_BxNxCxK)
+    c_BxNxCxH = jnp.einsum("bnck,bnkh->bnch", alpha_BxNxCxK, vals_BxNxKxH)
+    c_BxTxH = c_BxNxCxH.reshape(batch, n_blocks * size, -1)[:, :steps]
+    h_tilde_BxTxH = _output(params, hs_BxTxH, c_BxTxH)
+    if not with_weights:
+        return h_tilde_BxTxH, None
+    # scatter each block's K weights back into rows over all padded steps
+    idx_BxNxCxK = jnp.broadcast_to(idx_NxK[None, :, None, :], alpha_BxNxCxK.shape)
+    rows = jnp.zeros(alpha_BxNxCxK.shape[:3] + (hs_BxSxH.shape[1],), alpha_BxNxCxK.dtype)
+    alpha_BxNxCxS = jnp.put_along_axis(rows, idx_BxNxCxK, alpha_BxNxCxK, axis=-1, inplace=False)
+    alpha_BxTxT = alpha_BxNxCxS.reshape(batch, n_blocks * size, -1)[:, :steps, window:window + steps]
+    return h_tilde_BxTxH, alpha_BxTxT
 
 
 def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", normaliser: str = "softmax",
@@ -135,7 +180,8 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
         mask_BxT: 1 for real steps, 0 for padding (never attended to, except by itself).
         window: attend to i ∈ [t − window, t] only; computes just the band.
         top_k: k for normaliser="topk" (ignored by the others).
-        query_chunk: queries per block; bounds live memory to B x chunk x keys x A (see module doc).
+        query_chunk: queries per block; bounds live memory to B x chunk x keys x A (see module doc);
+            no effect on dot-product scores with a window (local blocks, already bounded).
         last_only: the query of the last step only: h̃_Bx1xH (and α_Bx1xT), equal to
             `apply(...)[:, -1:]`; for heads that read the last step alone.
     """
@@ -173,8 +219,12 @@ def apply(params: dict, hs_BxTxH, mask_BxT=None, *, score: str = "additive", nor
     if score == "additive":
         q_BxTxA = q_BxTxA + lead(params["b_a"], q_BxTxA)
     k_BxTxA = hs_BxTxH @ params["w_k"]
+    if score == "dot" and window is not None and not last_only:
+        h_tilde_BxTxH, alpha_BxTxT = _attend_local(params, q_BxTxA, k_BxTxA, hs_BxTxH, valid_BxT, window=window,
+                                                   normalise=normalise, with_weights=return_weights)
+        return (h_tilde_BxTxH, alpha_BxTxT) if return_weights else h_tilde_BxTxH
     # The band saves memory where scores are B x T x keys x A (additive); dot-product scores
-    # are one matmul over all keys, cheaper than gathering a band, so a window is a mask there.
+    # without a window (or for the last query only) are one matmul over all keys.
     band = window is not None and score == "additive"
     front = window if band else 0  # keys (and values) before step 0, always masked
     pad3 = lambda x: jnp.pad(x, ((0, 0), (front, padded - steps), (0, 0)))

@@ -174,8 +174,40 @@ def test_band_equals_full_with_an_explicit_window_mask(normaliser, monkeypatch):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), band, full)
 
 
+@pytest.mark.parametrize("normaliser", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("window", [5, 20])  # 3 blocks of 16 (T = 40); 2 blocks of 20
+def test_dot_local_blocks_equal_full_scores_with_a_window_mask(normaliser, window):
+    """Dot scores with a window run in blocks (`_attend_local`): h̃, α and gradients equal those
+    of all T keys with the window as an explicit mask; holes and a padded tail in the mask."""
+    steps = 40
+    rng = np.random.default_rng(5)
+    params, _ = setup("dot", seed=5)
+    hs = jnp.asarray(rng.normal(size=(B, steps, H)), jnp.float32)
+    mask = np.ones((B, steps), np.float32)
+    mask[1, 3] = mask[1, 17] = 0
+    mask[1, 33:] = 0
+    band_TxT = jnp.asarray(np.arange(steps)[None, :] >= np.arange(steps)[:, None] - window)
+    base = attention.NORMALISERS[normaliser]
+    banded = lambda z, allowed: base(z, allowed & band_TxT[None])
+
+    def both(params, hs):
+        opts = dict(score="dot", return_weights=True)
+        local = attention.apply(params, hs, jnp.asarray(mask), normaliser=normaliser, window=window, **opts)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(attention.NORMALISERS, "banded", banded)
+            full = attention.apply(params, hs, jnp.asarray(mask), normaliser="banded", **opts)
+        return local, full
+
+    (local, full) = jit(both)(params, hs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), local, full)
+    loss = lambda i: lambda p, h: ((both(p, h)[i][0] * jnp.asarray(mask)[..., None]) ** 2).sum()
+    grads = [jit(jax.grad(loss(i), argnums=(0, 1)))(params, hs) for i in (0, 1)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
+
+
 @pytest.mark.parametrize("score,normaliser,window,chunk", [("additive", "entmax15", 2, 4),
-                                                           ("dot", "sparsemax", None, 4)])
+                                                           ("dot", "sparsemax", None, 4),
+                                                           ("dot", "softmax", 2, None)])
 def test_check_grads_params_and_hidden_states(score, normaliser, window, chunk):
     with jax.enable_x64(True):
         params, hs = setup(score, seed=4, dtype=jnp.float64)
