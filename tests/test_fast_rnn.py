@@ -251,3 +251,27 @@ def test_remat_chunk_must_be_positive():
     with pytest.raises(ValueError, match="remat_chunk=0"):
         fast_rnn.layer(cell, params, jnp.swapaxes(xs, 0, 1), jnp.swapaxes(dts, 0, 1), None, state, remat=True,
                        remat_chunk=0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_steps", [1, 2, 5])
+def test_carried_scan_equals_lax_scan(reverse, n_steps):
+    """Inputs through the carry: the same final carry and outputs as `lax.scan`, forward and
+    in reverse, with a None leaf among the inputs and an order-sensitive body."""
+    rng = np.random.default_rng(n_steps)
+    xs = (jnp.asarray(rng.normal(size=(n_steps, 2, 3))), None, jnp.arange(n_steps))
+
+    def body(carry, x):
+        a_2x3, _, t = x
+        carry = 0.5 * carry + jnp.sin(a_2x3) * (t + 1)  # depends on the order of the steps
+        return carry, (carry.sum(), t)
+
+    init = jnp.ones((2, 3))
+    want = jax.lax.scan(body, init, xs, reverse=reverse)
+    got = jax.jit(lambda i, x: fast_rnn.carried_scan(body, i, x, reverse=reverse))(init, xs)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6), got, want)
+
+
+def test_transposed_is_the_transpose():
+    w = jnp.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(jax.jit(fast_rnn.transposed)(w), w.T)
