@@ -155,12 +155,17 @@ def test_last_head_computes_attention_for_the_last_step_alone_with_the_same_valu
                                              attention=ATTENTION[attention], head=head)
     per_step, last = build("per_step"), build("last")
     params = per_step.init(jax.random.key(3))
-    loss_per_step = lambda p: (per_step.apply(p, values, mask_BxT=mask)[0][:, -1] ** 2).sum()
-    loss_last = lambda p: (last.apply(p, values, mask_BxT=mask)[0] ** 2).sum()
-    np.testing.assert_allclose(last.apply(params, values, mask_BxT=mask)[0],
-                               per_step.apply(params, values, mask_BxT=mask)[0][:, -1], rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 jax.grad(loss_last)(params), jax.grad(loss_per_step)(params))
+    out_per_step = lambda p: per_step.apply(p, values, mask_BxT=mask)[0][:, -1]
+    out_last = lambda p: last.apply(p, values, mask_BxT=mask)[0]
+    grad = lambda out: jax.grad(lambda p: (out(p) ** 2).sum())
+
+    @jax.jit  # one compilation for both models, values and gradients
+    def both(params):
+        return (out_last(params), grad(out_last)(params)), (out_per_step(params), grad(out_per_step)(params))
+
+    (got, got_grads), (want, want_grads) = both(params)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_grads, want_grads)
 
 
 @pytest.mark.parametrize("kwargs,match", [
