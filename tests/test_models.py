@@ -68,11 +68,11 @@ def test_sequence_model_jacobian_is_lower_triangular_in_time(cell, attention):
 def test_vmap_over_seeds_gives_independent_models():
     model = lm("adaptive", ATTENTION["softmax"])
     keys = jax.random.split(jax.random.key(2), 4)
-    params = jax.vmap(model.init)(keys)
-    logits, _ = jax.vmap(lambda p: model.apply(p, tokens()))(params)
+    params = jax.jit(jax.vmap(model.init))(keys)
+    logits, _ = jax.jit(jax.vmap(lambda p: model.apply(p, tokens())))(params)
     assert logits.shape == (4, B, T, V)
-    single = model.init(keys[2])
-    np.testing.assert_allclose(logits[2], model.apply(single, tokens())[0], rtol=1e-5, atol=1e-6)
+    single = jax.jit(model.init)(keys[2])
+    np.testing.assert_allclose(logits[2], jax.jit(model.apply)(single, tokens())[0], rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(logits[0] - logits[1])).max() > 1e-3
 
 
@@ -87,7 +87,7 @@ def test_language_model_gradients(attention):
             logits, states = model.apply(params, x)
             return jnp.sum(jax.nn.log_softmax(logits)[..., 0]) + sum(jnp.sum(s.c) for s in states)
 
-        check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-5)
+        check_grads(jax.jit(loss), (params,), order=1, modes=["rev"], eps=1e-5)
 
 
 def test_carry_continues_across_calls():
