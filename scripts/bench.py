@@ -20,6 +20,11 @@ from a zero recurrent state. Implementations ("impl", "cell"):
   torch lstm: torch.nn.LSTM (CPU, torch.set_num_threads(os.cpu_count())); skipped with a note
         when torch cannot be imported
 
+`--malloc tuned` runs every worker, whatever its impl, with `ltf.allocator.keep_freed_memory()`
+(one glibc arena that keeps freed memory: no page faults on reused temporaries), as
+`scripts/train.py` does by default; `--malloc default` (the default here) leaves glibc's
+settings, as each library runs out of the box. Rows carry "malloc".
+
 `--remat` builds the ltf models with `remat=True` (the recurrent layer stores only C_{t-1} and
 h_t per step and recomputes the rest in the backward pass: `ltf.fast_rnn`); flax and torch rows
 are unchanged by it. Rows carry "remat".
@@ -65,6 +70,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LTF_CELLS = ("lstm", "lstm_noforget", "adaptive", "time_aware", "tlstm", "time_aware+attention")
 IMPLS = ("ltf", "flax", "torch")
+MALLOCS = ("default", "tuned")  # glibc as it comes, or ltf.allocator.keep_freed_memory() in every worker
 SIZES = ((32, 128, 256), (32, 128, 512), (64, 256, 256), (16, 1024, 128))
 VOCAB = 256
 LR = 1e-3
@@ -211,13 +217,20 @@ def _torch_worker(B: int, T: int, H: int, E: int, *, steps: int, warmup: int, fo
 
 def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, d_embed: int | None = None,
                steps: int = 10, warmup: int = 2, forward_backward: bool = False, seed: int = 0,
-               remat: bool = False) -> dict:
+               remat: bool = False, malloc: str = "default") -> dict:
     """One measurement in this process. Returns a result row (see the module docstring)."""
+    if malloc not in MALLOCS:
+        raise ValueError(f"malloc={malloc!r}: allowed values are {MALLOCS}.")
+    if malloc == "tuned":  # before any computation starts the libraries' threads
+        from ltf import allocator
+
+        if not allocator.keep_freed_memory():
+            raise RuntimeError("--malloc tuned needs glibc (Linux); use --malloc default here.")
     E = H if d_embed is None else d_embed
     kwargs = dict(steps=steps, warmup=warmup, forward_backward=forward_backward, seed=seed)
     row = {"impl": impl, "cell": cell, "B": B, "T": T, "H": H, "E": E,
            "mode": "forward_backward" if forward_backward else "train", "steps": steps,
-           "remat": remat and impl == "ltf"}
+           "remat": remat and impl == "ltf", "malloc": malloc}
     if impl == "torch":
         try:
             import torch  # noqa: F401
@@ -258,6 +271,7 @@ def spawn_worker(impl, cell, size, args) -> dict:
         cmd.append("--forward-backward")
     if args.remat:
         cmd.append("--remat")
+    cmd += ["--malloc", args.malloc]
     base = {"impl": impl, "cell": cell, "B": B, "T": T, "H": H}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO)
@@ -324,6 +338,8 @@ def markdown(rows: list[dict], summaries: list[dict], machine: dict) -> str:
     title = "forward+backward (value_and_grad, no optimiser)" if fb else "train step (fwd + bwd + Adam)"
     if machine.get("remat"):
         title += ", ltf with remat"
+    if machine.get("malloc") == "tuned":
+        title += ", every worker with ltf.allocator.keep_freed_memory()"
     lines = [f"### {title}, E = {'H' if not machine.get('d_embed') else machine['d_embed']}, "
              f"{machine.get('cpu_count')} CPU cores, load {machine.get('load_avg_start')} -> "
              f"{machine.get('load_avg_end')}", "",
@@ -364,7 +380,8 @@ def machine_info(rows: list[dict], args, load_start) -> dict:
             "device_kind": kind, "ltf_commit": commit, "load_avg_start": [round(v, 2) for v in load_start],
             "load_avg_end": [round(v, 2) for v in os.getloadavg()], "d_embed": args.d_embed,
             "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-            "mode": "forward_backward" if args.forward_backward else "train", "lr": LR, "remat": args.remat}
+            "mode": "forward_backward" if args.forward_backward else "train", "lr": LR, "remat": args.remat,
+            "malloc": args.malloc}
 
 
 def main(argv=None):
@@ -380,6 +397,8 @@ def main(argv=None):
     p.add_argument("--d-embed", type=int, default=None, help="embedding width E (default: H)")
     p.add_argument("--forward-backward", action="store_true", help="time value_and_grad, no optimiser")
     p.add_argument("--remat", action="store_true", help="ltf models with remat=True (memory for compute)")
+    p.add_argument("--malloc", choices=MALLOCS, default="default",
+                   help="tuned: every worker with ltf.allocator.keep_freed_memory() (as scripts/train.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker")
     p.add_argument("--json", type=Path, default=None)
@@ -395,7 +414,7 @@ def main(argv=None):
         sys.path.insert(0, str(REPO))
         row = run_worker(args.impl, args.cell, *args.size, d_embed=args.d_embed, steps=args.steps,
                          warmup=args.warmup, forward_backward=args.forward_backward, seed=args.seed,
-                         remat=args.remat)
+                         remat=args.remat, malloc=args.malloc)
         print(json.dumps(row), flush=True)
         return
 

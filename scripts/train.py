@@ -22,13 +22,16 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from ltf import train  # noqa: E402
+from ltf import allocator, train  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with choices: path.py:a=b,c.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory; a run found there is resumed.")
 flags.DEFINE_list("seeds", None, "Seeds trained at once, vmapped (overrides config.seed); "
                   "--workdir must then contain {seed}.")
+flags.DEFINE_bool("keep_freed_memory", True, "glibc malloc keeps freed memory for reuse (ltf/allocator.py: "
+                  "~15% faster steps on CPU, at the cost of a larger heap). Not with config.model.remat, "
+                  "which asks for memory first. --nokeep_freed_memory: glibc's defaults.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -41,6 +44,10 @@ def default_workdir(config_arg: str) -> Path:
 
 def main(argv):
     del argv
+    # before the first JAX computation starts XLA's threads; remat runs keep glibc's defaults,
+    # under which freed blocks go back to the OS (peak RSS 2.0 instead of 3.5 GB at T = 16,384)
+    if FLAGS.keep_freed_memory and not FLAGS.config.model.get("remat", False):
+        allocator.keep_freed_memory()
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
     if config_arg is None:

@@ -106,3 +106,16 @@ def test_remat_reaches_the_ltf_model_and_is_recorded(bench, monkeypatch):
     _check_row(row, "ltf", "lstm")
     assert built == {"remat": True} and row["remat"] is True
     assert bench.run_worker("flax", "lstm", **TINY, steps=1, warmup=0, remat=True)["remat"] is False
+
+
+def test_malloc_choice_reaches_the_worker_and_is_recorded(bench, monkeypatch):
+    """--malloc tuned calls ltf.allocator.keep_freed_memory() in the worker before it runs."""
+    from ltf import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    row = bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="tuned")
+    assert calls == [1] and row["malloc"] == "tuned"
+    assert bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0)["malloc"] == "default" and calls == [1]
+    with pytest.raises(ValueError, match="malloc="):
+        bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="jemalloc")
