@@ -30,9 +30,9 @@ besides w_x, b, w_h (peepholes u_*, T-LSTM's w_d, b_d, ...), found generically b
 get zero here and their gradient flows by ordinary autodiff through dzs. Masks get no cotangent.
 
 Both scans take step t's inputs from their carry (`carried_scan`): on XLA's CPU backend a fused
-kernel that reads several gate blocks of a dynamic slice of the scanned inputs runs ~6x slower
-than one that reads a plain buffer (95 vs 14 µs per step at B = 32, H = 256), and a loop-carried
-copy of the slice is such a buffer. The autodiff path keeps the plain scan (the carried slice
+kernel that reads several gate blocks of a dynamic slice of the scanned inputs runs ~3.5x slower
+than one that reads a plain buffer (the LSTM gate math: 108 vs 31 µs per step at B = 32, H = 256;
+`python scripts/bench_profile.py scan`), and a loop-carried copy of the slice is such a buffer. The autodiff path keeps the plain scan (the carried slice
 would make `jax.grad` accumulate a T-long cotangent buffer at every step).
 
 `layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
@@ -106,8 +106,9 @@ def _kept(r_B, x_BxH):
 
 def transposed(w_HxG):
     """w.T materialised (G x H, row-major). XLA would otherwise fold the transpose into the dot,
-    and on CPU a small matmul against a transposed operand inside a loop runs ~1.75x slower
-    (250 vs 143 µs per step at B = 32, H = 256); the barrier keeps the transpose a copy."""
+    and on CPU a small matmul against a transposed operand inside a loop runs slower (177 vs
+    143 µs per step with a tanh at B = 32, H = 256: `scripts/bench_profile.py scan`); the
+    barrier keeps the transpose a copy."""
     return jax.lax.optimization_barrier(jnp.transpose(w_HxG))
 
 

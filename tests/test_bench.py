@@ -119,3 +119,17 @@ def test_malloc_choice_reaches_the_worker_and_is_recorded(bench, monkeypatch):
     assert bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0)["malloc"] == "default" and calls == [1]
     with pytest.raises(ValueError, match="malloc="):
         bench.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="jemalloc")
+
+
+def test_profile_sums_op_times_per_step_from_a_perfetto_trace(tmp_path):
+    """scripts/bench_profile.py: the op table is read from a trace the profiler really wrote."""
+    spec = importlib.util.spec_from_file_location("bench_profile", REPO / "scripts" / "bench_profile.py")
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    table = profile.profile_ops("ltf", "lstm", (2, 8, 8), steps=2, top=5, trace_dir=tmp_path)
+    rows = [l for l in table.splitlines() if l.startswith("| `")]
+    assert 0 < len(rows) <= 5
+    ms = [float(r.split("|")[2]) for r in rows]
+    assert ms == sorted(ms, reverse=True) and ms[0] > 0
+    with pytest.raises(FileNotFoundError, match="trace"):
+        profile.op_times(tmp_path / "empty", 1)
