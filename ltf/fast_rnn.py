@@ -31,9 +31,10 @@ get zero here and their gradient flows by ordinary autodiff through dzs. Masks g
 
 Both scans take step t's inputs from their carry (`carried_scan`): on XLA's CPU backend a fused
 kernel that reads several gate blocks of a dynamic slice of the scanned inputs runs ~3.5x slower
-than one that reads a plain buffer (the LSTM gate math: 108 vs 31 µs per step at B = 32, H = 256;
-`python scripts/bench_profile.py scan`), and a loop-carried copy of the slice is such a buffer. The autodiff path keeps the plain scan (the carried slice
-would make `jax.grad` accumulate a T-long cotangent buffer at every step).
+than one that reads a plain buffer (the LSTM gate math: 108 vs 31 µs per step at B = 32,
+H = 256; `python scripts/bench_profile.py scan`), and a loop-carried copy of the slice is such a
+buffer. The autodiff path keeps the plain scan (the carried slice would make `jax.grad`
+accumulate a T-long cotangent buffer at every step).
 
 `layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
 previous layer's output, stored anyway). Its backward pass goes through the steps in chunks of
