@@ -107,8 +107,8 @@ def _kept(r_B, x_BxH):
 
 def transposed(w_HxG):
     """w.T materialised (G x H, row-major). XLA would otherwise fold the transpose into the dot,
-    and on CPU a small matmul against a transposed operand inside a loop runs slower (177 vs
-    143 µs per step with a tanh at B = 32, H = 256: `scripts/bench_profile.py scan`); the
+    and on CPU a small matmul against a transposed operand inside a loop runs slower (177–252 vs
+    143–159 µs per step with a tanh at B = 32, H = 256: `scripts/bench_profile.py scan`); the
     barrier keeps the transpose a copy."""
     return jax.lax.optimization_barrier(jnp.transpose(w_HxG))
 

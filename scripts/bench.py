@@ -129,8 +129,10 @@ def _flax_model(d_embed: int, d_hidden: int):
     return init, lambda params, tokens: module.apply({"params": params}, tokens)
 
 
-def _jax_worker(impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int,
-                forward_backward: bool, seed: int, remat: bool = False) -> dict:
+def jax_step(impl: str, cell: str, B: int, T: int, H: int, E: int, *, seed: int = 0, remat: bool = False,
+             forward_backward: bool = False):
+    """The measured JAX step as a no-argument callable that runs one step and blocks until it is
+    done (the train state lives inside it); also what `scripts/bench_profile.py` profiles."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -169,6 +171,14 @@ def _jax_worker(impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: 
             jax.block_until_ready((holder["state"], loss))
 
     jax.block_until_ready(tokens_BxT1)
+    return step
+
+
+def _jax_worker(impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int,
+                forward_backward: bool, seed: int, remat: bool = False) -> dict:
+    import jax
+
+    step = jax_step(impl, cell, B, T, H, E, seed=seed, remat=remat, forward_backward=forward_backward)
     base_rss = _rss_mb()
     compile_s, times = _time_steps(step, warmup, steps)
     return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,

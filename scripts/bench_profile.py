@@ -56,44 +56,22 @@ def op_times(trace_dir: Path, n_steps: int) -> list[tuple[str, float, float]]:
 def profile_ops(impl: str, cell: str, size: tuple[int, int, int], *, steps: int, top: int,
                 trace_dir: Path | None) -> str:
     import jax
-    import jax.numpy as jnp
-    import optax
 
     import bench
-    from ltf.losses import token_cross_entropy
 
     B, T, H = size
-    init, logits_fn = bench._ltf_model(cell, H, H) if impl == "ltf" else bench._flax_model(H, H)
-    key_params, key_data = jax.random.split(jax.random.PRNGKey(0))
-    tokens_BxT1 = jax.random.randint(key_data, (B, T + 1), 0, bench.VOCAB, jnp.int32)
-    mask_BxT = jnp.ones((B, T), jnp.float32)
-    tx = optax.adam(bench.LR)
-
-    def train_step(state):
-        params, opt_state = state
-        loss_fn = lambda p: token_cross_entropy(logits_fn(p, tokens_BxT1[:, :-1]), tokens_BxT1[:, 1:],
-                                                mask_BxT)[0] / (B * T)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    step = jax.jit(train_step, donate_argnums=0)
-    params = init(key_params)
-    state = (params, tx.init(params))
+    step = bench.jax_step(impl, cell, B, T, H, H)  # the model, data and Adam step of bench.py
     for _ in range(3):  # compile and warm up
-        state, loss = step(state)
-        jax.block_until_ready(loss)
+        step()
     start = time.perf_counter()
     for _ in range(steps):
-        state, loss = step(state)
-        jax.block_until_ready(loss)
+        step()
     step_ms = (time.perf_counter() - start) / steps * 1e3
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(trace_dir or tmp)
         with jax.profiler.trace(str(out), create_perfetto_trace=True):
             for _ in range(steps):
-                state, loss = step(state)
-                jax.block_until_ready(loss)
+                step()
         rows = op_times(out, steps)
     lines = [f"### {impl} {cell}, B={B} T={T} H={H}: {step_ms:.1f} ms per step untraced "
              f"(mean of {steps}); XLA ops, summed wall time per step under the profiler", "",
@@ -109,6 +87,7 @@ def profile_scan() -> str:
     import jax.numpy as jnp
     import numpy as np
 
+    import bench
     from ltf import fast_rnn
 
     B, T, H = 32, 128, 256
@@ -144,13 +123,7 @@ def profile_scan() -> str:
              "| pattern | µs / step |", "|---|---|"]
     for name, (fn, args) in cases.items():
         fn = jax.jit(fn)
-        for _ in range(3):
-            jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - start)
+        _, times = bench._time_steps(lambda: jax.block_until_ready(fn(*args)), 2, 20)
         lines.append(f"| {name} | {statistics.median(times) / T * 1e6:.1f} |")
     return "\n".join(lines)
 
