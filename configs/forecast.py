@@ -1,5 +1,5 @@
 """Forecasting a time series, regular or irregularly sampled: the next H values from a window of
-L steps (ltf.series). Default: half-hourly electricity demand (`taylor`, 4,032 points, from
+L steps (ltf.data.series). Default: half-hourly electricity demand (`taylor`, 4,032 points, from
 pmdarima): a week in, a day out.
 
   python scripts/train.py --config configs/forecast.py                          # taylor, regular
@@ -7,7 +7,7 @@ pmdarima): a week in, a day out.
   python scripts/train.py --config configs/forecast.py:series=sunspots_monthly,L=264,H=12
   python scripts/train.py --config configs/forecast.py:smoke                    # seconds
 
-Choices (after the colon): series=NAME (ltf.series.SERIES), kind=regular|subset|poisson (the
+Choices (after the colon): series=NAME (ltf.data.series.regular.SERIES), kind=regular|subset|poisson (the
 irregular versions: keep a fraction `keep` of the points, or observe at Poisson times of rate
 `rate` per step; drawn once from task.data_seed, the same for every run), L=, H=, cell=,
 attention=, window=W, chrono, smoke. The model sees values, the observation mask and Δt.
@@ -29,7 +29,7 @@ def get_config(arg=None):
     c.task = ml_collections.ConfigDict(dict(
         name="forecast", series=choices.series, kind=choices.kind, keep=choices.keep, rate=choices.rate,
         data_seed=0, L=choices.L, H=choices.H, fractions=(0.7, 0.1, 0.2),
-        # Poisson times fall between grid steps: one input step per observation (ltf.series.windows)
+        # Poisson times fall between grid steps: one input step per observation (ltf.data.series.windows)
         layout="events" if choices.kind == "poisson" else "grid",
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=choices.L, batch_size=32, eval_batch_size=64))

@@ -16,7 +16,7 @@ import ml_collections
 
 from ltf.config_lib import (cell_arms, opt_config, parallel_config,
                             parse_arg, sequence_model_config, train_config)
-from ltf.tasks.frequency import max_steps
+from ltf.data.synthetic.frequency import max_steps
 
 
 def get_config(arg=None):

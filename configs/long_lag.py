@@ -7,7 +7,7 @@ checks of every cell at lengths 100 to 1,000, with chrono initialisation on and 
 
 Choices (after the colon): task=adding|temporal_order, seq_len=T (>= 20), num_relevant=2|3
 (temporal order: 4 or 8 classes), cell=..., attention=..., window=W, chrono (forget-gate
-bias from Tallec & Ollivier 2018 with T_max = seq_len), smoke. The data are ltf.tasks.long_lag
+bias from Tallec & Ollivier 2018 with T_max = seq_len), smoke. The data are ltf.data.synthetic.long_lag
 (see its docstring for the protocol); a run is scored on fixed validation and test sets.
 """
 

@@ -1,4 +1,4 @@
-"""In-hospital mortality on PhysioNet/CinC Challenge 2012 (ltf.series.physionet): 37 variables
+"""In-hospital mortality on PhysioNet/CinC Challenge 2012 (ltf.data.series.physionet): 37 variables
 observed at irregular times in the first 48 h of an ICU stay; AUROC and AUPRC.
 
   python scripts/train.py --config configs/physionet.py --config.task.data_dir=PATH/TO/physionet2012

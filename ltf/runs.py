@@ -3,7 +3,7 @@
     run = load_run("runs/cerg/cell=lstm,seed=3")       # its latest checkpoint (or step=...)
     run.task.model.apply(run.params, ...)              # the task rebuilt from the run's config.json
 
-Works for every task (`ltf.task.TASKS`) and for a seed trained beside others in one program
+Works for every task (`ltf.tasks.registry.TASKS`) and for a seed trained beside others in one program
 (`scripts/train.py --seeds`): each seed's workdir holds its own config and checkpoints.
 """
 
@@ -20,7 +20,7 @@ from ltf.checkpoint import Checkpointer
 
 class Run(NamedTuple):
     config: ml_collections.ConfigDict  # the resolved config the run was trained with
-    task: Any  # ltf.task.Task, built from that config
+    task: Any  # ltf.tasks.base.Task, built from that config
     params: Any  # the model's parameters at `step`
     step: int
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ltf import config_lib
-from ltf.data import Vocab
+from ltf.data.vocab import Vocab
 from ltf.models import LanguageModel
 from ltf.runs import read_config, restore_params
 

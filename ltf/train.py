@@ -1,6 +1,6 @@
 """Training and evaluation: `train_and_evaluate(config, workdir)`, `train_seeds(config, {seed: workdir})`.
 
-  config -> Task (data, model, loss, metrics; ltf.task) -> optax -> jitted train step (state donated)
+  config -> Task (data, model, loss, metrics; ltf.tasks) -> optax -> jitted train step (state donated)
          -> metrics.jsonl + TensorBoard + console / whole-split evaluation / orbax checkpoints
 
 The train state carries the recurrent state across batches (stateful truncated BPTT; rows with
@@ -23,7 +23,8 @@ import optax
 from ltf import config_lib, parallel
 from ltf.checkpoint import Checkpointer
 from ltf.optim import make_optimizer
-from ltf.task import Task, make_task
+from ltf.tasks.base import Task
+from ltf.tasks.registry import make_task
 from ltf.writers import MetricWriter, ProgressBar, read_metrics
 
 

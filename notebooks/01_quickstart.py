@@ -141,7 +141,7 @@ plt.show()
 
 # %%
 from ltf import sampling
-from ltf.data import load_lm_corpus
+from ltf.data.corpora import load_lm_corpus
 
 corpus = load_lm_corpus(config.data.corpus, data_dir=config.data.data_dir, level=config.data.level)
 context = corpus.vocab.decode(corpus.splits["validation"][:600])

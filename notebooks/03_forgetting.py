@@ -122,7 +122,7 @@ for cell in ARMS:
 import jax.numpy as jnp
 import numpy as np
 
-from ltf.data import load_lm_corpus
+from ltf.data.corpora import load_lm_corpus
 
 T = 300 if SMOKE else 2000
 corpus = load_lm_corpus(arm_config("lstm").data.corpus)

@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from ltf.cells import has_forget_gate  # noqa: E402
 from ltf.runs import load_run  # noqa: E402
-from ltf.sequence_tasks import EVAL_SEEDS  # noqa: E402
-from ltf.tasks import reber  # noqa: E402
+from ltf.tasks.synthetic import EVAL_SEEDS  # noqa: E402
+from ltf.data.synthetic import reber  # noqa: E402
 from ltf.traces import stack_traces  # noqa: E402
 
 

@@ -4,7 +4,7 @@
   python scripts/forecast_baselines.py --config configs/forecast.py:series=sunspots_monthly,L=264,H=12
 
 Last value (the last observed value of the look-back, repeated) and seasonal naive (the value
-one season earlier), MSE and MAE on the original scale per split (`ltf.series.baselines`), as a
+one season earlier), MSE and MAE on the original scale per split (`ltf.baselines`), as a
 markdown table to set beside the sweep's report.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from ltf.config_lib import load_config  # noqa: E402
-from ltf.series import baselines  # noqa: E402
-from ltf.task import make_task  # noqa: E402
+from ltf import baselines  # noqa: E402
+from ltf.tasks.registry import make_task  # noqa: E402
 
 
 def main() -> None:

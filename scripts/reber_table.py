@@ -5,7 +5,7 @@
 
 A network (one seed) is rated on its final test streams (Gers, Schmidhuber & Cummins 2000):
 "perfect" when every stream is error-free, "good" when the mean error-free length exceeds
-1,000 symbols, "bad" otherwise (`ltf.tasks.reber.rate_run`). Beside each percentage, a 95%
+1,000 symbols, "bad" otherwise (`ltf.data.synthetic.reber.rate_run`). Beside each percentage, a 95%
 Wilson interval for the proportion, since a few dozen seeds leave wide bounds.
 """
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from ltf.data import corpora, shakespeare
-from ltf.data import EOS, UNK, Vocab, lm_batches, load_lm_corpus
+from ltf.data.corpora import load_lm_corpus
+from ltf.data.lm_batches import lm_batches
+from ltf.data.vocab import EOS, UNK, Vocab
 
 SHARED_DATA = Path(os.environ.get("LTF_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -11,7 +11,7 @@ import pytest
 from ltf import train
 from ltf.config_lib import load_config
 from ltf.runs import load_run
-from ltf.tasks import reber
+from ltf.data.synthetic import reber
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("cerg_states", REPO / "scripts" / "cerg_states.py")

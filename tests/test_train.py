@@ -94,7 +94,7 @@ def test_loss_falls_on_a_learnable_stream(tmp_path):
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = smoke(extra="cell=lstm")
     train.train_and_evaluate(config, tmp_path, stop_at_step=3)
-    from ltf import task as task_lib
+    from ltf.tasks import language as task_lib
 
     real = task_lib.token_cross_entropy
     monkeypatch.setattr(task_lib, "token_cross_entropy", lambda *a: (real(*a)[0] * np.nan, real(*a)[1]))

@@ -4,9 +4,9 @@ masks against hand-computed examples, both layouts, batches."""
 import numpy as np
 import pytest
 
-from ltf.series import irregular
-from ltf.series.irregular import Observed
-from ltf.series.windows import (Batches, Normaliser, make_windows, split_bounds,
+from ltf.data.series import irregular
+from ltf.data.series.irregular import Observed
+from ltf.data.series.windows import (Batches, Normaliser, make_windows, split_bounds,
                                 window_starts)
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltf.tasks import Batch, SeededBatches, last_step_mask, prefix_mask
+from ltf.data.synthetic.seeded import Batch, SeededBatches, last_step_mask, prefix_mask
 
 SAMPLINGS = ("regular", "high_res", "async")
 RESOLUTION_MS = {"regular": 1.0, "high_res": 0.1}

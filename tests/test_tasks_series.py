@@ -8,10 +8,10 @@ import pytest
 
 from ltf import train
 from ltf.config_lib import load_config
-from ltf.series import metrics
-from ltf.task import make_task
+from ltf import metrics
+from ltf.tasks.registry import make_task
 
-from test_series_physionet import write_set
+from physionet_files import write_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_the_baselines_script_scores_the_configs_own_windows():
                           str(REPO / "configs" / "forecast.py") + ":smoke"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    from ltf.series import baselines
+    from ltf import baselines
 
     task = make_task(config("forecast.py:smoke"))
     test = baselines.forecast_baselines(task.data, task.season)["test"]["last_value"]

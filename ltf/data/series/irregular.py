@@ -3,7 +3,7 @@
 An `Observed` series is what a model may see, observation times and values, beside the regular
 grid it came from, which keeps the forecasting targets. Times are in grid steps (0 = the first
 grid point), so the versions of one series share windows, targets and normalisation
-(ltf.series.windows) and differ only in their inputs:
+(ltf.data.series.windows) and differ only in their inputs:
 
 - `regular(series)`: every grid point with a value (co2's gaps are left out), Δt = 1 mostly.
 - `subset(series, keep, seed)`: exactly round(keep · n) of the n observed grid points, drawn
@@ -51,7 +51,7 @@ class Observed:
 
 
 def _grid(series) -> tuple[str, np.ndarray]:
-    """(name, values [N] float64) of a Series (ltf.series.regular) or a 1-D array."""
+    """(name, values [N] float64) of a Series (ltf.data.series.regular) or a 1-D array."""
     name = getattr(series, "name", "series")
     grid = np.asarray(getattr(series, "values", series), np.float64)
     if grid.ndim != 1 or len(grid) < 2:

@@ -46,7 +46,7 @@ import math
 
 import numpy as np
 
-from ltf.tasks import Batch, SeededBatches, last_step_mask, prefix_mask
+from ltf.data.synthetic.seeded import Batch, SeededBatches, last_step_mask, prefix_mask
 
 ADDING_TOLERANCE = 0.04          # H&S 1997, Exp. 4: correct when |error| < 0.04 (scaled target)
 TEMPORAL_ORDER_TOLERANCE = 0.3   # H&S 1997, Exp. 6: correct when every output's |error| < 0.3

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltf import sequence_tasks, train
+from ltf import train
+from ltf.tasks import synthetic
 from ltf.config_lib import load_config
-from ltf.task import make_task
-from ltf.tasks import reber
+from ltf.tasks.registry import make_task
+from ltf.data.synthetic import reber
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,7 @@ def test_cerg_rows_carry_their_state_through_a_stream_and_streams_restart_as_con
     again.set_state(state)
     np.testing.assert_array_equal(next(resumed)["inputs"], next(again)["inputs"])  # resumes exactly
     np.testing.assert_array_equal(first[0], first[1])
-    assert isinstance(task, sequence_tasks.CERG) and task.model.d_out == len(reber.SYMBOLS)
+    assert isinstance(task, synthetic.CERG) and task.model.d_out == len(reber.SYMBOLS)
 
 
 def test_the_external_reset_arm_resets_at_every_string_start_inside_windows(tmp_path):

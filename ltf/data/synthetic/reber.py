@@ -54,7 +54,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ltf.tasks import Batch
+from ltf.data.synthetic.seeded import Batch
 
 SYMBOLS = "BTPSXVE"
 NUM_SYMBOLS = len(SYMBOLS)

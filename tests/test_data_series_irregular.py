@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ltf.series import irregular
-from ltf.series.irregular import make_irregular
+from ltf.data.series import irregular
+from ltf.data.series.irregular import make_irregular
 
 
 def test_regular_skips_gaps():

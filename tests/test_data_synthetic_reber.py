@@ -1,7 +1,7 @@
 """Reber / ERG / CERG: strings, targets and streams against an automaton written here.
 
 The automaton and the regular expressions below are written from the grammar's diagram in
-Gers, Schmidhuber & Cummins (2000), independently of ltf.tasks.reber's graph.
+Gers, Schmidhuber & Cummins (2000), independently of ltf.data.synthetic.reber's graph.
 """
 
 import json
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from ltf.tasks import reber
+from ltf.data.synthetic import reber
 
 # The Reber grammar as a regular expression: after the B, either T S* X then (S, or X and the
 # node-2 loop), or P and the node-2 loop; node 2 loops through T* V P X and leaves by V (PS | V).

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ltf.tasks import frequency as fq
+from ltf.data.synthetic import frequency as fq
 
 
 def many_waves(n_batches=100, batch_size=32, balanced=True, seed=0):

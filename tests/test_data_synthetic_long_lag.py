@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ltf.tasks import long_lag
+from ltf.data.synthetic import long_lag
 
 
 def lengths_of(batch):

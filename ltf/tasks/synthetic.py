@@ -1,6 +1,6 @@
-"""The synthetic forgetting tasks (`ltf.tasks`) as training tasks (`ltf.task.Task`).
+"""The synthetic forgetting tasks (`ltf.data.synthetic`) as training tasks (`ltf.tasks.base.Task`).
 
-    config.task.name   data (ltf.tasks)                       head       objective
+    config.task.name   data (ltf.data.synthetic)                     head       objective
     cerg               continual embedded Reber grammar       per step   multi-label (7 sigmoids)
     erg                the same streams, the state reset at   per step   multi-label
                        every string start (external reset)
@@ -31,8 +31,8 @@ import numpy as np
 import optax
 
 from ltf import config_lib
-from ltf.task import add_sums, register_task
-from ltf.tasks import frequency, long_lag, reber
+from ltf.data.synthetic import frequency, long_lag, reber
+from ltf.tasks.base import add_sums
 from ltf.writers import json_safe
 
 EVAL_SEEDS = {"validation": 2**31 - 2, "test": 2**31 - 1}  # never a training seed in practice
@@ -221,6 +221,5 @@ class Frequency(SequenceTask):
                                            pad_to=frequency.max_steps(sampling), num_batches=num_batches)
 
 
-for _name, _cls in (("cerg", CERG), ("erg", ERG), ("adding", Adding), ("temporal_order", TemporalOrder),
-                    ("frequency", Frequency)):
-    register_task(_name, _cls)
+# config.task.name -> task; ltf.tasks.registry collects these
+TASKS = {"cerg": CERG, "erg": ERG, "adding": Adding, "temporal_order": TemporalOrder, "frequency": Frequency}

@@ -1,4 +1,4 @@
-"""Time series (`ltf.series`) as training tasks (`ltf.task.Task`).
+"""Time series (`ltf.data.series`) as training tasks (`ltf.tasks.base.Task`).
 
     config.task.name   data                                               head        metrics
     forecast           a series (regular or irregular version) in          last step   loss (MSE, normalised),
@@ -6,7 +6,7 @@
     physionet          PhysioNet/CinC 2012 set A (+ B, C): in-hospital    last step   loss (BCE), auroc, auprc
                        death from the first 48 h                          or pooled
 
-Normalisation comes from the training split only (see ltf.series.windows and .physionet); the
+Normalisation comes from the training split only (see ltf.data.series.windows and .physionet); the
 forecasting errors are computed after undoing it, so they read in the series' own units.
 """
 
@@ -20,9 +20,12 @@ import numpy as np
 import optax
 
 from ltf import config_lib
-from ltf.series import load_physionet, load_series, make_irregular, make_windows
-from ltf.series.metrics import classification_metrics
-from ltf.task import add_sums, register_task
+from ltf.data.series.irregular import make_irregular
+from ltf.data.series.physionet import load_physionet
+from ltf.data.series.regular import load_series
+from ltf.data.series.windows import make_windows
+from ltf.metrics import classification_metrics
+from ltf.tasks.base import add_sums
 from ltf.writers import json_safe
 
 
@@ -148,5 +151,5 @@ class PhysioNet(_SplitBatches):
         return out
 
 
-register_task("forecast", Forecast)
-register_task("physionet", PhysioNet)
+# config.task.name -> task; ltf.tasks.registry collects these
+TASKS = {"forecast": Forecast, "physionet": PhysioNet}

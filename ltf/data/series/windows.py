@@ -1,6 +1,6 @@
 """Forecasting windows over one series: chronological splits, train-only normalisation, batches.
 
-A series here is an `Observed` (ltf.series.irregular): observation times and values (what a
+A series here is an `Observed` (ltf.data.series.irregular): observation times and values (what a
 model may see) beside the regular grid y_0..y_{N-1} (NaN where missing) that holds the targets.
 Times are in grid steps (the series' sampling interval), so Δt = 1 on a regular series.
 
@@ -17,7 +17,7 @@ o = s + L; its targets are y_o .. y_{o+H-1}. The rule against leakage:
   at forecast time), never forward;
 - the inputs are the observations at times t <= o - 1, the last look-back step; an off-grid
   observation in (o - 1, o) is excluded because its interpolated value uses y_o (see
-  ltf.series.irregular.poisson);
+  ltf.data.series.irregular.poisson);
 - a window with no observed target (co2's gaps) is dropped; one with no observed input is kept,
   so a regular series and its irregular versions have the same windows and targets;
 - the normaliser (one mean and std) comes from the observed training grid values y_0..y_{n_train-1}
@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ltf.series.irregular import Observed, as_observed
+from ltf.data.series.irregular import Observed, as_observed
 
 Batch = dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
@@ -275,7 +275,7 @@ def make_windows(series, L: int, H: int, *, fractions=(0.7, 0.1, 0.2), layout: s
                  stride: int = 1, max_events: int | None = None) -> ForecastData:
     """Windows (look-back L, horizon H) of every split of a series.
 
-    series: a `Series` (ltf.series.regular), an `Observed` (ltf.series.irregular) or a 1-D
+    series: a `Series` (ltf.data.series.regular), an `Observed` (ltf.data.series.irregular) or a 1-D
     array (NaN = missing). `stride` spaces the window starts of every split. `max_events`
     (events layout) defaults to the most observations any window holds, over all splits, so
     that every split has one shape.

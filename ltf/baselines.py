@@ -25,9 +25,10 @@ import warnings
 
 import numpy as np
 
-from ltf.series import metrics
-from ltf.series.physionet import STATIC, VARIABLES, PhysioNetData, Stays
-from ltf.series.windows import ForecastData
+from ltf import metrics
+from ltf.data.series.physionet import PhysioNetData
+from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays
+from ltf.data.series.windows import ForecastData
 
 # -- forecasting ----------------------------------------------------------------------------
 

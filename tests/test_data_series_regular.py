@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ltf.series import regular
-from ltf.series.regular import SERIES, load_series
+from ltf.data.series import regular
+from ltf.data.series.regular import SERIES, load_series
 
 EXPECTED = {  # name: (points, missing, first value, season)
     "sunspots_yearly": (309, 0, 5.0, 11),

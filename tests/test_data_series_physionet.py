@@ -1,0 +1,146 @@
+"""PhysioNet/CinC 2012 arrays: splits, normalisation, features and batches of sets written here;
+the test marked `data` reads ../shared/data/physionet2012 and skips when it is absent."""
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, require_file
+from ltf.data.series import physionet as pn
+from ltf.data.series import physionet_format as pf
+from physionet_files import V, record, tar_folder, write_set
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No test writes ~/.cache."""
+    monkeypatch.setenv("LTF_CACHE_DIR", str(tmp_path / "env_cache"))
+
+
+
+# -- sets: folder or tarball, cache, split, normalisation, batches ------------------------------
+
+
+def test_tarball_equals_folder_and_cache(tmp_path, monkeypatch):
+    write_set(tmp_path, n=12)
+    folder = pf.read_stays(tmp_path / "set-a", tmp_path / "Outcomes-a.txt")
+    tar = pn.load_stays(tar_folder(tmp_path), tmp_path / "Outcomes-a.txt", cache_dir=tmp_path / "c")
+    assert np.all(np.diff(folder.record_ids) > 0)
+    for k in ("record_ids", "offsets", "times", "values", "static", "labels", "outcomes"):
+        np.testing.assert_array_equal(getattr(folder, k), getattr(tar, k), err_msg=k)
+    monkeypatch.setattr(pn, "read_stays", lambda *a, **k: pytest.fail("cache missed"))
+    again = pn.load_stays(tmp_path / "set-a.tar.gz", tmp_path / "Outcomes-a.txt",
+                          cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(again.values, folder.values)
+    assert len(list((tmp_path / "c" / "physionet2012").glob("set-a-*.npz"))) == 1
+
+
+def test_stratified_split_is_documented_and_deterministic():
+    labels = np.r_[np.zeros(86, int), np.ones(14, int)]
+    s = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
+    assert [len(s[k]) for k in ("train", "validation", "test")] == [80, 10, 10]
+    assert [int(labels[s[k]].sum()) for k in ("train", "validation", "test")] == [11, 1, 2]
+    assert sorted(np.concatenate(list(s.values()))) == list(range(100))
+    again = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
+    other = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=1)
+    assert all(np.array_equal(s[k], again[k]) for k in s)
+    assert not np.array_equal(s["test"], other["test"])
+
+
+def test_validation_values_do_not_reach_the_normaliser(tmp_path):
+    write_set(tmp_path / "one", n=40)
+    data = pn.load_physionet(tmp_path / "one")
+    held_out = set(data.splits["validation"].record_ids) | set(data.splits["test"].record_ids)
+    # the same set with every validation and test value multiplied by 10
+    write_set(tmp_path / "two", n=40, scale=lambda rid: 10.0 if rid in held_out else 1.0)
+    moved = pn.load_physionet(tmp_path / "two")
+    np.testing.assert_array_equal(data.normaliser.mean, moved.normaliser.mean)
+    np.testing.assert_array_equal(data.normaliser.std, moved.normaliser.std)
+    for k, v in data.take("train", np.arange(8)).items():
+        np.testing.assert_array_equal(v, moved.take("train", np.arange(8))[k], err_msg=k)
+    assert not np.allclose(data.splits["validation"].values[:, V["HR"]],
+                           moved.splits["validation"].values[:, V["HR"]], equal_nan=True)
+    # while a training value does move it
+    train0 = int(data.splits["train"].record_ids[0])
+    write_set(tmp_path / "three", n=40, scale=lambda rid: 10.0 if rid == train0 else 1.0)
+    assert not np.array_equal(pn.load_physionet(tmp_path / "three").normaliser.mean,
+                              data.normaliser.mean)
+
+
+def test_normaliser_statistics_and_never_observed_variable(tmp_path):
+    write_set(tmp_path, n=40)
+    data = pn.load_physionet(tmp_path)
+    hr = data.splits["train"].values[:, V["HR"]].astype(np.float64)
+    hr = hr[np.isfinite(hr)]
+    np.testing.assert_allclose(data.normaliser.mean[V["HR"]], hr.mean(), rtol=1e-6)
+    np.testing.assert_allclose(data.normaliser.std[V["HR"]], hr.std(), rtol=1e-5)
+    assert (data.normaliser.mean[V["Albumin"]], data.normaliser.std[V["Albumin"]]) == (0, 1)
+    batch = data.take("train", np.arange(len(data.splits["train"])))
+    assert np.isfinite(batch["inputs"]).all() and batch["obs_mask"][..., V["Albumin"]].sum() == 0
+    z = batch["inputs"][..., V["HR"]][batch["obs_mask"][..., V["HR"]] > 0]
+    assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
+
+
+def test_batches_shapes_padding_and_static(tmp_path):
+    write_set(tmp_path, n=40)
+    (tmp_path / "set-a" / "200000.txt").write_text(record(200000, np.random.default_rng(1), 4,
+                                                          icu=3, height=-1))
+    data = pn.load_physionet(tmp_path)
+    T = data.max_len
+    assert T == max(int(s.lengths.max()) for s in data.splits.values())
+    it = data.batches("validation", 3)
+    batches = list(it)
+    assert len(batches) == 2 and it.get_state() == {"epoch": 0, "batch": 2}
+    last = batches[-1]
+    assert last["example_mask"].tolist() == [1, 0, 0]  # 4 validation stays in batches of 3
+    assert last["mask"][1:].sum() == 0 and last["obs_mask"][1:].sum() == 0
+    b = next(data.batches("train", 8, seed=3))
+    assert b["inputs"].shape == (8, T, 37) and b["dt_var"].shape == (8, T, 37)
+    assert b["dt"].shape == (8, T, 1) and b["mask"].shape == (8, T) and b["static"].shape == (8, 8)
+    assert b["inputs"].dtype == np.float32 and b["targets"].dtype == np.int32
+    np.testing.assert_array_equal(b["mask"].sum(1), b["length"])
+    pad = b["mask"] == 0
+    assert (b["dt"][pad] == 0).all() and (b["dt_var"][pad] == 0).all()
+    assert (b["obs_mask"].sum(-1) >= 1)[~pad].all()  # every event observes something
+    assert (b["dt"][~pad] >= 0).all()
+    # stay 200000 (ICU 3, Height -1) in whichever split holds it
+    split = next(k for k, s in data.splits.items() if 200000 in s.record_ids)
+    i = int(np.flatnonzero(data.splits[split].record_ids == 200000)[0])
+    one = data.take(split, [i])
+    feats = dict(zip(pn.STATIC_FEATURES, one["static"][0]))
+    known = dict(zip(pn.STATIC_FEATURES, one["static_mask"][0]))
+    assert known["Height"] == 0 and feats["Height"] == 0
+    assert [feats[f"ICUType={k}"] for k in range(1, 5)] == [0, 0, 1, 0]
+    assert known["Age"] == 1 and known["Gender"] == 1
+
+
+def test_extra_sets_for_evaluation(tmp_path):
+    write_set(tmp_path, "a", n=20)
+    write_set(tmp_path, "b", n=10, seed=5)
+    tar_folder(tmp_path, "b")
+    other = tmp_path / "elsewhere"
+    write_set(other, "c", n=6, seed=6)
+    data = pn.load_physionet(tmp_path, extra_sets=("b", other / "set-c"))
+    assert list(data.splits) == ["train", "validation", "test", "set-b", "set-c"]
+    assert len(data.splits["set-b"]) == 10 and len(data.splits["set-c"]) == 6
+    assert next(data.batches("set-c", 4))["inputs"].shape[1] == data.max_len
+    with pytest.raises(FileNotFoundError, match="set-d"):
+        pn.load_physionet(tmp_path, extra_sets=("d",))
+
+
+# -- the real set A ---------------------------------------------------------------------------
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_real_set_a_whole(tmp_path):
+    """All 4,000 stays (about 3 s to parse on 2 cores), the documented split and the baseline."""
+    from ltf import baselines
+
+    data_dir = require_file(SHARED_DATA / "physionet2012")
+    require_file(data_dir / "set-a.tar.gz")
+    data = pn.load_physionet(data_dir, cache_dir=tmp_path)
+    sizes = {k: (len(s), int(s.labels.sum())) for k, s in data.splits.items()}
+    assert sizes == {"train": (3200, 443), "validation": (400, 55), "test": (400, 56)}
+    assert data.max_len == 202
+    result = baselines.physionet_logistic_baseline(data)
+    assert result["metrics"]["test"]["auroc"] > 0.75
