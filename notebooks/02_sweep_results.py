@@ -85,7 +85,7 @@ RUNS = Path(os.environ.get("LTF_NOTEBOOK_WORKDIR") or REPO / "runs" / "notebooks
 # ## The sweep workdir, or a tiny sweep
 
 # %%
-from ltf import report, sweep
+from ltf import report, sweep, sweep_runner
 
 sweep_dir = Path(os.environ.get("LTF_SWEEP_DIR") or REPO / "runs" / "ablation")
 if SMOKE or not (sweep_dir / sweep.SWEEP_FILE).exists():
@@ -94,7 +94,7 @@ if SMOKE or not (sweep_dir / sweep.SWEEP_FILE).exists():
     tiny = sweep.load_sweep(f"{REPO / 'configs' / 'tlstm_lm.py'}:arms=lstm+lstm_noforget,seeds=2,smoke")
     # Two processes at once, one per arm, each training its 2 seeds as one vmapped program;
     # run again, finished runs are skipped.
-    result = sweep.run_sweep(tiny, sweep_dir, jobs=2, seeds_per_process=2)
+    result = sweep_runner.run_sweep(tiny, sweep_dir, jobs=2, seeds_per_process=2)
     assert not result.failed, f"failed runs, see their logs: {result.failed}"
 print(f"sweep workdir: {sweep_dir}")
 

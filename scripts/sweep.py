@@ -12,7 +12,7 @@ Finished runs are skipped, unfinished ones resumed from their checkpoints; run t
 again after a crash or preemption. Each run's output goes to W/<run>/log.txt; a failed run is
 reported with that path, the others go on, and the exit code is 1. --report writes results.md,
 results.csv and figures into W from every run of the sweep found there (all shards' runs, when
-W is shared or gathered). See ltf/sweep.py and ltf/report.py.
+W is shared or gathered). See ltf/sweep.py, ltf/sweep_runner.py and ltf/report.py.
 """
 
 import signal
@@ -23,7 +23,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from ltf import report, sweep  # noqa: E402
+from ltf import report, sweep, sweep_runner  # noqa: E402
 
 flags.DEFINE_string("config", None, "Config file with get_sweep, optionally with choices: path.py:a=b,c.")
 flags.DEFINE_string("workdir", None, "Sweep directory: one subdirectory per run, the report beside them.")
@@ -50,9 +50,9 @@ def main(argv):
         raise app.UsageError(str(e))
     the_sweep = sweep.load_sweep(FLAGS.config, shared)
     try:
-        result = sweep.run_sweep(the_sweep, FLAGS.workdir, jobs=FLAGS.jobs,
-                                 shard_spec=sweep.parse_shard(FLAGS.shard),
-                                 seeds_per_process=FLAGS.seeds_per_process, dry_run=FLAGS["dry-run"].value)
+        result = sweep_runner.run_sweep(the_sweep, FLAGS.workdir, jobs=FLAGS.jobs,
+                                        shard_spec=sweep_runner.parse_shard(FLAGS.shard),
+                                        seeds_per_process=FLAGS.seeds_per_process, dry_run=FLAGS["dry-run"].value)
     except KeyboardInterrupt:
         return 130
     if FLAGS.report:

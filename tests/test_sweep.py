@@ -1,36 +1,14 @@
-"""Sweeps: expansion, names, shards, overrides; end to end on a smoke sweep (parallel runs, skip,
-resume, report); a failing run reported while the others finish."""
+"""Sweeps as named runs (ltf/sweep.py): expansion of get_sweep, names, overrides."""
 
-import csv
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ltf import report, sweep, train
-from ltf.writers import read_metrics
+from ltf import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "tlstm_lm.py"
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._,=+-")
-
-
-@pytest.fixture(autouse=True)
-def _caches(tmp_path_factory, monkeypatch):
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("LTF_CACHE_DIR", str(base / "ltf-cache"))
-    # The runs are processes: a compilation cache lets seed 1 reuse what seed 0 compiled.
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(base / "jax-cache"))
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-
-def run_cli(*args, timeout=240):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_the_ablation_expands_into_uniquely_named_runs_seed_major():
@@ -73,143 +51,14 @@ def test_names_are_short_safe_and_tell_apart_keys_that_end_alike():
         sweep.expand(str(CONFIG), [{"model.cell": "lstm"}, {"model.cell": "lstm"}])
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 5, 18, 25])
-def test_shards_partition_the_runs(count):
-    runs = sweep.load_sweep(str(CONFIG)).runs
-    shards = [sweep.shard(runs, i, count) for i in range(count)]
-    names = [r.name for s in shards for r in s]
-    assert sorted(names) == sorted(r.name for r in runs) and len(names) == len(set(names))
-    assert [r.name for r in shards[0]] == [r.name for r in runs[::count]]
-
-
-@pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/b", "0/0"])
-def test_bad_shards_are_refused(text):
-    with pytest.raises(ValueError, match="0 <= i < n"):
-        sweep.parse_shard(text)
-
-
-def test_overrides_reach_the_config_and_the_command():
+def test_overrides_reach_the_config():
     run = next(r for r in sweep.load_sweep(str(CONFIG)).runs if "softmax" in r.name and r.seed == 2)
     config = run.load_config()
     assert config.model.cell == "time_aware" and config.seed == 2
     assert (config.model.attention.normaliser, config.model.attention.window) == ("softmax", 64)
-    command = sweep.train_command(run, Path("/w/x"))
-    assert "--config.model.attention.window=64" in command and "--config.seed=2" in command
-    assert f"--config={CONFIG}" in command and "--workdir=/w/x" in command
     with pytest.raises(ValueError, match="'model.cel'.*no field 'cel'.*'cell'"):
         sweep.expand(str(CONFIG), [{"model.cel": "lstm"}])
     with pytest.raises(ValueError, match="model.d_hidden='wide'"):
         sweep.expand(str(CONFIG), [{"model.d_hidden": "wide"}])
     with pytest.raises(ValueError, match="sweep run 'forget_init=chrono'.*chrono_t_max"):  # validated up front
         sweep.expand(str(CONFIG), [{"model.cell_options.forget_init": "chrono"}])
-
-
-def _final(run_dir, split, key="bpc"):
-    steps = json.loads((run_dir / "config.json").read_text())["train"]["steps"]
-    return next(r[key] for r in read_metrics(run_dir, split=split) if r["step"] == steps)
-
-
-def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones_and_reports(tmp_path):
-    spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke", tmp_path / "sweep"
-    runs = sweep.load_sweep(spec).runs
-    stopped = runs[3]  # stopped early, as by a preemption, before the sweep starts
-    train.train_and_evaluate(stopped.load_config(), workdir / stopped.name, stop_at_step=3)
-    lines = []
-    sweep.run_sweep(sweep.load_sweep(spec), workdir, dry_run=True, out=lines.append)
-    assert f"at step 3  {stopped.name}" in "\n".join(lines) and f"to do  {runs[0].name}" in "\n".join(lines)
-    assert not (workdir / runs[0].name).exists()
-
-    first = run_cli("--config", spec, "--workdir", workdir, "--jobs", "2")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "2 running" in first.stdout and "4 done, 0 running, 0 failed, 0 to do" in first.stdout
-    assert "Resumed from" in (workdir / stopped.name / "log.txt").read_text()
-    for run in runs:
-        assert (workdir / run.name / "DONE").exists()
-        written = json.loads((workdir / run.name / "config.json").read_text())
-        assert written == json.loads(json.dumps(run.load_config().to_dict()))  # the overrides arrived
-
-    logs = {r.name: (workdir / r.name / "log.txt").read_text() for r in runs}
-    second = run_cli("--config", spec, "--workdir", workdir, "--jobs", "2", "--report")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "4 finished, 0 to do" in second.stdout and "started" not in second.stdout
-    assert logs == {r.name: (workdir / r.name / "log.txt").read_text() for r in runs}
-
-    rows = list(csv.DictReader(open(workdir / "results.csv")))
-    assert [row["arm"] for row in rows] == ["smoke,cell=lstm", "smoke,cell=tlstm"]
-    md = (workdir / "results.md").read_text()
-    for row in rows:
-        assert row["n"] == "2" and row["seeds"] == "0 1"
-        dirs = [workdir / r.name for r in runs if r.arm == row["arm"]]
-        for split in ("validation", "test"):
-            values = [_final(d, split) for d in dirs]
-            mean, std = np.mean(values), np.std(values, ddof=1)
-            assert float(row[f"{split}_bpc_mean"]) == pytest.approx(mean, rel=1e-12)
-            assert float(row[f"{split}_bpc_std"]) == pytest.approx(std, rel=1e-9)
-            assert f"{mean:.4f} ± {std:.4f}" in md
-        assert float(row["wall_s_mean"]) > 0
-    assert md.count("| `smoke,cell=") == 2
-    for png in ("learning_curves.png", "final_bpc.png"):
-        assert (workdir / png).stat().st_size > 1000
-    text = {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
-    report.write_report(workdir)  # from a notebook: the runs come from W/sweep.json
-    assert text == {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
-
-
-@pytest.mark.slow  # the vmapped training itself is checked by test_train; this is the sweep's wiring
-def test_seeds_of_an_arm_train_in_one_process_each_in_its_own_run_dir(tmp_path):
-    spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=3,smoke", tmp_path / "sweep"
-    the_sweep = sweep.load_sweep(spec)
-    groups = sweep.seed_groups(the_sweep.runs, lambda r: workdir / r.name, size=2)
-    assert [[(r.arm, r.seed) for r in g] for g in groups] == [
-        [("smoke,cell=lstm", 0), ("smoke,cell=lstm", 1)], [("smoke,cell=tlstm", 0), ("smoke,cell=tlstm", 1)],
-        [("smoke,cell=lstm", 2)], [("smoke,cell=tlstm", 2)]]
-    command = sweep.group_command(groups[0], workdir)
-    assert "--seeds=0,1" in command and f"--workdir={workdir}/smoke,cell=lstm,seed={{seed}}" in command
-    assert not any(c.startswith("--config.seed") for c in command)
-
-    lines = []
-    result = sweep.run_sweep(sweep.load_sweep(f"{CONFIG}:arms=lstm,seeds=2,smoke"), workdir,
-                             seeds_per_process=2, out=lines.append)
-    assert result.done == ["smoke,cell=lstm,seed=0", "smoke,cell=lstm,seed=1"] and not result.failed
-    assert "started smoke,cell=lstm seeds 0+1" in "\n".join(lines)
-    for seed in (0, 1):
-        run_dir = workdir / f"smoke,cell=lstm,seed={seed}"
-        assert json.loads((run_dir / "config.json").read_text())["seed"] == seed
-        assert (run_dir / "DONE").exists() and np.isfinite(_final(run_dir, "validation"))
-        attempt = json.loads((run_dir / "sweep_run.json").read_text())["attempts"][-1]
-        assert attempt["trained_with"] == ["smoke,cell=lstm,seed=0", "smoke,cell=lstm,seed=1"]
-    assert "see ../smoke,cell=lstm,seed=0/log.txt" in (workdir / "smoke,cell=lstm,seed=1" / "log.txt").read_text()
-    assert _final(workdir / "smoke,cell=lstm,seed=0", "validation") != \
-        _final(workdir / "smoke,cell=lstm,seed=1", "validation")
-
-
-@pytest.mark.slow
-def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
-    # A run that passes validation and fails when it trains: its data file is missing. (A config
-    # that fails validation stops the whole sweep before anything runs: see test_overrides_...)
-    config = tmp_path / "failing.py"
-    config.write_text(textwrap.dedent(f"""
-        import importlib.util
-        _spec = importlib.util.spec_from_file_location("tlstm_lm", {str(CONFIG)!r})
-        _base = importlib.util.module_from_spec(_spec)
-        _spec.loader.exec_module(_base)
-        get_config = _base.get_config
-
-        def get_sweep(arg):
-            return [{{"config_arg": "smoke", "data.corpus": "text", "data.data_dir": "/nonexistent/x.txt"}},
-                    {{"config_arg": "smoke", "model.cell": "lstm"}}]
-    """))
-    workdir = tmp_path / "sweep"
-    result = run_cli("--config", config, "--workdir", workdir, "--jobs", "2", "--report")
-    assert result.returncode != 0
-    bad = "smoke,corpus=text,data_dir=_nonexistent_x.txt"
-    log = workdir / bad / "log.txt"
-    assert f"FAILED {bad} (exit 1): FileNotFoundError: data.data_dir: no file or folder" in result.stdout
-    assert f"log: {log}" in result.stdout and f"FAILED {bad}: see {log}" in result.stdout
-    assert "1 done, 0 running, 1 failed, 0 to do" in result.stdout
-    assert (workdir / "smoke,cell=lstm" / "DONE").exists()
-    assert not (workdir / bad / "DONE").exists()
-    rows = {row["arm"]: row for row in csv.DictReader(open(workdir / "results.csv"))}
-    assert rows["smoke,cell=lstm"]["n"] == "1" and rows["smoke,cell=lstm"]["validation_bpc_std"] == ""
-    assert rows[bad]["n"] == "0"
-    assert f"Left out (not finished): `{bad}`" in (workdir / "results.md").read_text()
