@@ -57,10 +57,10 @@ def profile_ops(impl: str, cell: str, size: tuple[int, int, int], *, steps: int,
                 trace_dir: Path | None) -> str:
     import jax
 
-    import bench
+    import bench_workers
 
     B, T, H = size
-    step = bench.jax_step(impl, cell, B, T, H, H)  # the model, data and Adam step of bench.py
+    step = bench_workers.jax_step(impl, cell, B, T, H, H)  # the model, data and Adam step of bench.py
     for _ in range(3):  # compile and warm up
         step()
     start = time.perf_counter()
@@ -87,7 +87,7 @@ def profile_scan() -> str:
     import jax.numpy as jnp
     import numpy as np
 
-    import bench
+    import bench_workers
     from ltf import fast_rnn
 
     B, T, H = 32, 128, 256
@@ -123,25 +123,26 @@ def profile_scan() -> str:
              "| pattern | µs / step |", "|---|---|"]
     for name, (fn, args) in cases.items():
         fn = jax.jit(fn)
-        _, times = bench._time_steps(lambda: jax.block_until_ready(fn(*args)), 2, 20)
+        _, times = bench_workers.time_steps(lambda: jax.block_until_ready(fn(*args)), 2, 20)
         lines.append(f"| {name} | {statistics.median(times) / T * 1e6:.1f} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     import bench
+    import bench_workers
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("ops", "scan"))
     p.add_argument("--impl", choices=("ltf", "flax"), default="ltf")
-    p.add_argument("--cell", default="lstm", help=f"ltf cell, one of {bench.LTF_CELLS}")
+    p.add_argument("--cell", default="lstm", help=f"ltf cell, one of {bench_workers.LTF_CELLS}")
     p.add_argument("--size", type=bench.parse_size, default=bench.SIZES[0], help="BxTxH")
     p.add_argument("--steps", type=int, default=5, help="profiled (and timed) steps")
     p.add_argument("--top", type=int, default=25, help="ops listed")
     p.add_argument("--trace-dir", type=Path, default=None, help="keep the trace there")
     args = p.parse_args(argv)
-    if args.cell not in bench.LTF_CELLS or (args.impl == "flax" and args.cell != "lstm"):
-        p.error(f"--cell {args.cell!r}: ltf takes {bench.LTF_CELLS}, flax only 'lstm'.")
+    if args.cell not in bench_workers.LTF_CELLS or (args.impl == "flax" and args.cell != "lstm"):
+        p.error(f"--cell {args.cell!r}: ltf takes {bench_workers.LTF_CELLS}, flax only 'lstm'.")
     if args.what == "ops":
         print(profile_ops(args.impl, args.cell, args.size, steps=args.steps, top=args.top,
                           trace_dir=args.trace_dir))
