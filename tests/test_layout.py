@@ -8,9 +8,12 @@ files `a/__init__.py` and `a/b/__init__.py`, so those count as edges too.
 import ast
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 PACKAGE = REPO / "ltf"
+MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -90,3 +93,10 @@ def test_data_imports_nothing_above_it():
         if name.startswith("ltf.data"):
             bad = sorted(t for t in imported(path, modules) if t.startswith(above))
             assert not bad, f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("folder", ["ltf", "scripts", "configs"])
+def test_modules_stay_under_the_limit(folder):
+    long = {str(p.relative_to(REPO)): n for p in sorted((REPO / folder).rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
