@@ -198,12 +198,36 @@ class Stays:
                      self.times[rows], self.values[rows], self.static[idx], self.labels[idx],
                      self.outcomes[idx])
 
+    def __getitem__(self, i: int) -> dict:
+        """Stay i as an example of the TFDS builder physionet2012 (ltf.data.tfds): record_id,
+        times [T], values [T,37], static [5], label, outcomes [4]."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return {"record_id": int(self.record_ids[i]), "times": self.times[a:b],
+                "values": self.values[a:b], "static": self.static[i],
+                "label": int(self.labels[i]), "outcomes": self.outcomes[i]}
+
+    @classmethod
+    def from_examples(cls, name: str, examples) -> Stays:
+        """Stays from examples in that format, sorted by RecordID (TFDS gives hash order)."""
+        ex = sorted(examples, key=lambda e: int(e["record_id"]))
+        lengths = np.array([len(e["times"]) for e in ex], np.int64)
+        V = len(VARIABLES)
+        return cls(
+            name, np.array([e["record_id"] for e in ex], np.int64), np.r_[0, np.cumsum(lengths)],
+            np.concatenate([np.zeros(0)] + [e["times"] for e in ex]).astype(np.float64),
+            np.concatenate([np.zeros((0, V), np.float32)] + [e["values"] for e in ex]).astype(
+                np.float32),
+            np.stack([e["static"] for e in ex]).astype(np.float64).reshape(-1, len(STATIC)),
+            np.array([e["label"] for e in ex], np.int64),
+            np.stack([e["outcomes"] for e in ex]).astype(np.float64).reshape(-1, len(OUTCOMES)),
+        )
+
     def __repr__(self) -> str:
         return (f"Stays({self.name!r}, {len(self):,} stays, {int(self.labels.sum()):,} deaths, "
                 f"{len(self.times):,} events)")
 
 
-def _record_texts(records: Path):
+def record_texts(records: Path):
     """(source name, text) of every .txt record in a folder or a tar(.gz) file."""
     if records.is_dir():
         for p in sorted(records.glob("*.txt")):
@@ -221,7 +245,7 @@ def read_stays(records: str | os.PathLike, outcomes: str | os.PathLike,
     records, outcomes = Path(records), Path(outcomes)
     name = name or records.name.split(".")[0]
     labels = read_outcomes(outcomes)
-    parsed = sorted((parse_record(text, src) for src, text in _record_texts(records)),
+    parsed = sorted((parse_record(text, src) for src, text in record_texts(records)),
                     key=lambda r: r[0])
     if not parsed:
         raise FileNotFoundError(f"{records}: no record files (<RecordID>.txt) in it")
@@ -232,15 +256,10 @@ def read_stays(records: str | os.PathLike, outcomes: str | os.PathLike,
     if missing:
         raise PhysioNetFormatError(f"{outcomes}: no outcome for {len(missing)} record(s) of "
                                    f"{records}, e.g. RecordID {missing[:5]}")
-    lengths = np.array([len(r[2]) for r in parsed], np.int64)
-    return Stays(
-        name, ids, np.r_[0, np.cumsum(lengths)],
-        np.concatenate([r[2] for r in parsed]).astype(np.float64),
-        np.concatenate([r[3] for r in parsed]).astype(np.float32).reshape(-1, len(VARIABLES)),
-        np.stack([r[1] for r in parsed]),
-        np.array([labels[int(i)][0] for i in ids], np.int64),
-        np.stack([labels[int(i)][1] for i in ids]),
-    )
+    return Stays.from_examples(name, (
+        {"record_id": rid, "times": times, "values": values, "static": static,
+         "label": labels[rid][0], "outcomes": labels[rid][1]}
+        for rid, static, times, values in parsed))
 
 
 def missing_message(what: str, data_dir) -> str:
