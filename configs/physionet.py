@@ -6,10 +6,12 @@ observed at irregular times in the first 48 h of an ICU stay; AUROC and AUPRC.
       --config.task.data_dir=...   # Δt per variable (37 gaps) into the time-aware gates
 
 data_dir holds set-a.tar.gz (or the extracted set-a/) and Outcomes-a.txt from
-https://physionet.org/content/challenge-2012/1.0.0/ ; the loader says what is missing. Set A is
-split train/validation/test (80/10/10, stratified, task.split_seed); task.extra_sets=("b", "c")
-adds the other sets as evaluation splits. Published AUROC (Rubanova et al. 2019, Table 6):
-RNN 0.787, RNN-Decay 0.807, GRU-D 0.818, ODE-RNN 0.833, Latent ODE 0.829.
+https://physionet.org/content/challenge-2012/1.0.0/ ; the loader says what is missing. The first
+run prepares the folder as the TFDS dataset physionet2012 in the ltf cache (~8 s for set A; again
+only when the files change) and batches come from grain, their position saved with each
+checkpoint. Set A is split train/validation/test (80/10/10, stratified, task.split_seed);
+task.extra_sets=("b", "c") adds the other sets as evaluation splits. Published AUROC (Rubanova
+et al. 2019, Table 6): RNN 0.787, RNN-Decay 0.807, GRU-D 0.818, ODE-RNN 0.833, Latent ODE 0.829.
 
 Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_variable, smoke.
 """

@@ -1,12 +1,15 @@
 """PhysioNet/CinC 2012 arrays: splits, normalisation, features and batches of sets written here;
 the test marked `data` reads ../shared/data/physionet2012 and skips when it is absent."""
 
+import json
+
 import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, require_file
 from ltf.data.series import physionet as pn
 from ltf.data.series import physionet_format as pf
+from ltf.data.tfds.physionet2012 import Physionet2012
 from physionet_files import V, record, tar_folder, write_set
 
 
@@ -20,18 +23,33 @@ def _isolated(tmp_path, monkeypatch):
 # -- sets: folder or tarball, cache, split, normalisation, batches ------------------------------
 
 
-def test_tarball_equals_folder_and_cache(tmp_path, monkeypatch):
-    write_set(tmp_path, n=12)
-    folder = pf.read_stays(tmp_path / "set-a", tmp_path / "Outcomes-a.txt")
-    tar = pn.load_stays(tar_folder(tmp_path), tmp_path / "Outcomes-a.txt", cache_dir=tmp_path / "c")
+def test_prepared_once_from_a_tarball_equals_the_folder_and_changed_files_prepare_anew(
+        tmp_path, monkeypatch):
+    write_set(tmp_path / "folder", n=12)
+    folder = pf.read_stays(tmp_path / "folder" / "set-a", tmp_path / "folder" / "Outcomes-a.txt")
+    tar_dir = tmp_path / "tar"
+    tar_dir.mkdir()
+    tar_folder(tmp_path / "folder").rename(tar_dir / "set-a.tar.gz")
+    (tar_dir / "Outcomes-a.txt").write_bytes((tmp_path / "folder" / "Outcomes-a.txt").read_bytes())
+    tar = pn.load_sets(tar_dir, ["a"], cache_dir=tmp_path / "c")["set-a"]
     assert np.all(np.diff(folder.record_ids) > 0)
     for k in ("record_ids", "offsets", "times", "values", "static", "labels", "outcomes"):
         np.testing.assert_array_equal(getattr(folder, k), getattr(tar, k), err_msg=k)
-    monkeypatch.setattr(pn, "read_stays", lambda *a, **k: pytest.fail("cache missed"))
-    again = pn.load_stays(tmp_path / "set-a.tar.gz", tmp_path / "Outcomes-a.txt",
-                          cache_dir=tmp_path / "c")
+        assert getattr(folder, k).dtype == getattr(tar, k).dtype, k
+    prepared = pn.prepared_dir(tar_dir, tmp_path / "c")
+    assert prepared.parent == tmp_path / "c" / "tfds"
+    generate = Physionet2012._generate_examples
+    monkeypatch.setattr(Physionet2012, "_generate_examples",
+                        lambda *a: pytest.fail("prepared twice"))
+    again = pn.load_sets(tar_dir, ["a"], cache_dir=tmp_path / "c")["set-a"]
     np.testing.assert_array_equal(again.values, folder.values)
-    assert len(list((tmp_path / "c" / "physionet2012").glob("set-a-*.npz"))) == 1
+    # an outcome changes: a new key, prepared anew, never the stale set
+    monkeypatch.setattr(Physionet2012, "_generate_examples", generate)
+    out = tar_dir / "Outcomes-a.txt"
+    out.write_text(out.read_text().replace(f"{folder.record_ids[0]},10,", f"{folder.record_ids[0]},11,"))
+    moved = pn.load_sets(tar_dir, ["a"], cache_dir=tmp_path / "c")["set-a"]
+    assert pn.prepared_dir(tar_dir, tmp_path / "c") != prepared
+    assert moved.outcomes[0, 0] == 11 and folder.outcomes[0, 0] == 10
 
 
 def test_stratified_split_is_documented_and_deterministic():
@@ -87,9 +105,9 @@ def test_batches_shapes_padding_and_static(tmp_path):
     data = pn.load_physionet(tmp_path)
     T = data.max_len
     assert T == max(int(s.lengths.max()) for s in data.splits.values())
-    it = data.batches("validation", 3)
-    batches = list(it)
-    assert len(batches) == 2 and it.get_state() == {"epoch": 0, "batch": 2}
+    batches = list(data.batches("validation", 3))
+    assert len(batches) == 2
+    assert [b["record_id"][0] for b in batches] == list(data.splits["validation"].record_ids[::3])
     last = batches[-1]
     assert last["example_mask"].tolist() == [1, 0, 0]  # 4 validation stays in batches of 3
     assert last["mask"][1:].sum() == 0 and last["obs_mask"][1:].sum() == 0
@@ -111,6 +129,30 @@ def test_batches_shapes_padding_and_static(tmp_path):
     assert known["Height"] == 0 and feats["Height"] == 0
     assert [feats[f"ICUType={k}"] for k in range(1, 5)] == [0, 0, 1, 0]
     assert known["Age"] == 1 and known["Gender"] == 1
+
+
+def test_training_batches_resume_exactly_and_reshuffle_every_epoch(tmp_path):
+    write_set(tmp_path, n=40)
+    data = pn.load_physionet(tmp_path)
+    assert len(data.splits["train"]) == 32  # batches of 5: 6 an epoch, 2 stays left out
+    it = data.batches("train", 5, seed=7)
+    first = [next(it) for _ in range(4)]
+    state = json.loads(json.dumps(it.get_state()))  # as the checkpoint stores it
+    rest = [next(it) for _ in range(8)]  # into the second epoch
+    resumed = data.batches("train", 5, seed=7)
+    resumed.set_state(state)
+    for a, b in zip(rest, [next(resumed) for _ in range(8)]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ids = [np.concatenate([b["record_id"] for b in part]) for part in ((first + rest)[:6],
+                                                                        (first + rest)[6:])]
+    assert len(set(ids[0])) == len(set(ids[1])) == 30
+    assert not np.array_equal(ids[0], ids[1])  # a new permutation every epoch
+    again = next(data.batches("train", 5, seed=7))["record_id"]
+    np.testing.assert_array_equal(again, first[0]["record_id"])
+    assert not np.array_equal(next(data.batches("train", 5, seed=8))["record_id"], again)
+    with pytest.raises(ValueError, match="training needs at least batch_size=33"):
+        data.batches("train", 33)
 
 
 def test_extra_sets_for_evaluation(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ltf import train
+from ltf.checkpoint import Checkpointer
 from ltf.config_lib import load_config
 from ltf import metrics
 from ltf.tasks.registry import make_task
@@ -54,7 +55,9 @@ def test_physionet_trains_on_files_in_the_challenge_format_and_scores_auroc(tmp_
     final = train.train_and_evaluate(c, tmp_path / "run")
     for split in ("validation", "test"):
         assert 0.0 <= final[split]["auroc"] <= 1.0 and 0.0 <= final[split]["auprc"] <= 1.0
-    task = make_task(c)
+    task, tx, _ = train.build(c)
+    _, data_state, _ = Checkpointer(tmp_path / "run" / "checkpoints").restore(train.init_state(task.model, tx, c))
+    assert data_state == {"next_index": c.train.steps}  # grain's position in the training batches
     outputs = [{"loss_sum": 1.0, "count": 2.0, "logits_B": np.array([0.3, -1.0]), "labels_B": np.array([1, 0]),
                 "weight_B": np.array([1.0, 1.0])},
                {"loss_sum": 1.0, "count": 1.0, "logits_B": np.array([0.1, 9.0]), "labels_B": np.array([0, 1]),

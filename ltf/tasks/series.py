@@ -21,7 +21,6 @@ import optax
 
 from ltf import config_lib
 from ltf.data.series.irregular import make_irregular
-from ltf.data.series.physionet import load_physionet
 from ltf.data.series.regular import load_series
 from ltf.data.series.windows import make_windows
 from ltf.metrics import classification_metrics
@@ -35,8 +34,8 @@ def _write_task(task_cfg, workdir: Path, **extra) -> None:
 
 
 class _SplitBatches:
-    """Batches from `self.data` (ForecastData or PhysioNetData): training shuffled by the run's
-    seed, evaluation one ordered pass over a split."""
+    """Batches from `self.data` (ForecastData, or PhysioNetData through grain): training shuffled
+    by the run's seed, evaluation one ordered pass over a split."""
 
     def train_batches(self, seed: int):
         return self.data.batches("train", self.data_cfg.batch_size, train=True, seed=seed)
@@ -99,6 +98,10 @@ class PhysioNet(_SplitBatches):
     def __init__(self, config):
         self.config = t = config.task
         self.data_cfg = config.data
+        # Here, not at the top: grain and TFDS take ~1 s to import, and ltf.tasks.registry
+        # imports this module for every task.
+        from ltf.data.series.physionet import load_physionet  # noqa: PLC0415
+
         self.data = load_physionet(t.data_dir, extra_sets=tuple(t.extra_sets), seed=t.split_seed)
         self.eval_splits = ("validation", "test") + tuple(s for s in self.data.splits
                                                           if s not in ("train", "validation", "test"))

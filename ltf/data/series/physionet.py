@@ -1,7 +1,7 @@
 """PhysioNet/CinC Challenge 2012: in-hospital mortality from the first 48 h of an ICU stay.
 
-The files and how a record is read: `ltf.data.series.physionet_format`. This module makes
-splits, normalised per-event features and fixed-shape batches of them.
+The files and how a record is read: `ltf.data.series.physionet_format`. This module prepares
+them as a TFDS dataset, makes splits, normalised per-event features and fixed-shape batches.
 
 Per-event features (`stay_arrays`, batches): mask [T,37] (1 = observed), dt [T,1] hours since
 the previous event (the first event: since admission, time 0), dt_var [T,37] hours since that
@@ -14,74 +14,76 @@ test. Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
 Normalisation: per variable, mean and std over all observations in the training stays; the
 static Age, Height and Weight likewise; validation, test and other sets never enter them.
 
-Parsed sets are cached as `<cache>/physionet2012/<set>-<key>.npz`, the key hashing the bytes of
-the records (the tarball, or a folder's file names and contents), of the outcomes file and the
-parser version (~0.1 s to hash, 0.2 s to load, against ~3 s to parse set A); `<cache>`:
-`cache_dir`, else $LTF_CACHE_DIR, else ~/.cache/ltf. `python -m ltf.data.series.physionet <data_dir>`
-parses, caches and prints sizes and class balance.
+Preparation: data_dir is the manual folder of the TFDS builder `physionet2012`
+(ltf.data.tfds.physionet2012: one example a stay, a split for each set in the folder). It is
+prepared once into `<cache>/tfds/physionet2012-<key>/`, the key hashing the bytes of every file
+the builder reads (records and outcomes), so that changed files are prepared anew and a stale
+preparation is never read; `<cache>`: `cache_dir`, else $LTF_CACHE_DIR, else ~/.cache/ltf. The
+stays then come from `tfds.data_source` into memory as `Stays` sorted by RecordID. Set A on 2
+busy cores: 7-9 s to prepare, 1.4-2.4 s to read (~1.1 s of it TFDS decoding 4,000 records).
+`python -m ltf.data.series.physionet <data_dir>` prepares and prints sizes and class balance.
+
+Batches come from grain: `grain.MapDataset.source(stays)` -> `shuffle(seed)` (training: a new
+permutation every epoch) -> pad each stay to max_len -> `batch` (training drops an epoch's last
+incomplete batch) -> features -> `repeat()` (training). The iterator's `get_state()`
+({"next_index": k}, JSON) goes into the checkpoint; `set_state` resumes at that batch.
+Evaluation is one pass in RecordID order, ceil(n/B) batches, the last padded with copies of the
+first stay whose `example_mask` and masks are 0. grain reads the stays in memory, not the TFDS
+records: the normalisers and the baselines need every stay anyway, and decoding 64 records
+again costs ~15 ms a batch.
 
 Batches (fixed shapes; T = `max_len`, default the longest stay of all loaded sets):
 `inputs` float32 [B,T,37] (normalised, 0 where unobserved), `obs_mask` [B,T,37], `mask` [B,T]
 (1 = a real event, 0 = padding), `dt` [B,T,1], `dt_var` [B,T,37], `times` [B,T] (hours),
 `static` [B,8] and `static_mask` [B,8] (STATIC_FEATURES: Age, Gender, Height, Weight z-scored
 or 0/1, ICUType one-hot; 0 where missing), `targets` int32 [B] (in-hospital death), `length`
-int32 [B], `record_id` int64 [B], `example_mask` [B], `reset` [B] (see ltf.data.series.windows).
+int32 [B], `record_id` int64 [B], `example_mask` float32 [B], `reset` bool [B] (all True).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import os
 from pathlib import Path
 
+import grain
 import numpy as np
+import tensorflow_datasets as tfds
 
 from ltf.data.corpora import cache_root
-from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays, locate_set, missing_message, read_stays
-from ltf.data.series.windows import SPLITS, Batch, Batches, Normaliser
+from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays, locate_set
+from ltf.data.series.windows import MASK_KEYS, SPLITS, Batch, Normaliser
+from ltf.data.tfds.physionet2012 import LETTERS, NAME, Physionet2012, set_files
+from ltf.data.tfds.prepare import files_key, prepare
 
 STATIC_FEATURES = ("Age", "Gender", "Height", "Weight",
                    "ICUType=1", "ICUType=2", "ICUType=3", "ICUType=4")
-CACHE_VERSION = 1  # bump when parsing or the cache layout changes
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_SEED = 0
+# One thread makes the next batches while the model trains on this one; a few batches ahead
+# suffice (grain's default, 500, would hold gigabytes of [64,202,37] batches).
+READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
-def _fingerprint(records: Path, outcomes: Path) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
-    if records.is_dir():
-        for p in sorted(records.glob("*.txt")):  # ~0.1 s for set A's 4,000 files
-            h.update(f"{p.name}:{p.stat().st_size}:".encode())
-            h.update(p.read_bytes())
-    else:
-        h.update(records.read_bytes())
-    h.update(outcomes.read_bytes())
-    return h.hexdigest()[:16]
+# -- preparation through the TFDS builder -------------------------------------------------------
 
 
-_FIELDS = ("record_ids", "offsets", "times", "values", "static", "labels", "outcomes")
+def prepared_dir(folder, cache_dir=None) -> Path:
+    """Where the sets of a manual folder are prepared, keyed by the content of their files."""
+    return cache_root(cache_dir) / "tfds" / f"{NAME}-{files_key(set_files(folder))}"
 
 
-def load_stays(records: str | os.PathLike, outcomes: str | os.PathLike, *,
-               name: str | None = None, cache_dir=None) -> Stays:
-    """`read_stays` through the npz cache (see the module docstring)."""
-    records, outcomes = Path(records), Path(outcomes)
-    name = name or records.name.split(".")[0]
-    path = cache_root(cache_dir) / "physionet2012" / f"{name}-{_fingerprint(records, outcomes)}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as f:
-                return Stays(name, *(f[k] for k in _FIELDS))
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: parse again
-    stays = read_stays(records, outcomes, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **{k: getattr(stays, k) for k in _FIELDS})  # 46 MB -> 5 MB
-    os.replace(tmp, path)
-    return stays
+def load_sets(folder, letters, cache_dir=None) -> dict[str, Stays]:
+    """{"set-x": Stays} of the sets `letters` of a manual folder, prepared first if need be."""
+    data_dir = prepared_dir(folder, cache_dir)
+    prepare(Physionet2012, folder, data_dir)
+    out = {}
+    for x in letters:
+        source = tfds.data_source(NAME, data_dir=str(data_dir), split=f"set_{x}")
+        out[f"set-{x}"] = Stays.from_examples(f"set-{x}", source.__getitems__(range(len(source))))
+    return out
 
 
 # -- features, split, normalisation -------------------------------------------------------------
@@ -105,19 +107,29 @@ def stratified_split(labels, fractions=DEFAULT_FRACTIONS, seed: int = DEFAULT_SE
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
-def _features(stays: Stays, idx, T: int, norm: Normaliser | None) -> Batch:
-    """Padded per-event features of the stays idx [B] (see the module docstring)."""
-    lengths = stays.lengths[idx]
-    if np.any(lengths > T):
-        raise ValueError(f"a stay has {int(lengths.max())} events, more than max_len={T}")
-    valid_BxT = np.arange(T) < lengths[:, None]
-    ev_BxT = np.where(valid_BxT, stays.offsets[idx][:, None] + np.arange(T), 0)
-    if len(stays.times):
-        t_BxT, raw = np.where(valid_BxT, stays.times[ev_BxT], 0.0), stays.values[ev_BxT]
-    else:  # no stay has an event: nothing to index
-        t_BxT, raw = np.zeros((len(idx), T)), np.full((len(idx), T, len(VARIABLES)), np.nan)
-    obs_BxTxV = valid_BxT[..., None] & np.isfinite(raw)
-    x_BxTxV = raw if norm is None else norm.apply(np.where(obs_BxTxV, raw, 0.0))
+def _pad(example: dict, T: int, example_mask: float = 1.0) -> dict:
+    """One stay (a `Stays` item) padded to T events: times [T] 0 and values [T,37] NaN after it."""
+    n = len(example["times"])
+    if n > T:
+        raise ValueError(f"stay {example['record_id']} has {n} events, more than max_len={T}")
+    times_T = np.zeros(T)
+    values_TxV = np.full((T, len(VARIABLES)), np.nan, np.float32)
+    times_T[:n], values_TxV[:n] = example["times"], example["values"]
+    return {"times": times_T, "values": values_TxV, "length": n, "static": example["static"],
+            "label": example["label"], "record_id": example["record_id"],
+            "example_mask": example_mask}
+
+
+def _stack(examples) -> dict:
+    return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+
+
+def _features(padded: dict, norm: Normaliser | None) -> Batch:
+    """Per-event features of padded stays: times [B,T], values [B,T,37], length [B]."""
+    t_BxT, raw_BxTxV = padded["times"], padded["values"]
+    valid_BxT = np.arange(t_BxT.shape[1]) < padded["length"][:, None]
+    obs_BxTxV = valid_BxT[..., None] & np.isfinite(raw_BxTxV)
+    x_BxTxV = raw_BxTxV if norm is None else norm.apply(np.where(obs_BxTxV, raw_BxTxV, 0.0))
     # Time of each variable's last observation strictly before each event; admission (0) if none.
     obs_t_BxTxV = np.where(obs_BxTxV, t_BxT[..., None], 0.0)
     last_BxTxV = np.maximum.accumulate(obs_t_BxTxV, axis=1)
@@ -136,7 +148,7 @@ def _features(stays: Stays, idx, T: int, norm: Normaliser | None) -> Batch:
 def stay_arrays(stays: Stays, i: int, normaliser: Normaliser | None = None) -> dict:
     """One stay unpadded: times [T], values [T,37] (raw, NaN where unobserved, or normalised
     with 0 there when `normaliser` is given), mask [T,37], dt [T,1], dt_var [T,37]."""
-    f = _features(stays, np.array([i]), int(stays.lengths[i]), normaliser)
+    f = _features(_stack([_pad(stays[i], int(stays.lengths[i]))]), normaliser)
     return {"times": f["times"][0], "values": f["inputs"][0], "mask": f["obs_mask"][0],
             "dt": f["dt"][0], "dt_var": f["dt_var"][0]}
 
@@ -144,14 +156,13 @@ def stay_arrays(stays: Stays, i: int, normaliser: Normaliser | None = None) -> d
 _CONT = [STATIC.index(k) for k in ("Age", "Height", "Weight")]
 
 
-def _static_features(stays: Stays, idx, norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
-    s = stays.static[idx]
-    cont = norm.apply(s[:, _CONT])
-    gender = s[:, [STATIC.index("Gender")]]
-    icu = s[:, STATIC.index("ICUType")]
+def _static_features(s_Bx5: np.ndarray, norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
+    cont = norm.apply(s_Bx5[:, _CONT])
+    gender = s_Bx5[:, [STATIC.index("Gender")]]
+    icu = s_Bx5[:, STATIC.index("ICUType")]
     onehot = (icu[:, None] == np.arange(1, 5)) * 1.0
     x = np.concatenate([cont[:, :1], gender, cont[:, 1:], onehot], axis=1)
-    known = np.concatenate([np.isfinite(s[:, [0, 1, 2, 4]]),
+    known = np.concatenate([np.isfinite(s_Bx5[:, [0, 1, 2, 4]]),
                             np.repeat(np.isin(icu, [1, 2, 3, 4])[:, None], 4, axis=1)], axis=1)
     return np.where(known, x, 0.0), known * 1.0
 
@@ -168,22 +179,48 @@ class PhysioNetData:
     seed: int
     fractions: tuple[float, float, float]
 
-    def take(self, split: str, idx) -> Batch:
-        stays = self.splits[split]
-        idx = np.asarray(idx, np.int64)
-        batch = _features(stays, idx, self.max_len, self.normaliser)
-        batch["static"], batch["static_mask"] = _static_features(stays, idx, self.static_normaliser)
+    def _batch(self, padded: dict) -> Batch:
+        """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
+        batch = _features(padded, self.normaliser)
+        batch["static"], batch["static_mask"] = _static_features(padded["static"],
+                                                                 self.static_normaliser)
+        batch["example_mask"] = padded["example_mask"]
         batch = {k: v.astype(np.float32) for k, v in batch.items()}
-        batch.update(targets=stays.labels[idx].astype(np.int32),
-                     length=stays.lengths[idx].astype(np.int32), record_id=stays.record_ids[idx])
+        for k in MASK_KEYS:  # padding rows count in no loss or metric
+            if k in batch:
+                batch[k][batch["example_mask"] == 0] = 0
+        batch.update(targets=padded["label"].astype(np.int32),
+                     length=padded["length"].astype(np.int32),
+                     record_id=padded["record_id"].astype(np.int64),
+                     reset=np.ones(len(padded["length"]), bool))  # each stay its own sequence
         return batch
 
+    def take(self, split: str, idx) -> Batch:
+        """The batch of the stays idx [B] of a split."""
+        stays = self.splits[split]
+        return self._batch(_stack([_pad(stays[int(i)], self.max_len) for i in idx]))
+
     def batches(self, split: str, batch_size: int, *, train: bool | None = None,
-                seed: int = 0) -> Batches:
+                seed: int = 0) -> grain.DatasetIterator:
         """Shuffled epochs forever for "train" by default; one ordered pass otherwise."""
         train = split == "train" if train is None else train
-        return Batches(lambda idx: self.take(split, idx), len(self.splits[split]), batch_size,
-                       train=train, seed=seed)
+        stays, B = self.splits[split], batch_size
+        if B < 1:
+            raise ValueError(f"batch_size={B} must be positive")
+        if len(stays) < 1 or (train and len(stays) < B):
+            need = f"training needs at least batch_size={B}" if train else "evaluation needs 1"
+            raise ValueError(f"{split}: {len(stays)} stays; {need}; lower the batch size or "
+                             "change the split fractions")
+        pad = functools.partial(_pad, T=self.max_len)
+        if train:
+            ds = (grain.MapDataset.source(stays).shuffle(seed=seed).map(pad)
+                  .batch(B, drop_remainder=True, batch_fn=_stack).map(self._batch).repeat())
+        else:  # rows past the end: copies of stay 0 with example_mask 0
+            n = len(stays)
+            ds = (grain.MapDataset.range(n + (-n % B))
+                  .map(lambda i: pad(stays[i if i < n else 0], example_mask=float(i < n)))
+                  .batch(B, batch_fn=_stack).map(self._batch))
+        return iter(ds.to_iter_dataset(READ_OPTIONS))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v):,} ({int(v.labels.sum())} deaths)"
@@ -191,35 +228,44 @@ class PhysioNetData:
         return f"PhysioNetData({sizes}; max_len={self.max_len}, seed={self.seed})"
 
 
-def _extra_source(item, data_dir) -> tuple[str, Path, Path]:
-    if isinstance(item, (tuple, list)):
-        records, outcomes = map(Path, item)
-        return records.name.split(".")[0], records, outcomes
+def _extra_source(item, data_dir) -> tuple[Path, str]:
+    """(manual folder, letter) of an extra set: a letter ("b"), a set name ("set-c") in
+    data_dir, or the path of a set-x/ folder or set-x.tar.gz with its Outcomes-x.txt beside it."""
+    if not isinstance(item, (str, os.PathLike)):
+        raise ValueError(f"extra set {item!r}: give a letter, a set name or a path")
     p = Path(item)
-    if p.exists():  # a folder or tarball; its Outcomes-<x>.txt beside it
-        name = p.name.split(".")[0]
-        outcomes = p.parent / f"Outcomes-{name.removeprefix('set-')}.txt"
-        if not outcomes.is_file():
-            raise FileNotFoundError(missing_message(f"no outcomes file {outcomes} for {p}",
-                                                     p.parent))
-        return name, p, outcomes
-    records, outcomes = locate_set(data_dir, str(item))
-    return f"set-{str(item).lower().removeprefix('set-')}", records, outcomes
+    if p.exists():
+        folder, letter = p.parent, p.name.split(".")[0].lower().removeprefix("set-")
+        if letter not in LETTERS:
+            raise ValueError(f"extra set {p}: expected set-a, set-b or set-c (a folder or a "
+                             ".tar.gz) with its Outcomes-<x>.txt beside it")
+    else:
+        folder, letter = Path(data_dir), str(item).lower().removeprefix("set-")
+    locate_set(folder, letter)  # a clear error for a missing file
+    if letter not in LETTERS:
+        raise ValueError(f"extra set {item!r}: the challenge's sets are a, b and c")
+    return folder.resolve(), letter
 
 
 def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
                    seed: int = DEFAULT_SEED, max_len: int | None = None,
                    cache_dir=None) -> PhysioNetData:
     """Set A from data_dir split train/validation/test, plus `extra_sets` for evaluation: each
-    a letter ("b"), a set name ("set-c"), a folder or tarball path (its Outcomes-<x>.txt beside
-    it) or a (records, outcomes) pair."""
-    records, outcomes = locate_set(data_dir, "a")
-    set_a = load_stays(records, outcomes, name="set-a", cache_dir=cache_dir)
+    a letter ("b"), a set name ("set-c") or the path of a set-x/ folder or set-x.tar.gz (its
+    Outcomes-x.txt beside it). Each folder is prepared as a TFDS dataset once (see the module
+    docstring)."""
+    locate_set(data_dir, "a")  # a clear error when set A is missing
+    wanted = [(Path(data_dir).resolve(), "a")] + [_extra_source(x, data_dir) for x in extra_sets]
+    folders: dict[Path, list[str]] = {}
+    for folder, letter in wanted:
+        folders.setdefault(folder, []).append(letter)
+    loaded = {(folder, name): stays for folder, letters in folders.items()
+              for name, stays in load_sets(folder, sorted(set(letters)), cache_dir).items()}
+    set_a = loaded[wanted[0][0], "set-a"]
     splits = {s: set_a.subset(idx, s)
               for s, idx in stratified_split(set_a.labels, fractions, seed).items()}
-    for item in extra_sets:
-        name, rec, out = _extra_source(item, data_dir)
-        splits[name] = load_stays(rec, out, name=name, cache_dir=cache_dir)
+    for folder, letter in wanted[1:]:
+        splits[f"set-{letter}"] = loaded[folder, f"set-{letter}"]
     train = splits["train"]
     norm = Normaliser.fit(train.values, axis=0)
     static_norm = Normaliser.fit(train.static[:, _CONT], axis=0)
@@ -241,7 +287,7 @@ def describe(stays: Stays) -> dict:
             "empty_stays": int((lengths == 0).sum())}
 
 
-if __name__ == "__main__":  # python -m ltf.data.series.physionet <data_dir>: parse, cache, describe
+if __name__ == "__main__":  # python -m ltf.data.series.physionet <data_dir>: prepare, describe
     import sys
     import time
 
