@@ -68,6 +68,25 @@ def test_missing_or_corrupt_manual_folder_says_what_is_wrong(tmp_path):
         prepare.prepare(Physionet2012, tmp_path / "m", tmp_path / "d5")
     for d in ("d1", "d2", "d3", "d4", "d5"):  # nothing half-prepared is left to be read
         assert not Physionet2012(data_dir=str(tmp_path / d)).is_prepared()
+    (tmp_path / "d6" / NAME / "1.0.0").mkdir(parents=True)  # emptied by hand
+    with pytest.raises(FileExistsError, match="1.0.0 holds no complete physionet2012 data set"):
+        prepare.prepare(Physionet2012, tmp_path / "m", tmp_path / "d6")
+
+
+def test_a_preparation_another_process_finished_meanwhile_is_read(tmp_path, monkeypatch):
+    """Two runs starting on a cold cache: the one that finishes second reads the first's."""
+    write_set(tmp_path / "m", n=4)
+    generate = Physionet2012._generate_examples
+
+    def racing(self, records, outcomes):
+        monkeypatch.setattr(Physionet2012, "_generate_examples", generate)
+        prepare.prepare(Physionet2012, tmp_path / "m", tmp_path / "d")  # the other one wins
+        yield from generate(self, records, outcomes)
+
+    monkeypatch.setattr(Physionet2012, "_generate_examples", racing)
+    builder = prepare.prepare(Physionet2012, tmp_path / "m", tmp_path / "d")
+    assert builder.is_prepared() and builder.info.splits["set_a"].num_examples == 4
+    assert len(tfds.data_source(NAME, data_dir=str(tmp_path / "d"), split="set_a")) == 4
 
 
 def test_the_module_prepares_from_the_command_line(tmp_path, capsys):

@@ -55,14 +55,25 @@ def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
 def prepare(builder_cls, manual_dir, data_dir) -> tfds.core.DatasetBuilder:
     """The builder over data_dir, prepared from manual_dir first if it is not yet."""
     builder = builder_cls(data_dir=str(data_dir), file_format=FILE_FORMAT)
-    if not builder.is_prepared():
-        if manual_dir is None or not Path(manual_dir).is_dir() or not any(
-                Path(manual_dir).iterdir()):  # TFDS would raise an AssertionError
-            raise FileNotFoundError(f"{builder_cls.name}: no manual folder {manual_dir}, or an "
-                                    "empty one.\n"
-                                    + textwrap.dedent(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS))
+    if builder.data_path.exists():  # checked first: is_prepared() warns about an absent folder
+        if not builder.is_prepared():  # TFDS would "reuse" it and fail when reading
+            raise FileExistsError(f"{builder.data_path} holds no complete {builder_cls.name} "
+                                  "data set (no dataset_info.json): delete it to prepare again")
+        return builder
+    if manual_dir is None or not Path(manual_dir).is_dir() or not any(
+            Path(manual_dir).iterdir()):  # TFDS would raise an AssertionError
+        raise FileNotFoundError(f"{builder_cls.name}: no manual folder {manual_dir}, or an "
+                                "empty one.\n"
+                                + textwrap.dedent(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS))
+    try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    except FileExistsError:
+        # Another process prepared it meanwhile (TFDS writes into a temporary folder and
+        # renames it at the end): read theirs, from the same files when data_dir is keyed.
+        builder = builder_cls(data_dir=str(data_dir), file_format=FILE_FORMAT)
+        if not builder.is_prepared():
+            raise
     return builder
 
 
