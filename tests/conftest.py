@@ -1,12 +1,33 @@
-"""Strict JAX flags for every test, and where the optional real data lives."""
+"""Strict JAX flags for every test, one compilation cache for the run, and where the optional
+real data lives."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Many tests compile the same programs (a smoke config's train step, a cell's scan): one
+# persistent compilation cache for the whole run lets them compile each once. It is made fresh
+# by the first process (pytest itself, before xdist starts its workers, who inherit it through
+# the environment, as do the scripts that tests run in subprocesses) and removed at the end, so
+# no run reuses another's executables.
+_OWN_CACHE = "LTF_TEST_JAX_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["LTF_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="ltf-test-jax-cache-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["LTF_TEST_JAX_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["LTF_TEST_JAX_CACHE"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LTF_SHARED_DATA", REPO.parent / "shared" / "data"))
