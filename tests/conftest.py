@@ -11,6 +11,15 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The tests compile several hundred small programs and run each for milliseconds, and most of
+# their time was LLVM optimising the generated machine code, which buys nothing at these sizes.
+# XLA's own passes (fusion, layouts, buffer assignment: what a program computes and what memory
+# it holds) run as in training. LTF_TEST_XLA_OPTIMISE=1 compiles as training does. Set before
+# the first computation starts the CPU backend, and inherited by the processes tests start.
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("LTF_TEST_XLA_OPTIMISE", "0") != "1" and _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
 # Many tests compile the same programs (a smoke config's train step, a cell's scan): one
 # persistent compilation cache for the whole run lets them compile each once. It is made fresh
 # by the first process (pytest itself, before xdist starts its workers, who inherit it through

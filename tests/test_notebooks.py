@@ -38,8 +38,6 @@ def kernel_env(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LTF_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("LTF_NOTEBOOK_WORKDIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LTF_CACHE_DIR", str(base / "ltf-cache"))
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(base / "jax-cache"))
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("JAX_NUMPY_RANK_PROMOTION", "raise")  # as conftest.py sets it for the tests
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # ipykernel then picks the inline backend
@@ -65,6 +63,7 @@ def outputs(nb, key: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # trains the default config's smoke setting and samples: test_train does both
 def test_quickstart(kernel_env):
     nb = execute(REPO / "notebooks" / "01_quickstart.py", kernel_env)
     assert len(outputs(nb, "image/png")) == 1  # the loss curves

@@ -21,11 +21,9 @@ CONFIG = REPO / "configs" / "tlstm_lm.py"
 
 @pytest.fixture(autouse=True)
 def _caches(tmp_path_factory, monkeypatch):
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("LTF_CACHE_DIR", str(base / "ltf-cache"))
-    # The runs are processes: a compilation cache lets seed 1 reuse what seed 0 compiled.
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(base / "jax-cache"))
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # The runs are processes; they inherit the run's compilation cache from conftest.py, so
+    # seed 1 reuses what seed 0 compiled.
+    monkeypatch.setenv("LTF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ltf-cache"))
 
 
 def run_cli(*args, timeout=240):
@@ -60,15 +58,27 @@ def _final(run_dir, split, key="bpc"):
     return next(r[key] for r in read_metrics(run_dir, split=split) if r["step"] == steps)
 
 
-def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones_and_reports(tmp_path):
+def _sweep_with_a_stopped_run(tmp_path):
     spec, workdir = f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke", tmp_path / "sweep"
     runs = sweep.load_sweep(spec).runs
     stopped = runs[3]  # stopped early, as by a preemption, before the sweep starts
     train.train_and_evaluate(stopped.load_config(), workdir / stopped.name, stop_at_step=3)
+    return spec, workdir, runs, stopped
+
+
+def test_a_dry_run_lists_every_run_with_its_status_and_trains_nothing(tmp_path):
+    spec, workdir, runs, stopped = _sweep_with_a_stopped_run(tmp_path)
     lines = []
     sweep_runner.run_sweep(sweep.load_sweep(spec), workdir, dry_run=True, out=lines.append)
     assert f"at step 3  {stopped.name}" in "\n".join(lines) and f"to do  {runs[0].name}" in "\n".join(lines)
     assert not (workdir / runs[0].name).exists()
+
+
+# Four training processes, ~70 s on 2 cores: its parts are each in the default suite (the dry
+# run's statuses above, train.py and resuming in test_train.py, the report in test_report.py).
+@pytest.mark.slow
+def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones_and_reports(tmp_path):
+    spec, workdir, runs, stopped = _sweep_with_a_stopped_run(tmp_path)
 
     first = run_cli("--config", spec, "--workdir", workdir, "--jobs", "2")
     assert first.returncode == 0, first.stdout + first.stderr
