@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from ltf.data import shakespeare
-from ltf.data.vocab import Vocab, check_level
+from ltf.data.vocab import UNK, Vocab, check_level
 
 CORPORA = ("shakespeare", "tiny_shakespeare", "ptb", "text")
 TINY_SHAKESPEARE_URL = (
@@ -277,3 +277,26 @@ def load_lm_corpus(
     splits = {s: vocab.encode(t) for s, t in split_texts.items()}
     _save(path, vocab, splits, {**key_src, "description": description})
     return LMCorpus(name, level, vocab, splits, description, path, from_cache=False)
+
+
+def encode_with_vocab(vocab: Vocab, name: str, data_dir: str | os.PathLike) -> LMCorpus:
+    """Text to evaluate a trained model on, encoded with that model's vocabulary (tokens it does
+    not know become `<unk>`; `unknown` in the description counts them). A folder is read as the
+    corpus `name` reads its data_dir (ptb: ptb.train/valid/test.txt; text: train/valid/test.txt;
+    tiny_shakespeare: input.txt split 90/5/5); a file is one split, "file", the whole text."""
+    path = Path(data_dir)
+    if path.is_file():
+        texts, desc = {"file": read_text(path)}, f"the whole of {path}"
+    elif path.is_dir():
+        if name not in SOURCES or name == "shakespeare":
+            raise ValueError(f"--data_dir {path}: a run trained on corpus {name!r} reads no folder; "
+                             "give a text file (evaluated whole) instead.")
+        read, _, desc = SOURCES[name](path, None)
+        texts = read()
+    else:
+        raise FileNotFoundError(f"--data_dir {path}: no such file or folder.")
+    splits = {s: vocab.encode(t) for s, t in texts.items()}
+    unknown = sum(int((ids == vocab.index[UNK]).sum()) for ids in splits.values())
+    sizes = ", ".join(f"{s} {len(ids):,}" for s, ids in splits.items())
+    return LMCorpus(name, vocab.level, vocab, splits,
+                    f"{desc}, encoded with the run's vocabulary ({sizes} tokens, {unknown:,} unknown)")

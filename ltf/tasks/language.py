@@ -9,7 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from ltf import config_lib
-from ltf.data.corpora import load_lm_corpus
+from ltf.data.corpora import LMCorpus, load_lm_corpus
 from ltf.data.lm_batches import lm_batches
 from ltf.losses import lm_metrics, token_cross_entropy
 from ltf.tasks.base import add_sums
@@ -19,10 +19,12 @@ class LanguageModelling:
     """Next-token prediction on a corpus (`ltf.data`): stateful truncated BPTT, cross-entropy,
     bits per character or perplexity."""
 
-    def __init__(self, config):
+    def __init__(self, config, corpus: LMCorpus | None = None):
+        """`corpus`: other data than the config's, e.g. a held-out file encoded with a trained run's
+        vocabulary (`ltf.data.corpora.encode_with_vocab`, used by `ltf.evaluation`)."""
         self.config = config
         d = config.data
-        self.corpus = load_lm_corpus(d.corpus, data_dir=d.data_dir, level=d.level)
+        self.corpus = corpus or load_lm_corpus(d.corpus, data_dir=d.data_dir, level=d.level)
         self.model = config_lib.build_language_model(config.model, self.corpus.vocab.size)
         test = self.corpus.splits.get("test")
         self.eval_splits = ("validation",) + (("test",) if test is not None and len(test) > 1 else ())

@@ -1,0 +1,94 @@
+"""A trained run evaluated again: any split of its task at its best (or a named) checkpoint, or,
+for a language model, held-out text given as a file or folder and encoded with the run's own
+vocabulary (PTB's test split, which training never read, is evaluated this way).
+
+    results = evaluate_run("runs/ptb")                                   # best checkpoint, every split
+    results = evaluate_run("runs/ptb", splits=["test"], data_dir="data/ptb")   # {"test": {...}}
+
+The evaluation is the trainer's own (`ltf.train.evaluate`: the whole split, the state carried from
+batch to batch, metrics from summed losses), so a run's final validation numbers come back
+exactly. Each call appends one record per split to <workdir>/evaluations.jsonl.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jax
+
+from ltf.checkpoint import Checkpointer
+from ltf.data.corpora import encode_with_vocab
+from ltf.data.vocab import Vocab
+from ltf.runs import read_config, restore_params
+from ltf.tasks.language import LanguageModelling
+from ltf.tasks.registry import task_name
+from ltf.train import build, evaluate, make_eval_step
+from ltf.writers import json_safe
+
+RECORDS_FILE = "evaluations.jsonl"
+
+
+def pick_step(workdir: str | Path, checkpoint: str | int = "best") -> int:
+    """The step of checkpoint "best" (lowest validation loss; the latest if none was ranked),
+    "latest", or a step number, with an error that lists the steps there are."""
+    with Checkpointer(Path(workdir) / "checkpoints") as ckpt:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/; is it a run directory "
+                                    "written by scripts/train.py?")
+        if checkpoint == "best":
+            return ckpt.best_step() or ckpt.latest_step()
+        if checkpoint == "latest":
+            return ckpt.latest_step()
+        step = int(checkpoint) if str(checkpoint).isdigit() else None
+        if step not in steps:
+            raise ValueError(f"checkpoint {checkpoint!r}: give 'best', 'latest' or one of the steps "
+                             f"kept in {workdir}/checkpoints: {sorted(steps)}")
+        return step
+
+
+def _task(config, workdir: Path, data_dir):
+    if data_dir is None:
+        task, _, _ = build(config)
+        return task
+    if task_name(config) != "lm":
+        raise ValueError(f"--data_dir: evaluating on other files is for language models; this run's task "
+                         f"is {task_name(config)!r}. Evaluate its own splits, or set the task's data "
+                         "fields in a config and train or evaluate that run.")
+    vocab_file = workdir / "vocab.json"
+    if not vocab_file.exists():
+        raise FileNotFoundError(f"{vocab_file} is missing: the run's vocabulary is needed to encode "
+                                f"{data_dir} as the model was trained.")
+    corpus = encode_with_vocab(Vocab.load(vocab_file), config.data.corpus, data_dir)
+    return LanguageModelling(config, corpus=corpus)
+
+
+def evaluate_run(workdir: str | Path, *, checkpoint: str | int = "best", splits: Sequence[str] | None = None,
+                 data_dir: str | Path | None = None, max_batches: int | None = None) -> dict[str, dict]:
+    """{split: metrics} of the run in `workdir` at `checkpoint` (see `pick_step`). `splits`: None
+    for every split there is; `data_dir`: other text to read instead of the run's corpus."""
+    workdir = Path(workdir)
+    config = read_config(workdir)
+    step = pick_step(workdir, checkpoint)
+    task = _task(config, workdir, data_dir)
+    available = tuple(task.corpus.splits) if isinstance(task, LanguageModelling) else task.eval_splits
+    splits = list(available if splits is None else splits)
+    unknown = [s for s in splits if s not in available]
+    if unknown:
+        raise ValueError(f"split {unknown[0]!r}: not in {data_dir or workdir}; there are {list(available)}")
+    params, step = restore_params(workdir, task.model, config, step=step)
+    eval_step = jax.jit(make_eval_step(task))
+    carry = task.model.initial_state(config.data.eval_batch_size)
+    results = {s: task.eval_scalars(evaluate(eval_step, params, carry, task.eval_batches(s), max_batches))
+               for s in splits}
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    with open(workdir / RECORDS_FILE, "a", encoding="utf-8") as f:
+        for split, metrics in results.items():
+            record = {"time": when, "step": step, "checkpoint": str(checkpoint), "split": split,
+                      "data_dir": None if data_dir is None else str(data_dir), "max_batches": max_batches,
+                      **metrics}
+            f.write(json.dumps(json_safe(record)) + "\n")
+    return results

@@ -1,0 +1,40 @@
+"""Evaluates a trained run's best (or a named) checkpoint on its splits, or on other text.
+
+  python scripts/evaluate.py --workdir runs/ptb                              # best checkpoint, every split
+  python scripts/evaluate.py --workdir runs/ptb --split test --data_dir ~/data/ptb   # PTB's test file
+  python scripts/evaluate.py --workdir runs/char --checkpoint 2000 --data_dir essay.txt   # a file, whole
+
+Prints the metrics and appends them to <workdir>/evaluations.jsonl (ltf/evaluation.py).
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from ltf.evaluation import RECORDS_FILE, evaluate_run  # noqa: E402
+
+flags.DEFINE_string("workdir", None, "A run directory written by scripts/train.py.")
+flags.DEFINE_string("checkpoint", "best", "'best' (lowest validation loss), 'latest' or a step.")
+flags.DEFINE_list("split", None, "Splits to evaluate (default: every split there is).")
+flags.DEFINE_string("data_dir", None, "Language models: a text file (evaluated whole, as split 'file') "
+                    "or a folder laid out as the run's corpus, encoded with the run's vocabulary.")
+flags.DEFINE_integer("max_batches", None, "Evaluate only the first N batches of each split.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    results = evaluate_run(FLAGS.workdir, checkpoint=FLAGS.checkpoint, splits=FLAGS.split,
+                           data_dir=FLAGS.data_dir, max_batches=FLAGS.max_batches)
+    for split, values in results.items():
+        print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    print(f"appended to {Path(FLAGS.workdir) / RECORDS_FILE}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,88 @@
+"""ltf/evaluation.py and scripts/evaluate.py: a trained run evaluated again reproduces its logged
+metrics; other text is encoded with the run's vocabulary; checkpoints and splits are named."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from ltf import evaluation, train
+from ltf.config_lib import load_config
+from ltf.data.corpora import encode_with_vocab
+from ltf.data.vocab import Vocab
+from ltf.writers import read_metrics
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A smoke run of the char LM on a folder of train/valid/test text files."""
+    base = tmp_path_factory.mktemp("evaluation")
+    data = base / "data"
+    data.mkdir()
+    for name, text in {"train.txt": TEXT, "valid.txt": TEXT[::-1], "test.txt": TEXT.upper()}.items():
+        (data / name).write_text(text)
+    config = load_config(str(REPO / "configs" / "tlstm_lm.py") + ":smoke,cell=lstm")
+    config.data.corpus, config.data.data_dir = "text", str(data)
+    train.train_and_evaluate(config, base / "run")
+    return base / "run", data, config
+
+
+def test_the_best_checkpoint_reproduces_the_logged_metrics(run):
+    workdir, _, config = run
+    best = min((r for r in read_metrics(workdir, split="validation")), key=lambda r: r["loss"])
+    assert evaluation.pick_step(workdir) == best["step"]
+    results = evaluation.evaluate_run(workdir, splits=["validation"], max_batches=config.train.eval_max_batches)
+    np.testing.assert_allclose(results["validation"]["loss"], best["loss"], rtol=1e-6)
+    records = [json.loads(line) for line in (workdir / evaluation.RECORDS_FILE).read_text().splitlines()]
+    assert records[-1]["step"] == best["step"] and records[-1]["split"] == "validation"
+
+
+def test_checkpoints_are_named_by_best_latest_or_step(run):
+    workdir, _, config = run
+    assert evaluation.pick_step(workdir, "latest") == config.train.steps
+    assert evaluation.pick_step(workdir, "3") == 3
+    with pytest.raises(ValueError, match=r"checkpoint '5'.*\[3, 6\]"):
+        evaluation.pick_step(workdir, "5")
+    with pytest.raises(ValueError, match="split 'dev': not in"):
+        evaluation.evaluate_run(workdir, splits=["dev"])
+
+
+def test_a_folder_read_with_the_runs_vocabulary_gives_the_runs_own_numbers(run):
+    workdir, data, _ = run
+    own = evaluation.evaluate_run(workdir, splits=["validation", "test"])
+    other = evaluation.evaluate_run(workdir, splits=["validation", "test"], data_dir=data)
+    for split in own:
+        np.testing.assert_allclose(other[split]["loss"], own[split]["loss"], rtol=1e-6)
+
+
+def test_a_file_is_one_split_and_unknown_characters_become_unk(run, tmp_path):
+    workdir, _, _ = run
+    vocab = Vocab.load(workdir / "vocab.json")
+    (tmp_path / "essay.txt").write_text("the dog! jumps?")
+    corpus = encode_with_vocab(vocab, "text", tmp_path / "essay.txt")
+    assert list(corpus.splits) == ["file"] and "2 unknown" in corpus.description
+    assert vocab.decode(corpus.splits["file"]) == "the dog<unk> jumps<unk>"
+    results = evaluation.evaluate_run(workdir, data_dir=tmp_path / "essay.txt")
+    assert list(results) == ["file"] and np.isfinite(results["file"]["bpc"])
+
+
+def test_other_data_is_for_language_models_only(tmp_path):
+    config = load_config(str(REPO / "configs" / "reber.py") + ":smoke")
+    with pytest.raises(ValueError, match="for language models; this run's task is 'cerg'"):
+        evaluation._task(config, tmp_path, tmp_path)
+
+
+def test_the_script_prints_and_records(run):
+    workdir, _, _ = run
+    out = subprocess.run([sys.executable, "scripts/evaluate.py", f"--workdir={workdir}", "--split=test",
+                          "--checkpoint=latest"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("test: loss=") and "evaluations.jsonl" in out.stdout
+    missing = subprocess.run([sys.executable, "scripts/evaluate.py", "--workdir=/nonexistent/run"],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert missing.returncode != 0 and "no config.json" in missing.stderr
