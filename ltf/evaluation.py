@@ -67,11 +67,19 @@ def _task(config, workdir: Path, data_dir):
 
 
 def evaluate_run(workdir: str | Path, *, checkpoint: str | int = "best", splits: Sequence[str] | None = None,
-                 data_dir: str | Path | None = None, max_batches: int | None = None) -> dict[str, dict]:
+                 data_dir: str | Path | None = None, max_batches: int | None = None,
+                 batch_size: int | None = None) -> dict[str, dict]:
     """{split: metrics} of the run in `workdir` at `checkpoint` (see `pick_step`). `splits`: None
-    for every split there is; `data_dir`: other text to read instead of the run's corpus."""
+    for every split there is; `data_dir`: other text to read instead of the run's corpus;
+    `batch_size`: the rows a language model's split is cut into (default the run's
+    data.eval_batch_size). 1 reads a split as one stream with the state carried through all of it,
+    as Zaremba et al.'s code scored PTB's test set (its validation used the 20 training rows)."""
     workdir = Path(workdir)
     config = read_config(workdir)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        config.data.eval_batch_size = batch_size
     step = pick_step(workdir, checkpoint)
     task = _task(config, workdir, data_dir)
     available = tuple(task.corpus.splits) if isinstance(task, LanguageModelling) else task.eval_splits
@@ -89,6 +97,6 @@ def evaluate_run(workdir: str | Path, *, checkpoint: str | int = "best", splits:
         for split, metrics in results.items():
             record = {"time": when, "step": step, "checkpoint": str(checkpoint), "split": split,
                       "data_dir": None if data_dir is None else str(data_dir), "max_batches": max_batches,
-                      **metrics}
+                      "batch_size": config.data.eval_batch_size, **metrics}
             f.write(json.dumps(json_safe(record)) + "\n")
     return results

@@ -2,6 +2,7 @@
 
   python scripts/evaluate.py --workdir runs/ptb                              # best checkpoint, every split
   python scripts/evaluate.py --workdir runs/ptb --split test --data_dir ~/data/ptb   # PTB's test file
+  python scripts/evaluate.py --workdir runs/ptb --split test --data_dir ~/data/ptb --batch_size 1
   python scripts/evaluate.py --workdir runs/char --checkpoint 2000 --data_dir essay.txt   # a file, whole
 
 Prints the metrics and appends them to <workdir>/evaluations.jsonl (ltf/evaluation.py).
@@ -22,6 +23,8 @@ flags.DEFINE_list("split", None, "Splits to evaluate (default: every split there
 flags.DEFINE_string("data_dir", None, "Language models: a text file (evaluated whole, as split 'file') "
                     "or a folder laid out as the run's corpus, encoded with the run's vocabulary.")
 flags.DEFINE_integer("max_batches", None, "Evaluate only the first N batches of each split.")
+flags.DEFINE_integer("batch_size", None, "Rows a split is cut into (default the run's data.eval_batch_size); "
+                     "1 reads it as one stream, as Zaremba et al.'s code scored PTB's test set.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -30,7 +33,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     results = evaluate_run(FLAGS.workdir, checkpoint=FLAGS.checkpoint, splits=FLAGS.split,
-                           data_dir=FLAGS.data_dir, max_batches=FLAGS.max_batches)
+                           data_dir=FLAGS.data_dir, max_batches=FLAGS.max_batches,
+                           batch_size=FLAGS.batch_size)
     for split, values in results.items():
         print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
     print(f"appended to {Path(FLAGS.workdir) / RECORDS_FILE}")

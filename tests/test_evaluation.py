@@ -71,6 +71,23 @@ def test_a_file_is_one_split_and_unknown_characters_become_unk(run, tmp_path):
     assert list(results) == ["file"] and np.isfinite(results["file"]["bpc"])
 
 
+def test_batch_size_one_reads_a_split_as_one_stream(run):
+    """Batches of one row, the state carried: the same as the model over the whole split at once."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from ltf.runs import load_run
+
+    workdir, _, _ = run
+    loaded = load_run(workdir, step=evaluation.pick_step(workdir))
+    ids = jnp.asarray(loaded.task.corpus.splits["validation"])[None]
+    logits, _ = jax.jit(loaded.task.model.apply)(loaded.params, ids[:, :-1])
+    whole = float(optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean())
+    result = evaluation.evaluate_run(workdir, splits=["validation"], batch_size=1)
+    np.testing.assert_allclose(result["validation"]["loss"], whole, rtol=1e-5)
+
+
 def test_other_data_is_for_language_models_only(tmp_path):
     config = load_config(str(REPO / "configs" / "reber.py") + ":smoke")
     with pytest.raises(ValueError, match="for language models; this run's task is 'cerg'"):
