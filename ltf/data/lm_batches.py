@@ -29,7 +29,9 @@ resumed from a checkpoint sees exactly the batches an uninterrupted run would.
 
 Why not grain: a batch here is a strided slice of one in-memory array, O(1) to make and
 ordered by construction; grain's record sources, shuffling and worker processes have no work
-to do, and its ~2 s import would be paid by every script. The iterator keeps grain's
+to do. Measured (PTB, B = 20, T = 35): 48k batches/s here against 18k for a grain pipeline over
+the same windows, and importing grain adds 0.2-0.6 s to a script's start after jax. (PhysioNet's
+stays, which are shuffled and padded, do come from grain.) The iterator keeps grain's
 `get_state`/`set_state` contract, so checkpoints treat both kinds of iterator alike.
 """
 
