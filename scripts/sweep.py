@@ -2,7 +2,7 @@
 
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --seeds_per_process 3  # vmapped
-  python scripts/sweep.py --config configs/ptb_small.py:epochs=2 --set data.data_dir=../ptb --workdir runs/ptb
+  python scripts/sweep.py --config configs/ptb.py:epochs=2 --set data.data_dir=../ptb --workdir runs/ptb
   python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s --jobs 2
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir /shared/abl --shard 0/2  # 1/2 on the other
   python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --dry-run  # status, commands
