@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 
 from ltf import attention
-from ltf.cells import CELLS, make_cell
+from ltf.cells.registry import CELLS, make_cell
 from ltf.models import AttentionSpec, LanguageModel, SequenceModel
 from ltf.rnn import BACKWARDS
 

@@ -13,18 +13,20 @@ reset at a string boundary) zero the carry before the step: (C, h)_{t-1} <- (1 -
 The residuals and dW_h use the carry after the reset, and the reverse scan multiplies the
 cotangents of the carry by (1 - r_t), so nothing flows back across a reset.
 
-Forward: the scan of `ltf.rnn` (z_t = zs_t + h_{t-1} W_h; (C_t, h_t) = gate_update(z_t, C_{t-1}, Δt);
-a masked step keeps the carry and emits the carried h). Residuals of `recurrence`: the full
+Forward: the scan of `ltf.rnn` ((C', h') = before_step(C_{t-1}, h_{t-1}, Δt), the identity for
+most cells; z_t = zs_t + h' W_h; (C_t, h_t) = gate_update(z_t, C', h', Δt); a masked step keeps
+the carry and emits the carried h). Residuals of `recurrence`: the full
 pre-activations z_t (T x B x G, so that the backward pass does not redo the recurrent matmul
 step by step), C_{t-1} and the emitted h_t (T x B x H each): 6H numbers per token, what the
 per-step `jax.checkpoint` of the autodiff path stores too.
 
 Backward, step t from T down to 1, with (dh, dc) the cotangents of the carry after step t:
     dh += dhs_t
-    dz_t, dC_{t-1}, dh_{t-1}^direct, dΔt_t, dθ_t = vjp of (z_t, C_{t-1}, h_{t-1}, Δt_t, θ)
-                                                      -> (C_t, h_t) after the mask's where
-    dh_{t-1} = dh_{t-1}^direct + dz_t W_hᵀ             (direct: the masked step's pass-through)
-then dW_h = Σ_t h_{t-1}ᵀ dz_t, dzs = (dz_t)_t, d state0 = the final (dC, dh). θ are the parameters
+    dz_t, dC', dh'^direct, dΔt_t, dθ_t = vjp of (z_t, C', h', Δt_t, θ)
+                                              -> (C_t, h_t) after the mask's where
+    dh' = dh'^direct + dz_t W_hᵀ                (direct: what gate_update reads of h' itself)
+    dC_{t-1}, dh_{t-1} = vjp of before_step with (dC', dh'), plus the masked step's pass-through
+then dW_h = Σ_t h'ᵀ dz_t, dzs = (dz_t)_t, d state0 = the final (dC, dh). θ are the parameters
 besides w_x, b, w_h (peepholes u_*, T-LSTM's w_d, b_d, ...), found generically by `jax.vjp` of
 `cell.gate_update` and summed in the carry; w_x, b (and w_Δt) enter only `cell.project`, so they
 get zero here and their gradient flows by ordinary autodiff through dzs. Masks get no cotangent.
@@ -52,7 +54,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ltf.cells import LSTM, LSTMState, Params
+from ltf.cells.base import LSTM, LSTMState, Params
 
 # Read only by `cell.project` (w_x, b) or by the recurrent matmul (w_h): not differentiated per step.
 NOT_PER_STEP = ("w_x", "b", "w_h")
@@ -135,25 +137,45 @@ def carried_scan(body, init, xs, *, reverse: bool = False, unroll: int = 1):
 def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False,
             resets_TxB=None, carried: bool = False):
     """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}), with
-    C_{t-1} after the step's reset.
+    C_{t-1} after the step's reset (and before the cell's `before_step`).
 
     Also the whole of the autodiff path of `ltf.rnn` (differentiated by `jax.grad`, with
     `remat` checkpointing each step there). `carried`: inputs through the carry
     (`carried_scan`), for the custom-VJP paths, which `jax.grad` never differentiates.
     """
+    w_rec_HxG = cell.recurrent_weight(params)
+
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B, r_B = step_in
-        carry = LSTMState(_kept(r_B, carry.c), _kept(r_B, carry.h))
-        z_BxG = z_BxG + carry.h @ params["w_h"]  # the one recurrent matmul, H x G
-        c_BxH, h_BxH = cell.gate_update(params, z_BxG, carry.c, dt_BxK)
-        if m_B is not None:
-            c_BxH, h_BxH = _keep(m_B, c_BxH, carry.c), _keep(m_B, h_BxH, carry.h)
-        return LSTMState(c_BxH, h_BxH), emit(h_BxH, z_BxG, carry.c)
+        c_prev, h_prev_BxH = _kept(r_B, carry.c), _kept(r_B, carry.h)
+        c_in, h_in_BxH = carry_in(cell, params, c_prev, h_prev_BxH, dt_BxK)
+        z_BxG = z_BxG + h_in_BxH @ w_rec_HxG  # the one recurrent matmul, H x G
+        c_BxH, h_BxH = cell.gate_update(params, z_BxG, c_in, h_in_BxH, dt_BxK)
+        if m_B is not None:  # a masked step keeps the carry (after its reset, before any decay)
+            c_BxH, h_BxH = _keep(m_B, c_BxH, c_prev), _keep(m_B, h_BxH, h_prev_BxH)
+        return LSTMState(c_BxH, h_BxH), emit(h_BxH, z_BxG, c_prev)
 
     if remat:
         body = jax.checkpoint(body)
     scan = carried_scan if carried else jax.lax.scan
     return scan(body, state0, (zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB), unroll=unroll)
+
+
+def carry_in(cell, params, c_prev, h_prev_BxH, dt_BxK):
+    """(C', h'): the carry as the step's gates see it, after `cell.before_step` (GRU-D's decay,
+    the continuous-time LSTM's relaxation over Δt); the carry itself for the cells without one."""
+    if not cell.changes_carry:
+        return c_prev, h_prev_BxH
+    return cell.before_step(params, c_prev, h_prev_BxH, dt_BxK)
+
+
+def _recurrent_weight_grad(cell, params, dw_rec_HxG) -> dict:
+    """d params of dW = Σ_t h'ᵀ dz_t, through `cell.recurrent_weight` (W_h itself for most cells)."""
+    if type(cell).recurrent_weight is LSTM.recurrent_weight:
+        return {"w_h": dw_rec_HxG}
+    _, vjp = jax.vjp(cell.recurrent_weight, params)
+    (d_params,) = vjp(dw_rec_HxG)
+    return d_params
 
 
 def _previous(h0_BxH, hs_TxBxH, resets_TxB):
@@ -166,49 +188,67 @@ def _previous(h0_BxH, hs_TxBxH, resets_TxB):
 
 def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts_TxBxK, masks_TxB,
               resets_TxB, d_final, dhs_TxBxH):
-    """The reverse scan and dW_h after it. Returns (d params, dzs, d dts, d state0)."""
-    w_h = params["w_h"]
-    w_h_t = transposed(w_h)  # G x H, row-major: the per-step dz_t W_hᵀ as a plain matmul
-    small = {k: v for k, v in params.items() if k not in NOT_PER_STEP}
+    """The reverse scan and dW_h after it. Returns (d params, dzs, d dts, d state0).
 
-    def step(small, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK, m_B):
-        """(C_t, h_t) as the forward step computes them, from the full pre-activations z_t."""
-        c_BxH, h_BxH = cell.gate_update({**params, **small}, z_BxG, c_prev_BxH, dt_BxK)
+    `c_prev`, `h_prev` are the carries before each step, after its reset and before any
+    `before_step`; `zfull` are the pre-activations from the carry after `before_step`."""
+    w_rec = cell.recurrent_weight(params)
+    w_rec_t = transposed(w_rec)  # G x H, row-major: the per-step dz_t W_hᵀ as a plain matmul
+    small = {k: v for k, v in params.items() if k not in NOT_PER_STEP}
+    # The plain LSTM step without a mask: h_{t-1} reaches (C_t, h_t) only through z_t.
+    plain = masks_TxB is None and not cell.changes_carry and not cell.reads_h_prev
+
+    def carry_in_small(small, c_prev, h_prev_BxH, dt_BxK):
+        return carry_in(cell, {**params, **small}, c_prev, h_prev_BxH, dt_BxK)
+
+    def after_matmul(small, z_BxG, c_in, h_in_BxH, c_prev, h_prev_BxH, dt_BxK, m_B):
+        """(C_t, h_t) as the forward step computes them from z_t and the carry (C', h')."""
+        c_BxH, h_BxH = cell.gate_update({**params, **small}, z_BxG, c_in, h_in_BxH, dt_BxK)
         if m_B is None:
             return c_BxH, h_BxH
-        return _keep(m_B, c_BxH, c_prev_BxH), _keep(m_B, h_BxH, h_prev_BxH)
+        return _keep(m_B, c_BxH, c_prev), _keep(m_B, h_BxH, h_prev_BxH)
 
     def body(carry, step_in):
         dh_BxH, dc_BxH, d_small = carry
-        z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK, m_B, r_B, dh_out_BxH = step_in
+        z_BxG, c_prev, h_prev_BxH, dt_BxK, m_B, r_B, dh_out_BxH = step_in
         dh_BxH = dh_BxH + dh_out_BxH
-        if m_B is None:  # h_{t-1} reaches (C_t, h_t) only through z_t
-            _, vjp = jax.vjp(lambda s, z, c, dt: step(s, z, c, None, dt, None),
-                             small, z_BxG, c_prev_BxH, dt_BxK)
-            ds, dz_BxG, dc_prev_BxH, ddt_BxK = vjp((dc_BxH, dh_BxH))
-            dh_prev_BxH = dz_BxG @ w_h_t
+        if plain:
+            _, vjp = jax.vjp(lambda s, z, c, dt: after_matmul(s, z, c, None, None, None, dt, None),
+                             small, z_BxG, c_prev, dt_BxK)
+            ds, dz_BxG, dc_prev, ddt_BxK = vjp((dc_BxH, dh_BxH))
+            dh_prev_BxH = dz_BxG @ w_rec_t
+            h_in_BxH = None
         else:
-            _, vjp = jax.vjp(lambda s, z, c, h, dt: step(s, z, c, h, dt, m_B),
-                             small, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK)
-            ds, dz_BxG, dc_prev_BxH, dh_direct_BxH, ddt_BxK = vjp((dc_BxH, dh_BxH))
-            dh_prev_BxH = dh_direct_BxH + dz_BxG @ w_h_t
+            (c_in, h_in_BxH), before_vjp = jax.vjp(carry_in_small, small, c_prev, h_prev_BxH, dt_BxK)
+            _, vjp = jax.vjp(lambda *a: after_matmul(*a, m_B), small, z_BxG, c_in, h_in_BxH, c_prev,
+                             h_prev_BxH, dt_BxK)
+            ds, dz_BxG, dc_in, dh_in_BxH, dc_direct, dh_direct_BxH, ddt_BxK = vjp((dc_BxH, dh_BxH))
+            dh_in_BxH = dh_in_BxH + dz_BxG @ w_rec_t
+            ds_in, dc_prev, dh_prev_BxH, ddt_in = before_vjp((dc_in, dh_in_BxH))
+            ds = jax.tree.map(jnp.add, ds, ds_in)
+            dc_prev, dh_prev_BxH, ddt_BxK = dc_prev + dc_direct, dh_prev_BxH + dh_direct_BxH, ddt_BxK + ddt_in
+            h_in_BxH = h_in_BxH if cell.changes_carry else None
         d_small = jax.tree.map(jnp.add, d_small, ds)
         # the cotangents of the carry before the reset (zero across it)
-        return (_kept(r_B, dh_prev_BxH), _kept(r_B, dc_prev_BxH), d_small), (dz_BxG, ddt_BxK)
+        return (_kept(r_B, dh_prev_BxH), _kept(r_B, dc_prev), d_small), (dz_BxG, ddt_BxK, h_in_BxH)
 
     carry0 = (d_final.h, d_final.c, jax.tree.map(jnp.zeros_like, small))
-    # h_{t-1} is read in the reverse scan only for the pass-through of masked steps.
-    h_prev_in = None if masks_TxB is None else h_prev_TxBxH
-    (dh0_BxH, dc0_BxH, d_small), (dzs_TxBxG, ddts_TxBxK) = carried_scan(
+    # h_{t-1} is read in the reverse scan only by the general step (masks, before_step, h' read).
+    h_prev_in = None if plain else h_prev_TxBxH
+    (dh0_BxH, dc0, d_small), (dzs_TxBxG, ddts_TxBxK, h_in_TxBxH) = carried_scan(
             body, carry0, (zfull_TxBxG, c_prev_TxBxH, h_prev_in, dts_TxBxK, masks_TxB, resets_TxB, dhs_TxBxH),
             reverse=True, unroll=unroll)
 
-    d_hidden, n_gates_x_h = w_h.shape
-    # dW_h = Σ_t h_{t-1}ᵀ dz_t: one (T·B x H)ᵀ(T·B x G) matmul after the scan
-    dw_h = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)
+    if h_in_TxBxH is None:  # no before_step: the matmul read the carried h itself
+        h_in_TxBxH = h_prev_TxBxH
+    d_hidden, n_gates_x_h = w_rec.shape
+    # dW_h = Σ_t h'_{t-1}ᵀ dz_t: one (T·B x H)ᵀ(T·B x G) matmul after the scan
+    dw_rec = h_in_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)
     d_params = {k: jnp.zeros_like(v) for k, v in params.items()}
-    d_params.update(d_small, w_h=dw_h)
-    return d_params, dzs_TxBxG, ddts_TxBxK, LSTMState(c=dc0_BxH, h=dh0_BxH)
+    d_params.update(d_small)
+    for k, v in _recurrent_weight_grad(cell, params, dw_rec).items():
+        d_params[k] = d_params[k] + v
+    return d_params, dzs_TxBxG, ddts_TxBxK, LSTMState(c=dc0, h=dh0_BxH)
 
 
 # -- recurrence: zs in, residuals z, C_{t-1}, h_t --------------------------------------------
@@ -268,7 +308,11 @@ def _remat_layer_bwd(cell, unroll, chunk, residuals, cotangents):
         d_state, d_params = carry
         xs_LxBxD, dts_LxBxK, masks_LxB, resets_LxB, c_prev_LxBxH, h_prev_LxBxH, dhs_LxBxH = piece
         zs_LxBxG, project_vjp = jax.vjp(functools.partial(project, cell), params, xs_LxBxD, dts_LxBxK)
-        zfull_LxBxG = zs_LxBxG + h_prev_LxBxH @ params["w_h"]  # the chunk's steps at once
+        h_in_LxBxH = h_prev_LxBxH
+        if cell.changes_carry:  # h' of every step of the chunk, from the stored carries
+            h_in_LxBxH = jax.vmap(lambda c, h, dt: carry_in(cell, params, c, h, dt)[1])(
+                    c_prev_LxBxH, h_prev_LxBxH, dts_LxBxK)
+        zfull_LxBxG = zs_LxBxG + h_in_LxBxH @ cell.recurrent_weight(params)  # the chunk's steps at once
         d_chunk, dzs_LxBxG, ddts_LxBxK, d_state = _backward(
                 cell, unroll, params, zfull_LxBxG, c_prev_LxBxH, h_prev_LxBxH, dts_LxBxK, masks_LxB,
                 resets_LxB, d_state, dhs_LxBxH)

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from ltf import attention
-from ltf.cells import LSTM, LSTMState, make_cell
+from ltf.cells.base import LSTM, LSTMState
+from ltf.cells.registry import make_cell
 from ltf.rnn import dropout, scan_stack
 from ltf.shapes import dense
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ltf import fast_rnn
-from ltf.cells import LSTM, LSTMState, Params
+from ltf.cells.base import LSTM, LSTMState, Params
 
 BACKWARDS = ("custom", "autodiff")
 

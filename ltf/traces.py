@@ -10,16 +10,16 @@ leaves the cells alone: it reuses the cell's own `project` for the h-independent
 adds h_{t-1} W_h step by step under `lax.scan` (as `ltf.rnn` does), and recomputes the gates from
 z_t with the cell's equations, written out again here per cell class (`TRACERS`). It then forms
 C_t and h_t from those gates itself, so that checking its C_t and h_t against the model's forward
-pass (tests/test_traces.py, for every cell in `ltf.cells.CELLS`) checks the gates too. A cell
+pass (tests/test_traces.py, for every cell in `ltf.cells.registry.CELLS`) checks the gates too. A cell
 class without an entry in `TRACERS` fails with an error naming it; a new cell needs its gate
 equations here as well as in `ltf.cells`.
 
 What is reported, for every cell: gates i, f, o ∈ (0, 1) and the candidate g ∈ (−1, 1).
 - `lstm_noforget` has no forget gate. Its f is reported as ones: C_t = C_{t-1} + i ⊙ g is the
   forget-gate update with f ≡ 1, and a constant row of ones plots beside a learned f.
-  `ltf.cells.has_forget_gate(cell)` tells the two apart.
+  `ltf.cells.registry.has_forget_gate(cell)` tells the two apart.
 - `adaptive` and `time_aware` report their gates with the peephole terms (U ⊙ C) included.
-- `tlstm`'s f scales the time-discounted C*_{t-1}, not C_{t-1} (see `ltf.cells.TLSTM`).
+- `tlstm`'s f scales the time-discounted C*_{t-1}, not C_{t-1} (see `ltf.cells.time_aware.TLSTM`).
 - A masked step (mask 0) keeps C and h, as in `ltf.rnn`; its gates are what the step would
   have computed from its (padding) input, and mean nothing.
 """
@@ -33,8 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from ltf import attention
-from ltf.cells import LSTM, TLSTM, Adaptive, LSTMNoForget, LSTMState, Params, TimeAware
+from ltf.cells.base import LSTM, LSTMState, Params
+from ltf.cells.classic import Adaptive, LSTMNoForget
+from ltf.cells.time_aware import TimeAware, TLSTM
 from ltf.models import LanguageModel, RecurrentStack
+from ltf.fast_rnn import carry_in
 from ltf.rnn import scan_layer
 from ltf.shapes import lead
 
@@ -47,7 +50,8 @@ class Traces(NamedTuple):
     h: Array  # h_BxTxH, the output h_t
 
 
-# -- the gate equations, per cell class: (cell, params, z_BxG, c_prev_BxH, dt_BxK) -> (gates, C_t, h_t)
+# -- the gate equations, per cell class: (cell, params, z_BxG, C', h', dt_BxK) -> (gates, C_t, h_t),
+# from the carry (C', h') after the cell's `before_step`
 
 
 def _blocks(cell: LSTM, z_BxG) -> dict[str, Array]:
@@ -70,15 +74,15 @@ def _forget_gate_lstm(z: dict, c_prev_BxH, u_f=None, u_i=None, u_o=None):
     return {"i": i, "f": f, "g": g, "o": o}, c, h
 
 
-def _lstm(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+def _lstm(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     """lstm, adaptive, time_aware: φ(Δt) W_Δt is already in z (from `project`); peepholes by name."""
-    del dt_BxK
+    del h_prev_BxH, dt_BxK
     return _forget_gate_lstm(_blocks(cell, z_BxG), c_prev_BxH, **cell.peephole_weights(params))
 
 
-def _no_forget(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+def _no_forget(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     """Hochreiter & Schmidhuber 1997: C_t = C_{t-1} + i ⊙ g, i.e. f ≡ 1."""
-    del params, dt_BxK
+    del params, h_prev_BxH, dt_BxK
     z = _blocks(cell, z_BxG)
     i, g, o = jax.nn.sigmoid(z["i"]), jnp.tanh(z["g"]), jax.nn.sigmoid(z["o"])
     c = c_prev_BxH + i * g  # C_t = C_{t-1} + i ⊙ g
@@ -86,8 +90,9 @@ def _no_forget(cell, params, z_BxG, c_prev_BxH, dt_BxK):
     return {"i": i, "f": jnp.ones_like(i), "g": g, "o": o}, c, h
 
 
-def _tlstm(cell, params, z_BxG, c_prev_BxH, dt_BxK):
+def _tlstm(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     """Baytas et al. 2017: the LSTM update from C*_{t-1}, the memory with its short-term part discounted."""
+    del h_prev_BxH
     c_short = jnp.tanh(c_prev_BxH @ params["w_d"] + lead(params["b_d"], c_prev_BxH))  # C^S_{t-1}
     decay = 1.0 / jnp.log(jnp.e + dt_BxK[:, :1])  # g(Δt) = 1 / log(e + Δt)
     c_adjusted = c_prev_BxH - c_short + decay * c_short  # C*_{t-1} = C_{t-1} − C^S + g(Δt) C^S
@@ -133,8 +138,9 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
 
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B = step_in
-        z_BxG = z_BxG + carry.h @ params["w_h"]  # z_t = x_t W_x + h_{t-1} W_h + b (+ φ(Δt) W_Δt)
-        gates, c_BxH, h_BxH = step_gates(cell, params, z_BxG, carry.c, dt_BxK)
+        c_in, h_in_BxH = carry_in(cell, params, carry.c, carry.h, dt_BxK)  # the cell's decay, if any
+        z_BxG = z_BxG + h_in_BxH @ cell.recurrent_weight(params)  # z_t = x_t W_x + h' W_h + b (+ φ(Δt) W_Δt)
+        gates, c_BxH, h_BxH = step_gates(cell, params, z_BxG, c_in, h_in_BxH, dt_BxK)
         if m_B is not None:  # a masked step keeps the carry and emits the carried h
             keep = lambda new, old: jnp.where(m_B[:, None] > 0, new, old)  # noqa: E731
             c_BxH, h_BxH = keep(c_BxH, carry.c), keep(h_BxH, carry.h)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ltf.cells import has_forget_gate  # noqa: E402
+from ltf.cells.registry import has_forget_gate  # noqa: E402
 from ltf.runs import load_run  # noqa: E402
 from ltf.tasks.synthetic import EVAL_SEEDS  # noqa: E402
 from ltf.data.synthetic import reber  # noqa: E402

@@ -10,8 +10,10 @@ import pytest
 import scipy.stats
 from jax.test_util import check_grads
 
-from ltf import cells
-from ltf.cells import LSTMState, StepInputs, make_cell
+from ltf.cells import registry as cells
+from ltf.cells.base import StepInputs
+
+from ltf.cells.registry import make_cell
 
 B, D, H, T = 3, 5, 4, 6
 

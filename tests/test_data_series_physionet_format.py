@@ -1,7 +1,6 @@
 """The PhysioNet/CinC 2012 files: records written here in the challenge's format, odd cases
 included; the test marked `data` reads ../shared/data/physionet2012 and skips when it is absent."""
 
-import io
 import tarfile
 
 import numpy as np

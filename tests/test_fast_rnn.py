@@ -7,7 +7,8 @@ import pytest
 from jax.test_util import check_grads
 
 from ltf import fast_rnn
-from ltf.cells import CELLS, LSTMState, make_cell
+from ltf.cells.base import LSTMState
+from ltf.cells.registry import CELLS, make_cell
 from ltf.rnn import scan_layer
 
 B, T, D, H = 3, 7, 5, 4

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from ltf.cells import CELLS
+from ltf.cells.registry import CELLS
 from ltf.models import AttentionSpec, LanguageModel, SequenceModel
 
 V, E, H, B, T = 11, 6, 6, 2, 9

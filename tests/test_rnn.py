@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltf.cells import CELLS, StepInputs, make_cell
+from ltf.cells.base import StepInputs
+
+from ltf.cells.registry import CELLS, make_cell
 from ltf.rnn import dropout, scan_layer, scan_stack
 
 B, T, D, H = 3, 7, 5, 4

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ltf import traces
-from ltf.cells import CELLS, LSTM, LSTMState, StepInputs, has_forget_gate, make_cell
+from ltf.cells.base import LSTM, LSTMState, StepInputs
+from ltf.cells.registry import CELLS, has_forget_gate, make_cell
 from ltf.models import AttentionSpec, LanguageModel
 from ltf.rnn import scan_layer
 

@@ -1,0 +1,206 @@
+"""The cell protocol and the forget-gate LSTM that every other cell builds on.
+
+Every cell is a small frozen dataclass of static options with pure methods over a plain dict
+of parameters:
+
+    params     = cell.init(key, d_in, d_hidden)                 # plain dict of arrays
+    zs         = cell.project(params, xs_...xD, dts_...xK)       # what does not depend on the carry
+    carry, h_t = cell.step(params, carry, StepInputs(z_t, dt_t))
+
+`step` is three parts, which `ltf.fast_rnn` runs (and differentiates) separately:
+
+    C', h' = cell.before_step(params, C_{t-1}, h_{t-1}, Δt_t)    # the carry's decay over the gap
+    z_t    = zs_t + h' @ cell.recurrent_weight(params)           # the one recurrent matmul, H x G
+    C_t, h_t = cell.gate_update(params, z_t, C', h', Δt_t)      # the elementwise gate math
+
+`before_step` is the identity unless the cell decays its carry (`changes_carry`: GRU-D's decay
+option, the continuous-time LSTM), and `gate_update` reads h' beyond z_t only when the cell
+says so (`reads_h_prev`: Phased LSTM's blend, the GRU). Both flags are static, so the LSTM pays
+nothing for them. Gate blocks of z are laid out in `cell.gates` order.
+
+The carry is `LSTMState(c, h)` for every cell; `c` may be wider than H where a cell carries more
+than one vector (the continuous-time LSTM carries C, its target C̄, the decay rate and o).
+Where things are: this module (the protocol, `lstm`), `classic.py` (`lstm_noforget`,
+`adaptive`), `time_aware.py` (`time_aware`, `tlstm`), `decay.py` (GRU-D's decay), one module
+per further cell, and `registry.py` (`CELLS`, `make_cell`), where a new cell is registered.
+
+Parameters that a variant adds over `lstm` (peepholes U, Δt weights W_Δt) start at zero, so
+every arm starts from the same function and differs only in what it can learn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ltf.cells import decay as decay_lib
+from ltf.shapes import lead
+
+Array = jax.Array
+Params = dict[str, Array]
+
+FORGET_INITS = ("constant", "chrono")
+TIME_TRANSFORMS = {"log1p": jnp.log1p, "identity": lambda dt: dt}
+
+
+class LSTMState(NamedTuple):
+    c: Array  # c_BxH, the cell state C_t
+    h: Array  # h_BxH, the output h_t
+
+
+class StepInputs(NamedTuple):
+    z: Array  # z_BxG: the h-independent gate pre-activations from `project`
+    dt: Array  # dt_BxK: time since the previous input (ones for data without time)
+
+
+def split_gates(z, n):
+    return jnp.split(z, n, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTM:
+    """LSTM with forget gate (Gers, Schmidhuber & Cummins 2000).
+
+    i, f, o = σ(W[h_{t-1}, x_t] + b),  g = tanh(W_g[h_{t-1}, x_t] + b_g),
+    C_t = f ⊙ C_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(C_t).
+
+    Options:
+        forget_init: "constant" (b_f = forget_bias; 1.0 after Jozefowicz et al. 2015) or "chrono"
+            (Tallec & Ollivier 2018: b_f ~ log U[1, chrono_t_max − 1], b_i = −b_f).
+        d_time: width K of the Δt input (only the time-aware cells use it).
+        decay: GRU-D's hidden decay (Che et al. 2018) before every step: the carried C and h are
+            scaled by γ_t = exp(−max(0, δ_t W_γ + b_γ)), δ_t the K columns of Δt (`ltf.cells.decay`).
+    """
+
+    forget_init: str = "constant"
+    forget_bias: float = 1.0
+    chrono_t_max: float | None = None
+    d_time: int = 1
+    decay: bool = False
+
+    gates: ClassVar[tuple[str, ...]] = ("i", "f", "g", "o")
+    # gate_update reads h' itself, not only through z_t (Phased LSTM's blend, the GRU's update)
+    reads_h_prev: ClassVar[bool] = False
+
+    @property
+    def changes_carry(self) -> bool:
+        """before_step is not the identity: the custom backward pass differentiates it per step."""
+        return self.decay
+
+    def __post_init__(self):
+        if "f" not in self.gates:
+            return
+        if self.forget_init not in FORGET_INITS:
+            raise ValueError(f"forget_init={self.forget_init!r}: allowed values are {FORGET_INITS}.")
+        if self.forget_init == "chrono" and (self.chrono_t_max is None or self.chrono_t_max <= 2):
+            raise ValueError(
+                    f"chrono_t_max={self.chrono_t_max!r}: chrono initialisation draws b_f ~ log U[1, T_max − 1] "
+                    "and needs T_max > 2, the longest dependency expected (for example the BPTT length).")
+        if self.d_time < 1:
+            raise ValueError(f"d_time={self.d_time}: the width of the Δt input must be >= 1.")
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def init(self, key, d_in: int, d_hidden: int) -> Params:
+        """W_x (D x G·H) LeCun normal, W_h (H x G·H) orthogonal per gate block, b (G·H)."""
+        if d_in < 1 or d_hidden < 1:
+            raise ValueError(f"d_in={d_in}, d_hidden={d_hidden}: sizes must be positive.")
+        k_x, k_h, k_b, k_extra = jax.random.split(key, 4)
+        n = len(self.gates)
+        w_h_blocks = jax.random.split(k_h, n)
+        orthogonal = jax.nn.initializers.orthogonal()
+        params = {
+                "w_x": jax.nn.initializers.lecun_normal()(k_x, (d_in, n * d_hidden)),
+                "w_h": jnp.concatenate([orthogonal(k, (d_hidden, d_hidden)) for k in w_h_blocks], axis=1),
+                "b": self.init_bias(k_b, d_hidden),
+        }
+        params.update(self.init_extra(k_extra, d_in, d_hidden))
+        if self.decay:
+            params.update(decay_lib.init_hidden_decay(jax.random.fold_in(k_extra, 1), self.d_time, d_hidden))
+        return params
+
+    def init_extra(self, key, d_in: int, d_hidden: int) -> Params:
+        """Parameters a variant adds over the gate weights; none for the plain LSTM."""
+        del key, d_in, d_hidden
+        return {}
+
+    def init_bias(self, key, d_hidden: int) -> Array:
+        b = {name: jnp.zeros((d_hidden,)) for name in self.gates}
+        if "f" in self.gates:
+            if self.forget_init == "constant":
+                b["f"] = jnp.full((d_hidden,), self.forget_bias)
+            else:  # chrono: b_f ~ log U[1, T_max − 1], b_i = −b_f
+                u = jax.random.uniform(key, (d_hidden,), minval=1.0, maxval=self.chrono_t_max - 1.0)
+                b["f"] = jnp.log(u)
+                b["i"] = -b["f"]
+        return jnp.concatenate([b[name] for name in self.gates])
+
+    def initial_state(self, batch_size: int, d_hidden: int, dtype=jnp.float32) -> LSTMState:
+        zeros = jnp.zeros((batch_size, d_hidden), dtype)
+        return LSTMState(c=zeros, h=zeros)
+
+    # -- the h-independent part, for all steps at once -----------------------------------
+
+    def project(self, params: Params, xs, dts) -> Array:
+        """z = x W_x + b for any leading shape: xs_...xD, dts_...xK -> z_...xG."""
+        del dts
+        z = xs @ params["w_x"]
+        return z + lead(params["b"], z)
+
+    # -- one step --------------------------------------------------------------------------
+
+    def peephole_weights(self, params: Params) -> dict[str, Array]:
+        """The diagonal peephole weights this cell uses, by name (u_f, u_i, u_o); none here."""
+        del params
+        return {}
+
+    def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
+        c, h = carry
+        if self.changes_carry:
+            c, h = self.before_step(params, c, h, inputs.dt)
+        z = inputs.z + h @ self.recurrent_weight(params)  # the one recurrent matmul, H x G·H
+        c, h = self.gate_update(params, z, c, h, inputs.dt)
+        return LSTMState(c, h), h
+
+    def recurrent_weight(self, params: Params) -> Array:
+        """W_h (H x G·H), the matrix of the step's one recurrent matmul."""
+        return params["w_h"]
+
+    def before_step(self, params: Params, c_prev, h_prev_BxH, dt_BxK) -> tuple[Array, Array]:
+        """The carry as the step sees it after the gap Δt_t: with `decay`, GRU-D's
+        C' = γ_t ⊙ C_{t-1}, h' = γ_t ⊙ h_{t-1}, γ_t = exp(−max(0, δ_t W_γ + b_γ)); else unchanged."""
+        if not self.decay:
+            return c_prev, h_prev_BxH
+        gamma_BxH = decay_lib.hidden_decay(params, dt_BxK)
+        return gamma_BxH * c_prev, gamma_BxH * h_prev_BxH
+
+    def gate_update(self, params: Params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK) -> tuple[Array, Array]:
+        """(C_t, h_t) from the full pre-activations z_t = x_t W_x + h' W_h + b (+ φ(Δt) W_Δt) and
+        the carry (C', h') after `before_step`.
+
+        Everything of the step but the recurrent matmul: what a custom backward pass
+        differentiates per step, while it computes dW_h for all steps at once.
+        """
+        del h_prev_BxH, dt_BxK
+        return lstm_update(z_BxG, c_prev_BxH, **self.peephole_weights(params))
+
+
+def lstm_update(z_BxG: Array, c_prev_BxH: Array, u_f=None, u_i=None, u_o=None):
+    """The gate math of the forget-gate LSTM, with the diagonal peepholes given (H each).
+
+    U_f ⊙ C_{t-1} enters f (the adaptive forget gate), U_i ⊙ C_{t-1} enters i and U_o ⊙ C_t
+    enters o (Gers, Schraudolph & Schmidhuber 2002). Returns (C_t, h_t).
+    """
+    z_i, z_f, z_g, z_o = split_gates(z_BxG, 4)
+    if u_f is not None:
+        z_f = z_f + lead(u_f, c_prev_BxH) * c_prev_BxH  # f_t = σ(W_f[h_{t-1}, x_t] + U_f ⊙ C_{t-1} + b_f)
+    if u_i is not None:
+        z_i = z_i + lead(u_i, c_prev_BxH) * c_prev_BxH  # i_t = σ(W_i[h_{t-1}, x_t] + U_i ⊙ C_{t-1} + b_i)
+    c = jax.nn.sigmoid(z_f) * c_prev_BxH + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)  # C_t = f⊙C_{t-1} + i⊙g
+    if u_o is not None:
+        z_o = z_o + lead(u_o, c) * c  # o_t = σ(W_o[h_{t-1}, x_t] + U_o ⊙ C_t + b_o)
+    h = jax.nn.sigmoid(z_o) * jnp.tanh(c)  # h_t = o ⊙ tanh(C_t)
+    return c, h
