@@ -20,7 +20,7 @@ from ltf.rnn import BACKWARDS
 # Cell options the config exposes; None means "the cell's default" (and is never passed on).
 CELL_OPTION_TYPES = {
     "forget_init": str, "forget_bias": float, "chrono_t_max": float,
-    "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int,
+    "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int, "decay": bool,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")

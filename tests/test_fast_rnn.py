@@ -17,6 +17,8 @@ CASES = [(name, {}) for name in CELLS] + [
         ("adaptive", {"peepholes": True}),
         ("time_aware", {"adaptive": True}),
         ("time_aware", {"adaptive": True, "peepholes": True}),
+        ("lstm", {"decay": True}),  # GRU-D's hidden decay: before_step through the custom pass
+        ("tlstm", {"decay": True}),
 ]
 CASE_IDS = [name + "".join(f"-{k}" for k in options) for name, options in CASES]
 # float64 on every case (to 1e-10), float32 (to 1e-5) on the cells that differ most
@@ -24,7 +26,7 @@ DTYPE_CASES = [pytest.param(name, options, jnp.float64, id=f"{case_id}-f64")
                for (name, options), case_id in zip(CASES, CASE_IDS)] + [
         pytest.param(name, options, jnp.float32, id=f"{case_id}-f32")
         for (name, options), case_id in zip(CASES, CASE_IDS)
-        if case_id in ("lstm", "tlstm", "time_aware-adaptive-peepholes")]
+        if case_id in ("lstm", "tlstm", "time_aware-adaptive-peepholes", "lstm-decay")]
 TOLERANCES = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 
 
@@ -87,7 +89,8 @@ def test_custom_values_and_gradients_equal_autodiff(name, options, dtype):
                 assert float(jnp.max(jnp.abs(g))) > 0, k
 
 
-@pytest.mark.parametrize("name,options", [("tlstm", {}), ("adaptive", {"peepholes": True})])
+@pytest.mark.parametrize("name,options", [("tlstm", {}), ("adaptive", {"peepholes": True}),
+                                          ("lstm", {"decay": True})])
 def test_check_grads_of_the_custom_path(name, options):
     with jax.enable_x64(True):
         cell, params, xs, dts, state, mask = setup(name, options, jnp.float64, seed=1)
@@ -156,7 +159,8 @@ RESETS[1, 0] = 1.0  # ... and at step 0 of row 1: the initial state is dropped
 
 
 @pytest.mark.parametrize("name,options,remat", [("lstm", {}, False), ("tlstm", {}, True),
-                                               ("time_aware", {"adaptive": True}, False)])
+                                               ("time_aware", {"adaptive": True}, False),
+                                               ("lstm", {"decay": True}, True)])
 def test_resets_inside_a_window_custom_equals_autodiff(name, options, remat):
     with jax.enable_x64(True):
         _check_resets(name, options, remat)
