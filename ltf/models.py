@@ -98,11 +98,16 @@ class RecurrentStack:
         return [cell.initial_state(batch_size, self.d_hidden, dtype) for cell in self.cells]
 
     def apply(self, params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None, *, dropout_rng=None,
-              resets_BxT=None, last_only: bool = False):
+              resets_BxT=None, last_only: bool = False, times_BxT=None):
         """Returns (final states, one per layer; hs_BxTxH of the last layer). `resets_BxT`: 1
         where a new sequence starts inside the window (`ltf.rnn.scan_layer`). `last_only`: return
         the last step of the last layer alone (hs_Bx1xH); attention there then runs one query
-        instead of T (`ltf.attention.apply`), the same value."""
+        instead of T (`ltf.attention.apply`), the same value.
+
+        A dropout rng means training; without one the cells run as `cell.for_evaluation()`.
+        `times_BxT`: the absolute time of each step, for the cells that read it (`uses_times`),
+        appended to their Δt input as its last column; when None, the window's own clock, the
+        running sum of Δt's first column (text: 1, 2, ..., T in every window)."""
         if resets_BxT is not None and self.attention is not None:
             raise ValueError("resets inside a window with attention: attention would look across the "
                              "reset; not supported (give each sequence its own row instead).")
@@ -114,11 +119,24 @@ class RecurrentStack:
                                        **self.attention.apply_options())
             return hs_BxTxH[:, -1:] if last else hs_BxTxH
 
+        cells = self.cells if dropout_rng is not None else tuple(c.for_evaluation() for c in self.cells)
+        if any(cell.uses_times for cell in cells):
+            dts_BxTxK = with_times(dts_BxTxK, times_BxT)
         layer_params = [params[f"layer_{i}"] for i in range(self.n_layers)]
-        return scan_stack(self.cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
+        return scan_stack(cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
                           dropout_rate=self.dropout, locked_dropout=self.locked_dropout,
                           rng=dropout_rng, between_layers=attend, unroll=self.unroll,
                           remat=self.remat, backward=self.backward, resets_BxT=resets_BxT)
+
+
+def with_times(dts_BxTxK, times_BxT=None):
+    """Δt with the absolute time of each step as one more, last column (B x T x K+1); the running
+    sum of Δt's first column when `times_BxT` is None."""
+    if times_BxT is None:
+        times_BxT = jnp.cumsum(dts_BxTxK[..., 0], axis=1)
+    if times_BxT.shape != dts_BxTxK.shape[:2]:
+        raise ValueError(f"times_BxT has shape {times_BxT.shape}; the steps are {dts_BxTxK.shape[:2]} (B x T).")
+    return jnp.concatenate([dts_BxTxK, times_BxT[..., None].astype(dts_BxTxK.dtype)], axis=-1)
 
 
 def _stack_kwargs(options: Mapping[str, Any]) -> dict:
@@ -181,15 +199,16 @@ class LanguageModel:
         return self.stack.initial_state(batch_size)
 
     def apply(self, params, tokens_BxT, dts_BxT=None, mask_BxT=None, states=None, *,
-              dropout_rng=None):
-        """Returns (logits_BxTxV, final states). Δt defaults to ones (text has no time)."""
+              dropout_rng=None, times_BxT=None):
+        """Returns (logits_BxTxV, final states). Δt defaults to ones (text has no time);
+        `times_BxT` as in `RecurrentStack.apply`."""
         rng_in, rng_stack, rng_out = (None,) * 3 if dropout_rng is None else jax.random.split(dropout_rng, 3)
         rate, locked = self.stack.dropout, self.stack.locked_dropout
         xs_BxTxE = dropout(rng_in, params["embed"][tokens_BxT], rate, locked=locked)
         if dts_BxT is None:
             dts_BxT = jnp.ones(tokens_BxT.shape, xs_BxTxE.dtype)
         states, hs_BxTxH = self.stack.apply(params["stack"], xs_BxTxE, dts_BxT[..., None], mask_BxT,
-                                            states, dropout_rng=rng_stack)
+                                            states, dropout_rng=rng_stack, times_BxT=times_BxT)
         hs_BxTxH = dropout(rng_out, hs_BxTxH, rate, locked=locked)
         w_out = params["embed"].T if self.tie_weights else params["out"]["w"]
         logits_BxTxV = dense({"w": w_out, "b": params["out"]["b"]}, hs_BxTxH)
@@ -236,8 +255,9 @@ class SequenceModel:
         return self.stack.initial_state(batch_size)
 
     def apply(self, params, values_BxTxF, dts_BxTxK=None, mask_BxT=None, obs_mask_BxTxF=None,
-              states=None, *, dropout_rng=None, resets_BxT=None):
-        """Returns (outputs, final states): outputs_BxTxO for "per_step", else outputs_BxO."""
+              states=None, *, dropout_rng=None, resets_BxT=None, times_BxT=None):
+        """Returns (outputs, final states): outputs_BxTxO for "per_step", else outputs_BxO.
+        `times_BxT` as in `RecurrentStack.apply`."""
         xs = values_BxTxF
         if self.use_obs_mask:
             if obs_mask_BxTxF is None:
@@ -249,7 +269,7 @@ class SequenceModel:
         # The "last" head reads one step: the stack computes attention for that query alone.
         states, hs_BxTxH = self.stack.apply(params["stack"], xs, dts_BxTxK, mask_BxT, states,
                                             dropout_rng=rng_stack, resets_BxT=resets_BxT,
-                                            last_only=self.head == "last")
+                                            last_only=self.head == "last", times_BxT=times_BxT)
         hs_BxTxH = dropout(rng_out, hs_BxTxH, self.stack.dropout, locked=self.stack.locked_dropout)
         if mask_BxT is None:
             mask_BxT = jnp.ones(hs_BxTxH.shape[:2], hs_BxTxH.dtype)

@@ -84,6 +84,9 @@ class LSTM:
     gates: ClassVar[tuple[str, ...]] = ("i", "f", "g", "o")
     # gate_update reads h' itself, not only through z_t (Phased LSTM's blend, the GRU's update)
     reads_h_prev: ClassVar[bool] = False
+    # the cell reads the absolute time of each step: the model appends it to the Δt input as its
+    # last column (so d_time counts it), from the batch's `times` or the window's own clock
+    uses_times: ClassVar[bool] = False
 
     @property
     def changes_carry(self) -> bool:
@@ -137,6 +140,11 @@ class LSTM:
                 b["f"] = jnp.log(u)
                 b["i"] = -b["f"]
         return jnp.concatenate([b[name] for name in self.gates])
+
+    def for_evaluation(self) -> "LSTM":
+        """The cell as it runs outside training (the model calls this when no dropout rng is
+        given): itself, unless the cell behaves differently in training (Phased LSTM's leak)."""
+        return self
 
     def initial_state(self, batch_size: int, d_hidden: int, dtype=jnp.float32) -> LSTMState:
         zeros = jnp.zeros((batch_size, d_hidden), dtype)

@@ -66,7 +66,7 @@ class Forecast(_SplitBatches):
 
     def _predict(self, params, carry, batch, dropout_rng):
         return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], batch["obs_mask"], carry,
-                                dropout_rng=dropout_rng)
+                                dropout_rng=dropout_rng, times_BxT=batch.get("times"))
 
     def _sums(self, pred_BxH, batch):
         weight_BxH = batch["target_mask"] * batch["example_mask"][:, None]
@@ -123,7 +123,7 @@ class PhysioNet(_SplitBatches):
     def _logits(self, params, carry, batch, dropout_rng):
         dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
         out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
-                                          dropout_rng=dropout_rng)
+                                          dropout_rng=dropout_rng, times_BxT=batch["times"])
         return out_Bx1[:, 0], carry
 
     def _sums(self, logits_B, batch):

@@ -73,7 +73,8 @@ class SequenceTask:
     def _outputs(self, params, carry, batch, dropout_rng):
         obs = batch.get("obs_mask")
         return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], obs, carry,
-                                dropout_rng=dropout_rng, resets_BxT=batch.get("reset_T"))
+                                dropout_rng=dropout_rng, resets_BxT=batch.get("reset_T"),
+                                times_BxT=batch.get("times"))
 
     def _sums(self, outputs, batch):
         if self.objective == "multilabel":  # outputs, targets: B x T x L
