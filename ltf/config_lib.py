@@ -100,11 +100,12 @@ def opt_config(**values: Any) -> ml_collections.ConfigDict:
 
 
 def train_config(*, steps: int, eval_every: int, log_every: int = 100, **values: Any) -> ml_collections.ConfigDict:
-    """The `train` block: checkpoints at every evaluation, the last two kept, whole-split evaluation."""
+    """The `train` block: checkpoints at every evaluation, the last two kept (and the best),
+    whole-split evaluation, the best checkpoint by validation loss, test splits after the last step."""
     block = ml_collections.ConfigDict(dict(
         steps=steps, log_every=log_every, eval_every=eval_every, checkpoint_every=eval_every, keep_checkpoints=2,
         eval_max_batches=ml_collections.config_dict.placeholder(int),  # None: the whole split
-        progress=True,
+        progress=True, **SELECTION_DEFAULTS,
     ))
     block.update(values)
     return block
@@ -158,6 +159,17 @@ def build_sequence_model(model_cfg, d_values: int, d_out: int) -> SequenceModel:
                                use_obs_mask=model_cfg.use_obs_mask, **_stack_options(model_cfg))
 
 
+# Model selection: the checkpoint kept as "best" is the one with the best `select_by` on the first
+# evaluation split (validation), `select_mode` "min" or "max"; `test_at` "best" evaluates the other
+# splits (test, extra sets) with that checkpoint's parameters at the end, "last" with the last step's.
+SELECTION_DEFAULTS = {"select_by": "loss", "select_mode": "min", "test_at": "last"}
+
+
+def selection(config) -> tuple[str, str, str]:
+    """(select_by, select_mode, test_at) of a config; configs (and runs) without them: the defaults."""
+    return tuple(config.train.get(k, v) for k, v in SELECTION_DEFAULTS.items())
+
+
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
         raise ValueError(f"config.{field}: {message}")
@@ -174,6 +186,9 @@ def validate(config) -> None:
     _require(t.steps >= 1, "train.steps", f"{t.steps} must be a positive integer.")
     for field in ("log_every", "eval_every", "checkpoint_every"):
         _require(t[field] >= 1, f"train.{field}", f"{t[field]} must be a positive integer.")
+    _, select_mode, test_at = selection(config)
+    _require(select_mode in ("min", "max"), "train.select_mode", f"{select_mode!r}; allowed values are 'min', 'max'.")
+    _require(test_at in ("last", "best"), "train.test_at", f"{test_at!r}; allowed values are 'last', 'best'.")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} must be in [0, 1).")
     _require(m.get("init_uniform", 0.0) >= 0, "model.init_uniform",
              f"{m.get('init_uniform')} must be >= 0 (0: the default initialisers; 0.1: Zaremba et al.).")

@@ -175,8 +175,9 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
         task.describe(workdir)
 
     train_its = {s: task.train_batches(s) for s in seeds.seeds}
+    select_by, select_mode, test_at = config_lib.selection(config)
     ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints,
-                             best_metric="val_loss", best_mode="min") for s in seeds.seeds}
+                             best_metric=f"val_{select_by}", best_mode=select_mode) for s in seeds.seeds}
     states = {s: init_state(model, tx, configs[s]) for s in seeds.seeds}
     resume_at = {s: ckpts[s].latest_step() for s in seeds.seeds}
     if len(set(resume_at.values())) > 1:
@@ -221,13 +222,36 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     window = new_window()
     final_metrics: dict = {s: {} for s in seeds.seeds}
 
-    def evaluate_split(split: str, step: int) -> None:
-        outputs = evaluate(eval_step, state.params, eval_carry, task.eval_batches(split),
-                           config.train.eval_max_batches, place_eval)
+    def evaluate_split(split: str, step: int, params=None, checkpoint_steps=None) -> None:
+        outputs = evaluate(eval_step, state.params if params is None else params, eval_carry,
+                           task.eval_batches(split), config.train.eval_max_batches, place_eval)
         for k, s in enumerate(seeds.seeds):
             values = task.eval_scalars([seeds.member(o, k) for o in outputs])
+            if checkpoint_steps is not None:  # evaluated with the parameters of this step
+                values["checkpoint_step"] = checkpoint_steps[k]
             writers[s].write_scalars(step, values, split=split)
             final_metrics[s][split] = values
+
+    def selected(values: dict) -> dict:
+        """The checkpoint's ranking metric, from the first evaluation split's scalars."""
+        if select_by not in values:
+            raise ValueError(f"config.train.select_by={select_by!r}: not a metric of the "
+                             f"{task.eval_splits[0]} split; its metrics are {sorted(values)}.")
+        return {f"val_{select_by}": values[select_by]}
+
+    def best_params():
+        """(params, steps): each seed's parameters at its best checkpoint (the latest if none was
+        ranked), stacked and placed as the train state's, and those checkpoints' steps."""
+        best, steps = [], []
+        for k, s in enumerate(seeds.seeds):
+            ckpts[s].wait_until_finished()
+            step = ckpts[s].best_step() or ckpts[s].latest_step()
+            restored, _, _ = ckpts[s].restore(seeds.member(state, k), step=step)
+            print(f"{prefix(s)}the other splits at the best checkpoint: step {step} (by "
+                  f"{task.eval_splits[0]} {select_by}, {select_mode}).", flush=True)
+            best.append(restored)
+            steps.append(step)
+        return parallel.place_state(seeds.stack(best), mesh, batch_axis).params, steps
 
     try:
         for step in range(start + 1, last + 1):
@@ -264,10 +288,11 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
                 for k, s in enumerate(seeds.seeds):
                     val = final_metrics[s].get(task.eval_splits[0]) if is_eval else None
                     ckpts[s].save(step, seeds.member(state, k), data_state=train_its[s].get_state(),
-                                  metrics=None if val is None else {"val_loss": val["loss"]}, force=True)
-        if last == config.train.steps:
+                                  metrics=None if val is None else selected(val), force=True)
+        if last == config.train.steps and len(task.eval_splits) > 1:
+            params, steps = best_params() if test_at == "best" else (None, None)
             for split in task.eval_splits[1:]:
-                evaluate_split(split, config.train.steps)
+                evaluate_split(split, config.train.steps, params, steps)
     finally:
         progress.close()
         for s in seeds.seeds:

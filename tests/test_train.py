@@ -189,3 +189,35 @@ def test_a_trained_run_samples_text_after_its_prompt_and_a_missing_run_is_named(
     assert warmed.startswith("A") and len(warmed) == 6  # the warm-up text is read, not returned
     with pytest.raises(FileNotFoundError, match="no config.json"):
         sample_from_workdir(tmp_path / "nothing", prompt="A", length=1)
+
+
+def test_test_at_best_evaluates_the_other_splits_with_the_best_validation_checkpoint(tmp_path):
+    """train.select_by/select_mode rank the checkpoints; test_at="best" reads test from that one."""
+    config = smoke("long_lag.py")
+    config.train.update(steps=8, eval_every=2, checkpoint_every=2, keep_checkpoints=1,
+                        select_by="loss", select_mode="max", test_at="best")  # the WORST loss: not the last
+    train.train_and_evaluate(config, tmp_path)
+    logged = read_metrics(tmp_path)
+    val = {m["step"]: m["loss"] for m in logged if m["split"] == "validation"}
+    worst = max(val, key=val.get)
+    test = [m for m in logged if m["split"] == "test"]
+    assert len(test) == 1 and test[0]["checkpoint_step"] == worst
+    with Checkpointer(tmp_path / "checkpoints", best_metric="val_loss", best_mode="max") as ckpt:
+        assert worst in ckpt.all_steps()  # kept beside the last one
+    from ltf.evaluation import pick_step
+
+    assert pick_step(tmp_path, "best") == worst
+
+
+def test_select_by_a_metric_the_task_lacks_fails_naming_the_metrics(tmp_path):
+    config = smoke("long_lag.py")
+    config.train.select_by = "auroc"
+    with pytest.raises(ValueError, match="select_by='auroc'.*its metrics are"):
+        train.train_and_evaluate(config, tmp_path)
+
+
+def test_selection_values_are_validated():
+    config = smoke("long_lag.py")
+    config.train.test_at = "first"
+    with pytest.raises(ValueError, match="train.test_at"):
+        validate(config)
