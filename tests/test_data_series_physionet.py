@@ -52,18 +52,6 @@ def test_prepared_once_from_a_tarball_equals_the_folder_and_changed_files_prepar
     assert moved.outcomes[0, 0] == 11 and folder.outcomes[0, 0] == 10
 
 
-def test_stratified_split_is_documented_and_deterministic():
-    labels = np.r_[np.zeros(86, int), np.ones(14, int)]
-    s = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
-    assert [len(s[k]) for k in ("train", "validation", "test")] == [80, 10, 10]
-    assert [int(labels[s[k]].sum()) for k in ("train", "validation", "test")] == [11, 1, 2]
-    assert sorted(np.concatenate(list(s.values()))) == list(range(100))
-    again = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
-    other = pn.stratified_split(labels, (0.8, 0.1, 0.1), seed=1)
-    assert all(np.array_equal(s[k], again[k]) for k in s)
-    assert not np.array_equal(s["test"], other["test"])
-
-
 def test_validation_values_do_not_reach_the_normaliser(tmp_path):
     write_set(tmp_path / "one", n=40)
     data = pn.load_physionet(tmp_path / "one")

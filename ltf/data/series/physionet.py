@@ -7,10 +7,11 @@ Per-event features (`stay_arrays`, batches): mask [T,37] (1 = observed), dt [T,1
 the previous event (the first event: since admission, time 0), dt_var [T,37] hours since that
 variable's previous observation strictly before the event (since admission if none).
 
-Split: set A is sorted by RecordID, then split train/validation/test (default 80/10/10)
-stratified by the label: within each class a `np.random.default_rng(seed)` permutation (seed 0
-by default; class 0 drawn first) gives round(f·n) stays to train and validation, the rest to
-test. Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
+Split: set A is sorted by RecordID, then split train/validation/test stratified by the label,
+by one of the protocols of `ltf.data.series.splits`: "ltf" (default 80/10/10: within each class
+a `np.random.default_rng(seed)` permutation, seed 0 by default, class 0 drawn first, gives
+round(f·n) stays to train and validation, the rest to test), "published" (20% test, then 80/20
+train/validation, as Rubanova et al. 2019 and mTAND) or "cv" (GRU-D's 5 folds, one as test). Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
 Normalisation: per variable, mean and std over all observations in the training stays; the
 static Age, Height and Weight likewise; validation, test and other sets never enter them.
 
@@ -54,13 +55,13 @@ import tensorflow_datasets as tfds
 
 from ltf.data.corpora import cache_root
 from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays, locate_set
+from ltf.data.series.splits import DEFAULT_FRACTIONS, protocol_split
 from ltf.data.series.windows import MASK_KEYS, SPLITS, Batch, Normaliser
 from ltf.data.tfds.physionet2012 import LETTERS, NAME, Physionet2012, set_files
 from ltf.data.tfds.prepare import files_key, prepare
 
 STATIC_FEATURES = ("Age", "Gender", "Height", "Weight",
                    "ICUType=1", "ICUType=2", "ICUType=3", "ICUType=4")
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_SEED = 0
 # One thread makes the next batches while the model trains on this one; a few batches ahead
 # suffice (grain's default, 500, would hold gigabytes of [64,202,37] batches).
@@ -87,24 +88,6 @@ def load_sets(folder, letters, cache_dir=None) -> dict[str, Stays]:
 
 
 # -- features, split, normalisation -------------------------------------------------------------
-
-
-def stratified_split(labels, fractions=DEFAULT_FRACTIONS, seed: int = DEFAULT_SEED):
-    """{"train", "validation", "test"} -> sorted indices, stratified by label."""
-    f = np.asarray(fractions, np.float64)
-    if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
-        raise ValueError(f"fractions={tuple(fractions)}: need (train, validation, test) >= 0 "
-                         "summing to 1")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts = {s: [] for s in SPLITS}
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_train, n_val = round(f[0] * len(idx)), round(f[1] * len(idx))
-        parts["train"].append(idx[:n_train])
-        parts["validation"].append(idx[n_train:n_train + n_val])
-        parts["test"].append(idx[n_train + n_val:])
-    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
 def _pad(example: dict, T: int, example_mask: float = 1.0) -> dict:
@@ -178,6 +161,8 @@ class PhysioNetData:
     max_len: int
     seed: int
     fractions: tuple[float, float, float]
+    protocol: str = "ltf"
+    fold: int = 0
 
     def _batch(self, padded: dict) -> Batch:
         """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
@@ -225,7 +210,8 @@ class PhysioNetData:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v):,} ({int(v.labels.sum())} deaths)"
                           for k, v in self.splits.items())
-        return f"PhysioNetData({sizes}; max_len={self.max_len}, seed={self.seed})"
+        how = f"protocol={self.protocol}" + (f", fold={self.fold}" if self.protocol == "cv" else "")
+        return f"PhysioNetData({sizes}; max_len={self.max_len}, seed={self.seed}, {how})"
 
 
 def _extra_source(item, data_dir) -> tuple[Path, str]:
@@ -248,9 +234,11 @@ def _extra_source(item, data_dir) -> tuple[Path, str]:
 
 
 def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
-                   seed: int = DEFAULT_SEED, max_len: int | None = None,
-                   cache_dir=None) -> PhysioNetData:
-    """Set A from data_dir split train/validation/test, plus `extra_sets` for evaluation: each
+                   seed: int = DEFAULT_SEED, protocol: str = "ltf", fold: int = 0,
+                   max_len: int | None = None, cache_dir=None) -> PhysioNetData:
+    """Set A from data_dir split train/validation/test by `protocol` ("ltf": `fractions`,
+    "published": 20% test then 80/20, "cv": fold `fold` of 5 as test; `ltf.data.series.splits`),
+    plus `extra_sets` for evaluation: each
     a letter ("b"), a set name ("set-c") or the path of a set-x/ folder or set-x.tar.gz (its
     Outcomes-x.txt beside it). Each folder is prepared as a TFDS dataset once (see the module
     docstring)."""
@@ -262,8 +250,8 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
     loaded = {(folder, name): stays for folder, letters in folders.items()
               for name, stays in load_sets(folder, sorted(set(letters)), cache_dir).items()}
     set_a = loaded[wanted[0][0], "set-a"]
-    splits = {s: set_a.subset(idx, s)
-              for s, idx in stratified_split(set_a.labels, fractions, seed).items()}
+    split_idx = protocol_split(set_a.labels, protocol, seed=seed, fold=fold, fractions=fractions)
+    splits = {s: set_a.subset(idx, s) for s, idx in split_idx.items()}
     for folder, letter in wanted[1:]:
         splits[f"set-{letter}"] = loaded[folder, f"set-{letter}"]
     train = splits["train"]
@@ -273,7 +261,7 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
     if max_len is not None and max_len < longest:
         raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
     return PhysioNetData(splits, norm, static_norm, max(max_len or longest, 1), seed,
-                         tuple(fractions))
+                         tuple(fractions), protocol, fold)
 
 
 def describe(stays: Stays) -> dict:
