@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from ltf import train
 from ltf.checkpoint import Checkpointer
 from ltf.config_lib import load_config
-from ltf import metrics
+from ltf import baselines, metrics
 from ltf.tasks.registry import make_task
 
 from physionet_files import write_set
@@ -38,6 +39,42 @@ def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding():
     assert got["mse"] == pytest.approx(expected["mse"], rel=1e-4)
     assert got["mae"] == pytest.approx(expected["mae"], rel=1e-4)
     assert got["loss"] == pytest.approx(np.sum((pred - batch["targets"]) ** 2 * weight) / weight.sum(), rel=1e-4)
+
+
+def _untrained_errors(spec):
+    """Test errors of a model whose head outputs exactly 0 (its weights zeroed)."""
+    task = make_task(config(spec))
+    params = task.model.init(jax.random.key(0))
+    params["out"] = jax.tree.map(jnp.zeros_like, params["out"])
+    carry = task.model.initial_state(task.data_cfg.eval_batch_size)
+    outputs = [task.eval_outputs(params, carry, {k: jnp.asarray(v) for k, v in b.items()})[1]
+               for b in task.eval_batches("test")]
+    return task, task.eval_scalars([{k: float(v) for k, v in o.items()} for o in outputs])
+
+
+@pytest.mark.parametrize("kind", ["regular", "subset", "poisson"])
+def test_with_the_seasonal_residual_a_zero_output_is_the_seasonal_naive(kind):
+    """ŷ = naive + out: a head that outputs 0 scores exactly the seasonal naive baseline."""
+    task, errors = _untrained_errors(f"forecast.py:smoke,kind={kind},residual=seasonal_naive,window_norm")
+    naive = baselines.forecast_baselines(task.data, task.season)["test"]["seasonal_naive"]
+    assert errors["mae"] == pytest.approx(naive["mae"], rel=1e-4)
+    assert errors["mse"] == pytest.approx(naive["mse"], rel=1e-4)
+
+
+def test_window_norm_alone_forecasts_the_window_mean_from_a_zero_output():
+    task, errors = _untrained_errors("forecast.py:smoke,window_norm")
+    ws = task.data.splits["test"]
+    obs = ws.arrays["obs_mask"][..., 0]
+    mean_K = np.sum(ws.arrays["inputs"][..., 0] * obs, 1) / np.maximum(obs.sum(1), 1)
+    pred = task.data.normaliser.invert(np.repeat(mean_K[:, None], task.data.H, 1))
+    assert errors["mae"] == pytest.approx(metrics.forecast_errors(pred, ws.y_true)["mae"], rel=1e-4)
+
+
+def test_the_seasonal_residual_needs_a_season():
+    c = config("forecast.py:smoke")
+    c.task.residual = "seasonal_naive"  # nile has none
+    with pytest.raises(ValueError, match="residual='seasonal_naive'.*no season"):
+        make_task(c)
 
 
 @pytest.mark.parametrize("kind", ["regular", "subset", "poisson"])
@@ -96,3 +133,9 @@ def test_the_baselines_script_scores_the_configs_own_windows():
     task = make_task(config("forecast.py:smoke"))
     test = baselines.forecast_baselines(task.data, task.season)["test"]["last_value"]
     assert f"| last_value | test | {test['mse']:.4g} | {test['mae']:.4g} |" in out.stdout
+
+
+def test_a_forecast_with_the_residual_and_window_norm_trains(tmp_path):
+    final = train.train_and_evaluate(config("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm"),
+                                     tmp_path)
+    assert np.isfinite(final["test"]["mae"]) and final["test"]["mae"] > 0

@@ -44,8 +44,22 @@ class _SplitBatches:
         return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
 
 
+RESIDUALS = ("none", "seasonal_naive")
+WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
+
+
 class Forecast(_SplitBatches):
-    """Multi-step forecasting (H outputs from the last step's state; H = 1 is one-step)."""
+    """Multi-step forecasting (H outputs from the last step's state; H = 1 is one-step).
+
+    What forecasters do, as options for every arm alike (`config.task`):
+    - residual="seasonal_naive": the model predicts the correction to the seasonal naive
+      forecast (`ltf.baselines.seasonal_naive`, the value one season back, from the same
+      observations), ŷ = naive + out, so that an untrained head (out ≈ 0) already forecasts
+      as well as the baseline and training only has to learn what the season does not say;
+    - window_norm=True: each window's inputs are standardised by their own mean μ_w and std
+      σ_w (over its observed values; RevIN-style instance normalisation, Kim et al. 2022), and
+      the output is scaled back: ŷ = μ_w + σ_w·out, or naive + σ_w·out with the residual.
+    """
 
     eval_splits = ("validation", "test")
 
@@ -56,6 +70,19 @@ class Forecast(_SplitBatches):
         observed = make_irregular(series, t.kind, keep=t.keep, rate=t.rate, seed=t.data_seed)
         self.data = make_windows(observed, t.L, t.H, fractions=tuple(t.fractions), layout=t.layout)
         self.season = series.season
+        self.residual, self.window_norm = t.get("residual", "none"), bool(t.get("window_norm", False))
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {RESIDUALS}.")
+        if self.residual == "seasonal_naive":
+            # Here, not at the top: ltf.baselines imports the PhysioNet data module (grain, TFDS: ~1 s).
+            from ltf.baselines import seasonal_naive  # noqa: PLC0415
+
+            if not self.season:
+                raise ValueError(f"config.task.residual='seasonal_naive': the series {t.series!r} has no "
+                                 "season; use residual='none'.")
+            for split, windows in self.data.splits.items():  # the baseline, normalised like the targets
+                naive_KxH = self.data.normaliser.apply(seasonal_naive(self.data, split, self.season))
+                windows.arrays["naive"] = naive_KxH.astype(np.float32).reshape(len(windows), t.H)
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; forecasting needs 'last' or "
                              "'attention_pool' (one output vector of H values per window).")
@@ -65,8 +92,18 @@ class Forecast(_SplitBatches):
         _write_task(self.config, workdir, windows=repr(self.data))
 
     def _predict(self, params, carry, batch, dropout_rng):
-        return self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], batch["obs_mask"], carry,
-                                dropout_rng=dropout_rng, times_BxT=batch.get("times"))
+        x_BxLx1, obs_BxLx1 = batch["inputs"], batch["obs_mask"]
+        loc_Bx1, scale_Bx1 = jnp.zeros(x_BxLx1.shape[:1] + (1,)), jnp.ones(x_BxLx1.shape[:1] + (1,))
+        if self.window_norm:  # μ_w, σ_w over the window's observed values
+            n_Bx1 = jnp.maximum(jnp.sum(obs_BxLx1, axis=1), 1.0)
+            loc_Bx1 = jnp.sum(x_BxLx1 * obs_BxLx1, axis=1) / n_Bx1
+            var_Bx1 = jnp.sum(obs_BxLx1 * (x_BxLx1 - loc_Bx1[:, None]) ** 2, axis=1) / n_Bx1
+            scale_Bx1 = jnp.sqrt(var_Bx1 + WINDOW_SCALE_FLOOR ** 2)
+            x_BxLx1 = jnp.where(obs_BxLx1 > 0, (x_BxLx1 - loc_Bx1[:, None]) / scale_Bx1[:, None], 0.0)
+        out_BxH, carry = self.model.apply(params, x_BxLx1, batch["dt"], batch["mask"], obs_BxLx1, carry,
+                                          dropout_rng=dropout_rng, times_BxT=batch.get("times"))
+        base_BxH = batch["naive"] if self.residual == "seasonal_naive" else loc_Bx1
+        return base_BxH + scale_Bx1 * out_BxH, carry
 
     def _sums(self, pred_BxH, batch):
         weight_BxH = batch["target_mask"] * batch["example_mask"][:, None]
