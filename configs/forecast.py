@@ -5,7 +5,6 @@ pmdarima): a week in, a day out.
   python scripts/train.py --config configs/forecast.py                          # taylor, regular
   python scripts/train.py --config configs/forecast.py:kind=subset,keep=0.3,cell=time_aware
   python scripts/train.py --config configs/forecast.py:series=sunspots_monthly,L=264,H=12
-  python scripts/train.py --config configs/forecast.py:series=seattle_temps,L=168,H=24   # hourly, a week in
   python scripts/train.py --config configs/forecast.py:smoke                    # seconds
 
 Choices (after the colon): series=NAME (ltf.data.series.regular.SERIES), kind=regular|subset|poisson (the

@@ -1,4 +1,4 @@
-"""Regular series shipped inside PyPI packages (statsmodels, pmdarima, vega_datasets) and their cache."""
+"""Regular series shipped inside PyPI packages (statsmodels, pmdarima) and their cache."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,6 @@ EXPECTED = {  # name: (points, missing, first value, season)
     "elnino": (732, 0, 23.11, 12),
     "taylor": (4032, 0, 22262.0, 336),
     "airpassengers": (144, 0, 112.0, 12),
-    "seattle_temps": (8760, 1, 39.4, 24),
 }
 
 

@@ -9,7 +9,6 @@
 | elnino | statsmodels | 732 | 1 month | 12 | Niño 1+2 sea surface temperature, 1950-2010 |
 | taylor | pmdarima | 4,032 | 30 minutes | 336 | electricity demand, England and Wales, 2000 |
 | airpassengers | pmdarima | 144 | 1 month | 12 | airline passengers, thousands, 1949-1960 |
-| seattle_temps | vega_datasets | 8,760 (1 missing) | 1 hour | 24 | air temperature in Seattle, °F, 2010 |
 
 Seasons are in steps and feed the seasonal-naive baseline. Sunspots have no yearly season:
 their season is the ~11-year solar cycle (its length varies from about 9 to 14 years), so the
@@ -80,20 +79,6 @@ def _statsmodels(dataset: str, column: str | None = None) -> Callable[[], np.nda
     return load
 
 
-def _vega_hourly(dataset: str, column: str) -> Callable[[], np.ndarray]:
-    """An hourly table of vega_datasets on its full hourly grid (NaN at an hour the table lacks:
-    seattle_temps skips the hour of the spring DST change)."""
-    def load():
-        frame = getattr(importlib.import_module("vega_datasets").local_data, dataset)()
-        times = frame["date"].to_numpy().astype("datetime64[h]")
-        hour = (times - times[0]).astype(np.int64)
-        values = np.full(hour[-1] + 1, np.nan)
-        values[hour] = frame[column].to_numpy(np.float64)
-        return values
-
-    return load
-
-
 def _pmdarima(loader: str) -> Callable[[], np.ndarray]:
     return lambda: np.asarray(getattr(importlib.import_module("pmdarima.datasets"), loader)(),
                               np.float64)
@@ -143,12 +128,6 @@ SERIES: dict[str, _Spec] = {
         "pmdarima.datasets.load_airpassengers (R's datasets::AirPassengers)",
         "Box, G. E. P., Jenkins, G. M. and Reinsel, G. C. (1976) Time Series Analysis, "
         "Forecasting and Control, 3rd ed., Holden-Day, Series G."),
-    "seattle_temps": _Spec(
-        "vega_datasets", _vega_hourly("seattle_temps", "temp"), "1 hour", 24, "2010-01-01 00:00",
-        "Hourly air temperature (°F) in Seattle, 2010; season: the day (24). One hour is missing "
-        "(the spring DST change).",
-        "vega_datasets.local_data.seattle_temps",
-        "NOAA hourly observations (public domain), as packaged by the Vega project's vega_datasets."),
 }
 
 
