@@ -40,11 +40,12 @@ def get_config(arg=None):
     return c
 
 
-ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window=32)
+ARMS = cell_arms("lstm", "time_aware", "tlstm", "phased", attention=True, attention_window=32)
 
 
 def get_sweep(arg=None):
-    """The four arms x seeds (default 5, as the paper); choose the sampling with sampling=...:
+    """The five arms (phased: the paper's own cell, reading the batch's absolute times) x seeds
+    (default 5, as the paper); choose the sampling with sampling=...:
 
       python scripts/sweep.py --config configs/frequency.py:sampling=async --workdir runs/freq_async \\
           --seeds_per_process 5 --report

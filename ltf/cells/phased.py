@@ -1,0 +1,136 @@
+"""Phased LSTM (Neil, Pfeiffer & Liu, NeurIPS 2016): a unit updates only while its clock is open.
+
+Every unit j has a rhythm: a period τ_j > 0, a shift s_j and an open ratio r_on,j ∈ (0, 1). At
+the absolute time t of a step (not the gap Δt: the model appends t to the Δt input as its last
+column, `uses_times`) the unit is at phase
+
+    φ_t = ((t − s) mod τ) / τ                                   ∈ [0, 1)
+
+and its time gate opens linearly up to the middle of the open window and closes again:
+
+    k_t = 2φ/r_on        φ < r_on/2                     rising
+          2 − 2φ/r_on    r_on/2 ≤ φ < r_on              falling (k = 1 at φ = r_on/2)
+          α φ            otherwise                      closed, with a leak α in training only
+
+k blends the peephole LSTM's update (c̃_t, h̃_t: `lstm_update` with U_f, U_i, U_o, as
+`adaptive` with peepholes=True) with the carry it would replace:
+
+    c_t = k_t ⊙ c̃_t + (1 − k_t) ⊙ c_{t−1},    h_t = k_t ⊙ h̃_t + (1 − k_t) ⊙ h_{t−1}
+
+so a closed unit (k = 0) keeps c and h exactly, and gradients pass it unchanged. With k ≡ 1 the
+cell is `adaptive` with peepholes=True (tests/test_cells_phased.py).
+
+Parameters beside the LSTM's: log τ (so τ = exp(log τ) > 0 always; the authors' code takes |τ|),
+the shift s (unconstrained; only s mod τ matters) and, with `learn_r_on` (default, as the
+authors' frequency-task code, which trains τ, s and r_on), logit r_on (r_on = σ(ρ) ∈ (0, 1)
+always, where the authors' code takes |r_on|, which can pass 1; σ keeps a gradient at every
+value where a clip would zero it). `learn_r_on=False` holds r_on at `r_on_init`.
+
+Initialisation: τ log-uniform in [`period_init_min`, `period_init_max`] per unit, default
+[e, e⁶] ≈ [2.7, 403] time units: the frequency task's periods (1 to 100 ms) and windows (15 to
+125 ms) lie inside it, so some units tick several times within a window and some less than once
+(the authors' frequency-task code draws exp U[1, 3]; their README suggests exp U[1, 5]). s ~ U(0, τ)
+(every phase equally likely, so no instant of time goes unwatched), r_on = 0.05, leak α = 1e-3;
+the peepholes start at zero as in `adaptive`. `for_evaluation()` sets the leak to 0: the model
+calls it when no dropout rng is given, i.e. outside training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from ltf.cells.base import LSTM, Array, Params, lstm_update
+from ltf.cells.classic import Adaptive
+from ltf.shapes import lead
+
+
+def time_gate(phi_BxH: Array, r_on_H: Array, leak: float) -> Array:
+    """k_t from the phase φ_t: the open window's rise and fall, α φ while closed."""
+    r_on_BxH = lead(r_on_H, phi_BxH)
+    ramp_BxH = 2.0 * phi_BxH / r_on_BxH
+    return jnp.where(phi_BxH < 0.5 * r_on_BxH, ramp_BxH,  # k = 2φ/r_on,  φ < r_on/2
+                     jnp.where(phi_BxH < r_on_BxH, 2.0 - ramp_BxH,  # k = 2 − 2φ/r_on,  φ < r_on
+                               leak * phi_BxH))  # k = α φ, closed
+
+
+@dataclasses.dataclass(frozen=True)
+class Phased(LSTM):
+    """Phased LSTM: the peephole LSTM's update gated per unit by a learned rhythm k_t of the
+    absolute time t (the last column of Δt). See the module doc for the equations.
+
+    Options:
+        leak: α, the closed gate's slope in training (0 under `for_evaluation()`).
+        r_on_init: the open ratio r_on at init (the paper: 0.05).
+        learn_r_on: train r_on (as logit r_on); False holds it at r_on_init.
+        period_init_min, period_init_max: the range of τ at init, drawn log-uniformly.
+    """
+
+    leak: float = 1e-3
+    r_on_init: float = 0.05
+    learn_r_on: bool = True
+    period_init_min: float = math.e
+    period_init_max: float = math.exp(6.0)
+
+    reads_h_prev: ClassVar[bool] = True  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
+    uses_times: ClassVar[bool] = True  # φ_t reads the absolute time t
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.decay:
+            raise ValueError("decay=True does not apply to phased: its Δt input ends in absolute times, "
+                             "which GRU-D's decay would read as gaps; the time gate already holds the "
+                             "carry between updates. Leave decay=False.")
+        if not 0.0 < self.r_on_init < 1.0:
+            raise ValueError(f"r_on_init={self.r_on_init}: the open ratio must lie in (0, 1) (the paper: 0.05).")
+        if not 0.0 <= self.leak <= 1.0:
+            raise ValueError(f"leak={self.leak}: α must lie in [0, 1] (the paper: 1e-3).")
+        if not 0.0 < self.period_init_min <= self.period_init_max:
+            raise ValueError(f"period_init_min={self.period_init_min}, period_init_max={self.period_init_max}: "
+                             "need 0 < min <= max (τ is drawn log-uniformly between them).")
+
+    def for_evaluation(self) -> "Phased":
+        """Outside training the closed gate does not leak (α = 0)."""
+        return dataclasses.replace(self, leak=0.0)
+
+    def init_extra(self, key, d_in: int, d_hidden: int) -> Params:
+        """u_f, u_i, u_o zero; log τ ~ U[log min, log max]; s ~ U(0, τ); logit r_on_init."""
+        k_tau, k_shift, k_peep = jax.random.split(key, 3)
+        log_tau = jax.random.uniform(k_tau, (d_hidden,), minval=math.log(self.period_init_min),
+                                     maxval=math.log(self.period_init_max))
+        params = Adaptive(peepholes=True).init_extra(k_peep, d_in, d_hidden)
+        params["log_tau"] = log_tau
+        params["shift"] = jnp.exp(log_tau) * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
+        if self.learn_r_on:
+            r = self.r_on_init
+            params["r_on_logit"] = jnp.full((d_hidden,), math.log(r / (1.0 - r)))
+        return params
+
+    def peephole_weights(self, params: Params) -> dict[str, Array]:
+        return {name: params[name] for name in ("u_f", "u_i", "u_o")}
+
+    def open_ratio(self, params: Params) -> Array:
+        """r_on_H = σ(ρ) when learned, else r_on_init."""
+        if self.learn_r_on:
+            return jax.nn.sigmoid(params["r_on_logit"])
+        return jnp.full(params["log_tau"].shape, self.r_on_init, params["log_tau"].dtype)
+
+    def phase(self, params: Params, t_B: Array) -> Array:
+        """φ_BxH = ((t − s) mod τ) / τ, in [0, 1)."""
+        tau_1xH = jnp.exp(params["log_tau"])[None]
+        return jnp.mod(t_B[:, None] - params["shift"][None], tau_1xH) / tau_1xH
+
+    def time_gate(self, params: Params, t_B: Array) -> Array:
+        """k_BxH at the absolute times t_B."""
+        return time_gate(self.phase(params, t_B), self.open_ratio(params), self.leak)
+
+    def gate_update(self, params: Params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+        c_tilde_BxH, h_tilde_BxH = lstm_update(z_BxG, c_prev_BxH, **self.peephole_weights(params))  # c̃_t, h̃_t
+        k_BxH = self.time_gate(params, dt_BxK[:, -1])  # k_t at t, the last column of Δt
+        c_BxH = k_BxH * c_tilde_BxH + (1.0 - k_BxH) * c_prev_BxH  # c_t = k ⊙ c̃_t + (1 − k) ⊙ c_{t−1}
+        h_BxH = k_BxH * h_tilde_BxH + (1.0 - k_BxH) * h_prev_BxH  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
+        return c_BxH, h_BxH
