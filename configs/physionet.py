@@ -9,11 +9,21 @@ data_dir holds set-a.tar.gz (or the extracted set-a/) and Outcomes-a.txt from
 https://physionet.org/content/challenge-2012/1.0.0/ ; the loader says what is missing. The first
 run prepares the folder as the TFDS dataset physionet2012 in the ltf cache (~8 s for set A; again
 only when the files change) and batches come from grain, their position saved with each
-checkpoint. Set A is split train/validation/test (80/10/10, stratified, task.split_seed);
-task.extra_sets=("b", "c") adds the other sets as evaluation splits. Published AUROC (Rubanova
-et al. 2019, Table 6): RNN 0.787, RNN-Decay 0.807, GRU-D 0.818, ODE-RNN 0.833, Latent ODE 0.829.
+checkpoint. Set A is split train/validation/test by task.protocol (ltf.data.series.splits,
+stratified, task.split_seed): "ltf" 80/10/10 (default), "published" 20% test then 80/20
+train/validation (Rubanova et al. 2019; Shukla & Marlin 2021), "cv" GRU-D's 5 folds, fold
+task.fold as test; task.extra_sets=("b", "c") adds the other sets as evaluation splits. The
+checkpoint kept as best is the one with the highest validation AUROC, and test (and the extra
+sets) are scored with it (train.select_by / test_at). Published AUROC (Rubanova et al. 2019,
+Table 6): RNN 0.787, RNN-Decay 0.807, GRU-D 0.818, ODE-RNN 0.833, Latent ODE 0.829; GRU-D's own
+5-fold CV (Che et al. 2018): 0.8424 ± 0.012; mTAND-Full (Shukla & Marlin 2021): 0.858.
 
-Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_variable, smoke.
+GRU-D (Che et al. 2018) as its paper runs it: `configs/physionet.py:grud` = cell=grud (the GRU with
+the hidden decay over the 37 per-variable gaps: dt=per_variable, d_time=37), the model's input
+decay (model.input_decay) and the observation mask as input ([x̂_t, m_t]).
+
+Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_variable, grud,
+protocol=ltf|published|cv, fold=K, static (the stay's static features beside h in the head), smoke.
 """
 
 import ml_collections
@@ -26,22 +36,27 @@ SMOKE_DATA = {"task.data_dir": "physionet2012"}
 
 
 def get_config(arg=None):
-    choices = parse_arg(arg, cell="lstm", attention="", window=0, chrono=False, dt="event", smoke=False)
+    choices = parse_arg(arg, cell="lstm", attention="", window=0, chrono=False, dt="event", grud=False,
+                        protocol="ltf", fold=0, static=False, smoke=False)
+    if choices.grud:  # GRU-D: its cell, its Δt (the gaps per variable) and its input decay
+        choices.update(cell="grud", dt="per_variable")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.task = ml_collections.ConfigDict(dict(
         name="physionet", data_dir=ml_collections.config_dict.placeholder(str), extra_sets=(), split_seed=0,
-        dt=choices.dt,
+        dt=choices.dt, protocol=choices.protocol, fold=choices.fold,
+        use_static=choices.static,  # age, gender, height, weight, ICU type (+ observed flags) into the head
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=202, batch_size=64, eval_batch_size=128))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": 100.0}),
-                                    head="last", d_hidden=64, use_obs_mask=True)
+                                    head="last", d_hidden=64, use_obs_mask=True, input_decay=choices.grud)
     if choices.dt == "per_variable":
         c.model.cell_options.d_time = 37
     c.opt = opt_config()
     # 600 steps = 12 epochs of 3,200 stays: an LSTM of 64 units was seen to peak on validation
     # AUROC near 250-500 steps and overfit by 1,500
-    c.train = train_config(steps=600, eval_every=100, log_every=50)
+    c.train = train_config(steps=600, eval_every=100, log_every=50,
+                           select_by="auroc", select_mode="max", test_at="best")
     c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:
         c.data.update(batch_size=8, eval_batch_size=8)
@@ -55,14 +70,28 @@ ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention=True, atte
 # The time-aware gates fed the time since each variable's last observation (37 gaps), not since the last event.
 ARMS["time_aware_dt_per_variable"] = {"model.cell": "time_aware", "task.dt": "per_variable",
                                       "model.cell_options.d_time": 37}
+# GRU-D (Che et al. 2018): hidden decay over the 37 per-variable gaps, input decay, [x̂_t, m_t] in.
+ARMS["grud"] = {"model.cell": "grud", "task.dt": "per_variable", "model.cell_options.d_time": 37,
+                "model.input_decay": True}
 
 
 def get_sweep(arg=None):
-    """The six arms x seeds (default 3):
+    """The seven arms x seeds (default 3); with protocol=cv, x the 5 folds as well (fold=0..4,
+    one seed by default, as GRU-D reports mean ± std over folds):
 
       python scripts/sweep.py --config configs/physionet.py --set task.data_dir=PATH/TO/physionet2012 \\
           --workdir runs/physionet --seeds_per_process 3 --report
+      python scripts/sweep.py --config configs/physionet.py:protocol=cv,seeds=1 --set task.data_dir=... \\
+          --workdir runs/physionet_cv --report
     """
+    from ltf.data.series.splits import N_FOLDS
     from ltf.sweep import arms_sweep
 
-    return arms_sweep(arg, ARMS, get_config, seeds=3)
+    items = [x for x in (arg or "").split(",") if x]
+    if "protocol=cv" not in items:
+        return arms_sweep(arg, ARMS, get_config, seeds=3)
+    if any(x.startswith("fold=") for x in items):
+        raise ValueError("sweep choice fold=: with protocol=cv the sweep runs every fold; drop fold=.")
+    runs = arms_sweep(arg, ARMS, get_config, seeds=1)
+    # the folds of an arm are one table row (mean ± std over folds), as the seeds are
+    return [{**run, "task.fold": fold, "replicates": ["task.fold"]} for run in runs for fold in range(N_FOLDS)]

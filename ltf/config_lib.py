@@ -21,6 +21,8 @@ from ltf.rnn import BACKWARDS
 CELL_OPTION_TYPES = {
     "forget_init": str, "forget_bias": float, "chrono_t_max": float,
     "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int, "decay": bool,
+    # phased (Neil et al. 2016)
+    "leak": float, "r_on_init": float, "learn_r_on": bool, "period_init_min": float, "period_init_max": float,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -112,11 +114,13 @@ def train_config(*, steps: int, eval_every: int, log_every: int = 100, **values:
 
 
 def sequence_model_config(choices, *, head: str, d_hidden: int, n_layers: int = 1,
-                          use_obs_mask: bool = False) -> ml_collections.ConfigDict:
+                          use_obs_mask: bool = False, input_decay: bool = False) -> ml_collections.ConfigDict:
     """The `model` block of a SequenceModel config (configs/reber.py, long_lag.py, ...), from the
-    config's choices cell=, attention=, window=, chrono (T_max for chrono: `choices.chrono_t_max`)."""
+    config's choices cell=, attention=, window=, chrono (T_max for chrono: `choices.chrono_t_max`).
+    `input_decay`: GRU-D's input decay of the values (`ltf.models.SequenceModel`)."""
     block = ml_collections.ConfigDict(dict(
         cell=choices.cell, d_hidden=d_hidden, n_layers=n_layers, head=head, use_obs_mask=use_obs_mask,
+        input_decay=input_decay,
         dropout=0.0, locked_dropout=False, unroll=1, remat=False, backward="custom",
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
@@ -154,9 +158,10 @@ def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
                                **_stack_options(model_cfg))
 
 
-def build_sequence_model(model_cfg, d_values: int, d_out: int) -> SequenceModel:
+def build_sequence_model(model_cfg, d_values: int, d_out: int, d_static: int = 0) -> SequenceModel:
     return SequenceModel.build(d_values=d_values, d_out=d_out, head=model_cfg.head,
-                               use_obs_mask=model_cfg.use_obs_mask, **_stack_options(model_cfg))
+                               use_obs_mask=model_cfg.use_obs_mask, d_static=d_static,
+                               input_decay=model_cfg.get("input_decay", False), **_stack_options(model_cfg))
 
 
 # Model selection: the checkpoint kept as "best" is the one with the best `select_by` on the first

@@ -2,7 +2,7 @@
 
   RecurrentStack  stacked layers of one cell kind, optional attention after one layer
   LanguageModel   tokens -> embedding -> RecurrentStack -> dropout -> logits (weights tied or not)
-  SequenceModel   values (+ observation mask) + Δt -> RecurrentStack -> per-step or per-sequence head
+  SequenceModel   values (GRU-D's input decay) (+ observation mask) + Δt -> RecurrentStack -> a head
 
 Every model is a frozen dataclass of plain values (hashable, so it can be a static argument
 of `jax.jit`) with pure `init(key) -> params` and `apply(params, ...)`. Parameters are a plain
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ltf import attention
+from ltf.cells import decay
 from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.registry import make_cell
 from ltf.rnn import dropout, scan_stack
@@ -222,6 +223,17 @@ class SequenceModel:
     head: "per_step" (an output at every step: forecasting, per-step classes or multi-label),
     "last" (one output per sequence from the last valid step) or "attention_pool" (one output
     per sequence from a softmax-weighted mean of the valid steps' h; not causal by design).
+
+    input_decay: GRU-D's input decay (Che et al. 2018; `ltf.cells.decay.input_decay`), any cell:
+    the first layer reads x̂_t = m_t ⊙ x_t + (1 − m_t) ⊙ (γx_t ⊙ x_last_t + (1 − γx_t) ⊙ x̄) for
+    the values, γx_t = exp(−max(0, w_γx ⊙ δ_t + b_γx)), w_γx diagonal (params["input_decay"]). δ_t is the Δt
+    input, which must have one column per variable (the time since each was last observed: the
+    physionet task's dt="per_variable"); x_last_t is the last value observed at or before step t
+    in this call's window (from the values and the observation mask, steps with mask 0 and
+    observations before a reset not counting); x̄ = 0, the training split's mean in the model's
+    units, since the series data standardise each variable by the training split's mean and std.
+    A carried state does not carry x_last: each call starts its forward fill afresh, at x̄.
+    With use_obs_mask the first layer reads [x̂_t, m_t], GRU-D's inputs.
     """
 
     d_values: int
@@ -229,12 +241,15 @@ class SequenceModel:
     stack: RecurrentStack
     head: str = "per_step"
     use_obs_mask: bool = False  # concatenate the observation mask to the values
+    input_decay: bool = False  # GRU-D's input decay of the values toward x̄ = 0 (see above)
+    d_static: int = 0  # per-sequence features (PhysioNet's age, ICU type, ...) beside h into the head
 
     @classmethod
     def build(cls, *, d_values: int, d_out: int, head: str = "per_step", use_obs_mask: bool = False,
-              **stack) -> "SequenceModel":
+              input_decay: bool = False, d_static: int = 0, **stack) -> "SequenceModel":
         d_in = d_values * (2 if use_obs_mask else 1)
         return cls(d_values=d_values, d_out=d_out, head=head, use_obs_mask=use_obs_mask,
+                   input_decay=input_decay, d_static=d_static,
                    stack=RecurrentStack(d_in=d_in, **_stack_kwargs(stack)))
 
     def __post_init__(self):
@@ -242,27 +257,35 @@ class SequenceModel:
             raise ValueError(f"head={self.head!r}: allowed values are {HEADS}.")
         if self.d_values < 1 or self.d_out < 1:
             raise ValueError(f"d_values={self.d_values}, d_out={self.d_out}: must be positive.")
+        if self.d_static < 0 or (self.d_static and self.head == "per_step"):
+            raise ValueError(f"d_static={self.d_static}: static features go into a per-sequence head "
+                             "('last' or 'attention_pool'), and their number is >= 0.")
 
     def init(self, key) -> dict:
         k_stack, k_out, k_pool = jax.random.split(key, 3)
         params = {"stack": self.stack.init(k_stack),
-                  "out": _dense_init(k_out, self.stack.d_hidden, self.d_out)}
+                  "out": _dense_init(k_out, self.stack.d_hidden + self.d_static, self.d_out)}
         if self.head == "attention_pool":
             params["pool"] = _dense_init(k_pool, self.stack.d_hidden, 1)
+        if self.input_decay:  # its own key: the other parameters stay those of the model without it
+            params["input_decay"] = decay.init_input_decay(jax.random.fold_in(key, 1), self.d_values)
         return params
 
     def initial_state(self, batch_size: int) -> list[LSTMState]:
         return self.stack.initial_state(batch_size)
 
     def apply(self, params, values_BxTxF, dts_BxTxK=None, mask_BxT=None, obs_mask_BxTxF=None,
-              states=None, *, dropout_rng=None, resets_BxT=None, times_BxT=None):
+              states=None, *, dropout_rng=None, resets_BxT=None, times_BxT=None, static_BxS=None):
         """Returns (outputs, final states): outputs_BxTxO for "per_step", else outputs_BxO.
-        `times_BxT` as in `RecurrentStack.apply`."""
+        `times_BxT` as in `RecurrentStack.apply`; `static_BxS` (S = d_static) joins the pooled h
+        in the head: out = W [h, static] + b."""
         xs = values_BxTxF
+        if self.input_decay:
+            xs = self.decayed_values(params, values_BxTxF, dts_BxTxK, mask_BxT, obs_mask_BxTxF, resets_BxT)
         if self.use_obs_mask:
             if obs_mask_BxTxF is None:
                 raise ValueError("use_obs_mask=True: pass obs_mask_BxTxF (1 where a value was observed).")
-            xs = jnp.concatenate([values_BxTxF, obs_mask_BxTxF.astype(values_BxTxF.dtype)], axis=-1)
+            xs = jnp.concatenate([xs, obs_mask_BxTxF.astype(values_BxTxF.dtype)], axis=-1)
         if dts_BxTxK is None:
             dts_BxTxK = jnp.ones(xs.shape[:2] + (1,), xs.dtype)
         rng_stack, rng_out = (None, None) if dropout_rng is None else jax.random.split(dropout_rng)
@@ -283,4 +306,27 @@ class SequenceModel:
             scores_BxT = jnp.where(mask_BxT > 0, scores_BxT, -1e30)
             weights_BxT = jax.nn.softmax(scores_BxT, axis=-1)
             pooled = jnp.einsum("bt,bth->bh", weights_BxT, hs_BxTxH)
+        if self.d_static:
+            if static_BxS is None or static_BxS.shape != pooled.shape[:1] + (self.d_static,):
+                got = None if static_BxS is None else static_BxS.shape
+                raise ValueError(f"d_static={self.d_static}: pass static_BxS of shape "
+                                 f"{pooled.shape[:1] + (self.d_static,)}; got {got}.")
+            pooled = jnp.concatenate([pooled, static_BxS.astype(pooled.dtype)], axis=-1)
         return dense(params["out"], pooled), states
+
+    def decayed_values(self, params, values_BxTxF, dts_BxTxF, mask_BxT=None, obs_mask_BxTxF=None,
+                       resets_BxT=None):
+        """x̂_BxTxF, GRU-D's input decay of the values (see the class docstring), x̄ = 0."""
+        if obs_mask_BxTxF is None:
+            raise ValueError("input_decay=True: pass obs_mask_BxTxF (1 where a value was observed).")
+        if dts_BxTxF is None or dts_BxTxF.shape[-1] != self.d_values:
+            got = "no Δt" if dts_BxTxF is None else f"Δt with {dts_BxTxF.shape[-1]} column(s)"
+            raise ValueError(
+                    f"input_decay=True needs Δt with one column per variable ({self.d_values}: the time since "
+                    f"each variable was last observed, e.g. the physionet task's dt='per_variable'); got {got}.")
+        observed_BxTxF = obs_mask_BxTxF > 0
+        if mask_BxT is not None:  # an observation at a step with mask 0 is no observation
+            observed_BxTxF = observed_BxTxF & (mask_BxT[..., None] > 0)
+        x_last_BxTxF = decay.last_observed(values_BxTxF, observed_BxTxF, resets_BxT)
+        return decay.input_decay(params["input_decay"], values_BxTxF, observed_BxTxF,
+                                 dts_BxTxF.astype(values_BxTxF.dtype), x_last_BxTxF)

@@ -10,7 +10,9 @@ overrides of the config that `get_config` builds ({"model.cell": "lstm", "seed":
 "config_arg" carries the choices passed to `get_config` (e.g. "smoke"). Arms are written as
 overrides, which name the field they change; "config_arg" is for what only a choice can do
 (`smoke` shrinks several sections at once). Runs are grouped into arms by all they set except
-`seed`. The list's order is the run order and the order that `--shard` deals from.
+`seed` and the keys an entry lists under "replicates" (what else varies within an arm, like
+the seed: cross-validation's "task.fold"). The list's order is the run order and the order that
+`--shard` deals from.
 
 Names. A run's name, and its workdir `W/<name>`, come from its entry alone: the config_arg
 choices, then `key=value` per override in the entry's order, the key shortened to its last dotted
@@ -44,6 +46,7 @@ from ltf.writers import json_safe
 
 CONFIG_ARG = "config_arg"
 SEED = "seed"
+REPLICATES = "replicates"  # entry key: the override keys that vary within an arm besides the seed
 MAX_NAME = 96
 SWEEP_FILE, RUN_FILE = "sweep.json", "sweep_run.json"  # the records ltf.report reads
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
@@ -152,13 +155,15 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[st
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise TypeError(f"sweep entry {i} is {entry!r}, not a dict of dotted overrides")
+        replicates = tuple(entry.get(REPLICATES, ()))
+        entry = {k: v for k, v in entry.items() if k != REPLICATES}
         overrides = {k: v for k, v in entry.items() if k != CONFIG_ARG}
         name = run_name(entry)
         if name in seen:
             raise ValueError(f"sweep entries {seen[name]} and {i} both give the run name {name!r}: "
                              "make them differ (or spell the keys in full).")
         seen[name] = i
-        arm = run_name({k: v for k, v in entry.items() if k != SEED})
+        arm = run_name({k: v for k, v in entry.items() if k != SEED and k not in replicates})
         run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}))
         try:
             run_config = run.load_config()

@@ -20,6 +20,13 @@ What is reported, for every cell: gates i, f, o ∈ (0, 1) and the candidate g �
   `ltf.cells.registry.has_forget_gate(cell)` tells the two apart.
 - `adaptive` and `time_aware` report their gates with the peephole terms (U ⊙ C) included.
 - `tlstm`'s f scales the time-discounted C*_{t-1}, not C_{t-1} (see `ltf.cells.time_aware.TLSTM`).
+- `phased` also reports its time gate "k" ∈ [0, 1] (the cell's own rhythm at t, `Phased.time_gate`);
+  its i, f, g, o form the candidate c̃_t, h̃_t that k blends with the carry.
+- `ctlstm` also reports "i_bar", "f_bar" ∈ (0, 1) and the decay rate "delta" ≥ 0; its f scales
+  C(t), the cell decayed over the gap; its C_t is the cell right after the event (the first H
+  columns of its carry [C, C̄, δ, o]: `cell_traces` reports the first H columns of every carry).
+- `gru` and `grud` report their own gates instead: update "u", reset "r" ∈ (0, 1) and the
+  candidate "n" ∈ (−1, 1); their C is h (the GRU has one state vector).
 - A masked step (mask 0) keeps C and h, as in `ltf.rnn`; its gates are what the step would
   have computed from its (padding) input, and mean nothing.
 """
@@ -35,8 +42,11 @@ import jax.numpy as jnp
 from ltf import attention
 from ltf.cells.base import LSTM, LSTMState, Params
 from ltf.cells.classic import Adaptive, LSTMNoForget
+from ltf.cells.ctlstm import CTLSTM, pack, unpack
+from ltf.cells.grud import GRU, GRUD
+from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TimeAware, TLSTM
-from ltf.models import LanguageModel, RecurrentStack
+from ltf.models import LanguageModel, RecurrentStack, with_times
 from ltf.fast_rnn import carry_in
 from ltf.rnn import scan_layer
 from ltf.shapes import lead
@@ -99,6 +109,44 @@ def _tlstm(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     return _forget_gate_lstm(_blocks(cell, z_BxG), c_adjusted)
 
 
+def _ctlstm(cell, params, z_BxG, c_in_Bx4H, h_in_BxH, dt_BxK):
+    """Mei & Eisner 2017: the jump at the event from the carry [C(t), C̄, δ, o] after the decay;
+    returns the packed carry [C_t, C̄_t, δ_t, o_t] as the cell's C."""
+    del params, h_in_BxH, dt_BxK
+    z = _blocks(cell, z_BxG)
+    c_t_BxH, c_bar_BxH, _, _ = unpack(c_in_Bx4H)
+    gates = {k: jax.nn.sigmoid(z[k]) for k in ("i", "f", "o", "i_bar", "f_bar")}  # σ(W[h(t), x_t] + b)
+    gates["g"] = jnp.tanh(z["g"])  # the paper's z = tanh(W_z[h(t), x_t] + b_z)
+    gates["delta"] = jax.nn.softplus(z["delta"])  # δ = softplus(W_δ[h(t), x_t] + b_δ)
+    c_BxH = gates["f"] * c_t_BxH + gates["i"] * gates["g"]  # C_t = f ⊙ C(t) + i ⊙ z
+    c_bar_BxH = gates["f_bar"] * c_bar_BxH + gates["i_bar"] * gates["g"]  # C̄_t = f̄ ⊙ C̄ + ī ⊙ z
+    h_BxH = gates["o"] * jnp.tanh(c_BxH)  # h_t = o ⊙ tanh(C_t)
+    return gates, pack(c_BxH, c_bar_BxH, gates["delta"], gates["o"]), h_BxH
+
+
+def _phased(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+    """Neil et al. 2016: the peephole LSTM's c̃_t, h̃_t, blended with the carry by the time gate k_t
+    at t, the last column of Δt."""
+    gates, c_tilde_BxH, h_tilde_BxH = _forget_gate_lstm(_blocks(cell, z_BxG), c_prev_BxH,
+                                                        **cell.peephole_weights(params))
+    k_BxH = cell.time_gate(params, dt_BxK[:, -1])  # k_t from φ_t = ((t − s) mod τ)/τ
+    gates["k"] = k_BxH
+    c_BxH = k_BxH * c_tilde_BxH + (1.0 - k_BxH) * c_prev_BxH  # c_t = k ⊙ c̃_t + (1 − k) ⊙ c_{t−1}
+    h_BxH = k_BxH * h_tilde_BxH + (1.0 - k_BxH) * h_prev_BxH  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
+    return gates, c_BxH, h_BxH
+
+
+def _gru(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+    """Cho et al. 2014, reset gate after the matmul (`ltf.cells.grud`): z = [z_u, z_r, z_n, z_nh],
+    h' the carry after the decay (grud); C is h."""
+    del params, c_prev_BxH, dt_BxK
+    z = _blocks(cell, z_BxG)
+    u, r = jax.nn.sigmoid(z["u"]), jax.nn.sigmoid(z["r"])  # u_t = σ(x W_u + h' U_u + b_u), r_t likewise
+    n = jnp.tanh(z["n"] + r * z["n_h"])  # n_t = tanh(x W_n + b_n + r_t ⊙ (h' U_n + b_hn))
+    h = (1.0 - u) * h_prev_BxH + u * n  # h_t = (1 − u_t) ⊙ h' + u_t ⊙ n_t
+    return {"u": u, "r": r, "n": n}, h, h
+
+
 # Exact classes: a subclass may change the equations, so it needs its own entry.
 TRACERS: dict[type, Callable] = {
     LSTM: _lstm,
@@ -106,6 +154,10 @@ TRACERS: dict[type, Callable] = {
     Adaptive: _lstm,
     TimeAware: _lstm,
     TLSTM: _tlstm,
+    Phased: _phased,
+    CTLSTM: _ctlstm,
+    GRU: _gru,
+    GRUD: _gru,
 }
 
 
@@ -144,7 +196,8 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
         if m_B is not None:  # a masked step keeps the carry and emits the carried h
             keep = lambda new, old: jnp.where(m_B[:, None] > 0, new, old)  # noqa: E731
             c_BxH, h_BxH = keep(c_BxH, carry.c), keep(h_BxH, carry.h)
-        return LSTMState(c_BxH, h_BxH), (gates, c_BxH, h_BxH)
+        # C_t: the carry's first H columns (a wider carry packs more after them: ctlstm's C̄, δ, o)
+        return LSTMState(c_BxH, h_BxH), (gates, c_BxH[..., :h_BxH.shape[-1]], h_BxH)
 
     _, (gates, cs_TxBxH, hs_TxBxH) = jax.lax.scan(body, state, (zs_TxBxG, dts_TxBxK, masks_TxB))
     batch_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
@@ -156,33 +209,39 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="layer")
 def stack_traces(stack: RecurrentStack, stack_params, xs_BxTxD, dts_BxTxK, mask_BxT=None, states=None,
-                 *, layer: int = 0) -> Traces:
+                 *, layer: int = 0, times_BxT=None) -> Traces:
     """Traces of layer `layer` (−1: the last) of a `RecurrentStack`, fed as `stack.apply` feeds it
-    without dropout: the layers below it run first, with attention where the stack has it."""
+    without dropout: the layers below it run first, with attention where the stack has it; the
+    cells run as `cell.for_evaluation()`, and those that read absolute times get `times_BxT` (or
+    the window's clock) as Δt's last column, as in `RecurrentStack.apply`."""
     if not -stack.n_layers <= layer < stack.n_layers:
         raise ValueError(f"layer={layer}: the stack has {stack.n_layers} layers "
                          f"(0..{stack.n_layers - 1}, or −1 for the last).")
     layer %= stack.n_layers
     states = [None] * stack.n_layers if states is None else list(states)
+    cells = tuple(cell.for_evaluation() for cell in stack.cells)  # no dropout rng: not training
+    if any(cell.uses_times for cell in cells):
+        dts_BxTxK = with_times(dts_BxTxK, times_BxT)
     hs = xs_BxTxD
     for i in range(layer):
-        _, hs = scan_layer(stack.cells[i], stack_params[f"layer_{i}"], hs, dts_BxTxK, mask_BxT, states[i],
+        _, hs = scan_layer(cells[i], stack_params[f"layer_{i}"], hs, dts_BxTxK, mask_BxT, states[i],
                            backward=stack.backward)
         if i == stack.attention_layer:
             hs = attention.apply(stack_params["attention"], hs, mask_BxT, **stack.attention.apply_options())
-    return cell_traces(stack.cells[layer], stack_params[f"layer_{layer}"], hs, dts_BxTxK, mask_BxT,
+    return cell_traces(cells[layer], stack_params[f"layer_{layer}"], hs, dts_BxTxK, mask_BxT,
                        states[layer])
 
 
 def language_model_traces(model: LanguageModel, params, tokens_BxT, dts_BxT=None, mask_BxT=None, states=None,
-                          *, layer: int = 0) -> Traces:
+                          *, layer: int = 0, times_BxT=None) -> Traces:
     """Traces of layer `layer` of a `LanguageModel` reading `tokens_BxT`, as `model.apply` (no
-    dropout) runs it; `states` continue from `model.apply`'s final states (zeros when None)."""
+    dropout) runs it; `states` continue from `model.apply`'s final states (zeros when None);
+    `times_BxT` as in `RecurrentStack.apply`."""
     xs_BxTxE = params["embed"][tokens_BxT]
     if dts_BxT is None:
         dts_BxT = jnp.ones(tokens_BxT.shape, xs_BxTxE.dtype)
     return stack_traces(model.stack, params["stack"], xs_BxTxE, dts_BxT[..., None], mask_BxT, states,
-                        layer=layer)
+                        layer=layer, times_BxT=times_BxT)
 
 
 def load_language_model(workdir, *, step: int | None = None):

@@ -121,6 +121,10 @@ def test_cell_matches_numpy_reference(name, options):
     np.testing.assert_allclose(state.h, h_ref, rtol=1e-5, atol=1e-5)
 
 
+# Cells whose carried c is wider than H (a multiple of it); every other cell carries c_BxH.
+CARRY_WIDTH = {"ctlstm": 4}
+
+
 class TestCellsChexVariants(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -132,7 +136,8 @@ class TestCellsChexVariants(chex.TestCase):
             z = cell.project(params, jnp.ones((B, D)), jnp.ones((B, 1)))
             step = self.variant(cell.step)
             new_state, h = step(params, state, StepInputs(z, jnp.ones((B, 1))))
-            chex.assert_shape([new_state.c, new_state.h, h], (B, H))
+            chex.assert_shape([new_state.h, h], (B, H))
+            chex.assert_shape(new_state.c, (B, CARRY_WIDTH.get(name, 1) * H))  # ctlstm: [C, C̄, δ, o]
             chex.assert_type([new_state.c, h], jnp.float32)
             chex.assert_tree_all_finite(new_state)
 
@@ -263,7 +268,7 @@ def test_constant_forget_bias():
 
 
 @pytest.mark.parametrize("name,options,match", [
-    ("gru", {}, "allowed values are"),
+    ("no_such_cell", {}, "allowed values are"),
     ("lstm", {"forget_init": "zeros"}, "forget_init"),
     ("lstm", {"forget_init": "chrono"}, "chrono_t_max"),
     ("lstm_noforget", {"forget_init": "chrono", "chrono_t_max": 10}, "no forget gate"),

@@ -13,7 +13,10 @@ from ltf.rnn import scan_layer
 
 B, T, D, H = 3, 7, 5, 4
 
-CASES = [(name, {}) for name in CELLS] + [
+# phased's units update only while open, r_on = 5% of each period at init: half open here, so that
+# the open phase (and the gradient of r_on) takes part in a 7-step window
+OPTIONS = {"phased": {"r_on_init": 0.5}}
+CASES = [(name, OPTIONS.get(name, {})) for name in CELLS] + [
         ("adaptive", {"peepholes": True}),
         ("time_aware", {"adaptive": True}),
         ("time_aware", {"adaptive": True, "peepholes": True}),
@@ -41,7 +44,7 @@ def setup(name, options, dtype, seed=0):
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
     dts = jnp.asarray(rng.exponential(1.0, size=(B, T, 1)), dtype)
-    state = LSTMState(c=jnp.asarray(rng.normal(size=(B, H)), dtype),
+    state = LSTMState(c=jnp.asarray(rng.normal(size=cell.initial_state(B, H).c.shape), dtype),  # ctlstm: B x 4H
                       h=jnp.asarray(0.5 * rng.normal(size=(B, H)), dtype))
     mask = np.ones((B, T), np.float32)
     mask[1, 4:] = 0.0  # padding after a shorter sequence

@@ -62,3 +62,21 @@ def test_overrides_reach_the_config():
         sweep.expand(str(CONFIG), [{"model.d_hidden": "wide"}])
     with pytest.raises(ValueError, match="sweep run 'forget_init=chrono'.*chrono_t_max"):  # validated up front
         sweep.expand(str(CONFIG), [{"model.cell_options.forget_init": "chrono"}])
+
+
+def test_replicates_vary_within_an_arm_like_the_seed():
+    """Cross-validation folds: one arm (one table row), one run (and name) per fold."""
+    entries = [{"config_arg": "smoke", "model.cell": "lstm", "seed": 0, "train.steps": k,
+                "replicates": ["train.steps"]} for k in (5, 6)]
+    runs = sweep.expand(str(CONFIG), entries)
+    assert [r.name for r in runs] == ["smoke,cell=lstm,seed=0,steps=5", "smoke,cell=lstm,seed=0,steps=6"]
+    assert {r.arm for r in runs} == {"smoke,cell=lstm"}
+    assert all("replicates" not in r.overrides for r in runs) and [r.steps for r in runs] == [5, 6]
+
+
+def test_the_physionet_cross_validation_sweep_is_arms_by_folds():
+    runs = sweep.load_sweep(f"{REPO / 'configs' / 'physionet.py'}:protocol=cv,arms=lstm+grud").runs
+    assert len(runs) == 2 * 5 and len({r.arm for r in runs}) == 2
+    assert [r.overrides["task.fold"] for r in runs[:5]] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="drop fold="):
+        sweep.load_sweep(f"{REPO / 'configs' / 'physionet.py'}:protocol=cv,fold=2")

@@ -9,6 +9,7 @@ import pytest
 
 from ltf import train
 from ltf.checkpoint import Checkpointer
+from ltf.writers import read_metrics
 from ltf.config_lib import load_config
 from ltf import baselines, metrics
 from ltf.tasks.registry import make_task
@@ -102,6 +103,37 @@ def test_physionet_trains_on_files_in_the_challenge_format_and_scores_auroc(tmp_
     scores = task.eval_scalars(outputs)
     assert scores["auroc"] == metrics.auroc([1, 0, 0], [0.3, -1.0, 0.1]) == 1.0
     assert scores["loss"] == pytest.approx(2.0 / 3.0)
+
+
+def test_physionet_published_split_static_features_and_test_at_the_best_validation_auroc(tmp_path):
+    write_set(tmp_path / "data", n=60)
+    c = config("physionet.py:smoke,protocol=published,static")
+    c.task.data_dir = str(tmp_path / "data")
+    task = make_task(c)
+    sizes = {k: len(v) for k, v in task.data.splits.items()}
+    assert sizes["test"] == 12 and sizes["train"] + sizes["validation"] == 48  # 20%, then 80/20
+    assert task.model.d_static == 16 and task.model.init(jax.random.key(0))["out"]["w"].shape[0] == 8 + 16
+    train.train_and_evaluate(c, tmp_path / "run")
+    logged = read_metrics(tmp_path / "run")
+    val = {m["step"]: m["auroc"] for m in logged if m["split"] == "validation"}
+    (test,) = [m for m in logged if m["split"] == "test"]
+    best = max(val.values())
+    assert val[test["checkpoint_step"]] == best  # the checkpoint with the highest validation AUROC
+
+
+def test_static_features_change_the_logit():
+    """Through the head, not ignored: two stays that differ only in their static features."""
+    from ltf.models import SequenceModel
+
+    model = SequenceModel.build(d_values=37, d_out=1, head="last", use_obs_mask=True, d_static=16, cell="lstm",
+                                d_hidden=8)
+    params = model.init(jax.random.key(0))
+    x = jnp.zeros((2, 5, 37))
+    static = jnp.zeros((2, 16)).at[1, 0].set(1.0)
+    out, _ = model.apply(params, x, None, None, jnp.ones_like(x), static_BxS=static)
+    assert out[0, 0] != out[1, 0]
+    with pytest.raises(ValueError, match="d_static=16: pass static_BxS"):
+        model.apply(params, x, None, None, jnp.ones_like(x))
 
 
 def test_per_variable_time_gaps_need_a_cell_that_takes_37(tmp_path):

@@ -32,7 +32,7 @@ def setup(name, seed=0, **options):
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
     dts = jnp.asarray(rng.exponential(2.0, size=(B, T, 1)), jnp.float32)
-    state = LSTMState(*(jnp.asarray(rng.normal(size=(B, H)), jnp.float32) for _ in range(2)))
+    state = LSTMState(*(jnp.asarray(rng.normal(size=s.shape), jnp.float32) for s in cell.initial_state(B, H)))
     return cell, params, xs, dts, state
 
 
@@ -49,6 +49,10 @@ def cell_loop(cell, params, xs, dts, mask, state):
     return jnp.stack(cs, axis=1), jnp.stack(hs, axis=1)
 
 
+# Gates a cell reports beyond i, f, g, o.
+EXTRA_GATES = {"ctlstm": {"i_bar", "f_bar", "delta"}, "phased": {"k"}}
+# Cells that report other gates than i, f, g, o: the GRU's update u, reset r ∈ (0, 1), candidate n ∈ (−1, 1).
+GRUS = ("gru", "grud")
 CASES = [(name, {}) for name in CELLS] + [
     ("adaptive", {"peepholes": True}),
     ("time_aware", {"adaptive": True, "peepholes": True}),
@@ -67,11 +71,11 @@ def test_c_and_h_equal_the_forward_pass(name, options, masked):
     tr = traces.cell_traces(cell, params, xs, dts, mask, state)
     final, hs = scan_layer(cell, params, xs, dts, mask, state)
     np.testing.assert_allclose(tr.h, hs, **TOL)
-    np.testing.assert_allclose(tr.c[:, -1], final.c, **TOL)
+    np.testing.assert_allclose(tr.c[:, -1], final.c[:, :H], **TOL)  # C_t: the carry's first H columns
     cs_loop, hs_loop = cell_loop(cell, params, xs, dts, mask, state)
-    np.testing.assert_allclose(tr.c, cs_loop, **TOL)
+    np.testing.assert_allclose(tr.c, cs_loop[..., :H], **TOL)
     np.testing.assert_allclose(tr.h, hs_loop, **TOL)
-    assert set(tr.gates) == {"i", "f", "g", "o"}
+    assert set(tr.gates) == ({"u", "r", "n"} if name in GRUS else {"i", "f", "g", "o"} | EXTRA_GATES.get(name, set()))
     assert all(v.shape == (B, T, H) for v in (*tr.gates.values(), tr.c, tr.h))
 
 
@@ -79,6 +83,11 @@ def test_c_and_h_equal_the_forward_pass(name, options, masked):
 def test_gates_lie_in_their_ranges(name):
     cell, params, xs, dts, state = setup(name, seed=1)
     tr = traces.cell_traces(cell, params, xs, dts, None, state)
+    if name in GRUS:
+        assert all(np.all((tr.gates[k] > 0) & (tr.gates[k] < 1)) for k in ("u", "r"))
+        assert np.all(np.abs(tr.gates["n"]) < 1)
+        assert np.ptp(np.asarray(tr.gates["u"])) > 0.1  # they move with the input
+        return
     for k in ("i", "o") + (("f",) if has_forget_gate(cell) else ()):
         assert np.all((tr.gates[k] > 0) & (tr.gates[k] < 1)), k
     assert np.all(np.abs(tr.gates["g"]) < 1)
@@ -118,14 +127,14 @@ def test_language_model_layers_match_its_apply(name):
     params = model.init(jax.random.key(2))
     params = {**params, "stack": perturbed(params["stack"], jax.random.key(3))}
     tokens = jnp.asarray(np.random.default_rng(2).integers(0, V, size=(B, T)), jnp.int32)
-    states = [LSTMState(*(0.5 * jnp.ones((B, H)) for _ in range(2)))] * 2
+    states = [jax.tree.map(lambda a: jnp.full_like(a, 0.5), s) for s in model.initial_state(B)]
     logits, finals = model.apply(params, tokens, states=states)
     last = traces.language_model_traces(model, params, tokens, states=states, layer=-1)
     np.testing.assert_allclose(last.h @ params["out"]["w"] + params["out"]["b"][None, None], logits,
                                rtol=1e-5, atol=1e-5)
     first = traces.language_model_traces(model, params, tokens, states=states, layer=0)
     for tr, final in zip((first, last), finals):
-        np.testing.assert_allclose(tr.c[:, -1], final.c, **TOL)
+        np.testing.assert_allclose(tr.c[:, -1], final.c[:, :H], **TOL)
         np.testing.assert_allclose(tr.h[:, -1], final.h, **TOL)
     with pytest.raises(ValueError, match="layer=2"):
         traces.language_model_traces(model, params, tokens, layer=2)

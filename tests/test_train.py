@@ -106,7 +106,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("model.cell", "gru", "model.cell.*allowed values"),
+    ("model.cell", "no_such_cell", "model.cell.*allowed values"),
     ("model.d_hidden", 0, "model.d_hidden"),
     ("opt.name", "rmsprop", "opt.name"),
     ("model.attention.normaliser", "sparse", "model.attention.normaliser"),

@@ -10,6 +10,9 @@ import numpy as np
 
 from ltf.cells.base import LSTM
 from ltf.cells.classic import Adaptive, LSTMNoForget
+from ltf.cells.ctlstm import CTLSTM
+from ltf.cells.grud import GRU, GRUD
+from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM, TimeAware
 
 
@@ -19,6 +22,10 @@ CELLS: dict[str, type[LSTM]] = {
         "adaptive": Adaptive,
         "time_aware": TimeAware,
         "tlstm": TLSTM,
+        "phased": Phased,
+        "ctlstm": CTLSTM,
+        "gru": GRU,
+        "grud": GRUD,
 }
 
 

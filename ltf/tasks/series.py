@@ -153,15 +153,18 @@ class PhysioNet(_SplitBatches):
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; mortality needs 'last' or "
                              "'attention_pool' (one logit per stay).")
-        self.model = config_lib.build_sequence_model(config.model, 37, 1)
+        # The 8 static features and their 8 observed-flags (ltf.data.series.physionet) beside h in the head.
+        self.use_static = bool(t.get("use_static", False))
+        self.model = config_lib.build_sequence_model(config.model, 37, 1, d_static=16 if self.use_static else 0)
 
     def describe(self, workdir: Path) -> None:
         _write_task(self.config, workdir, data=repr(self.data))
 
     def _logits(self, params, carry, batch, dropout_rng):
         dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
+        static = jnp.concatenate([batch["static"], batch["static_mask"]], axis=-1) if self.use_static else None
         out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
-                                          dropout_rng=dropout_rng, times_BxT=batch["times"])
+                                          dropout_rng=dropout_rng, times_BxT=batch["times"], static_BxS=static)
         return out_Bx1[:, 0], carry
 
     def _sums(self, logits_B, batch):
