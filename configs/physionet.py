@@ -73,10 +73,15 @@ ARMS["time_aware_dt_per_variable"] = {"model.cell": "time_aware", "task.dt": "pe
 # GRU-D (Che et al. 2018): hidden decay over the 37 per-variable gaps, input decay, [x̂_t, m_t] in.
 ARMS["grud"] = {"model.cell": "grud", "task.dt": "per_variable", "model.cell_options.d_time": 37,
                 "model.input_decay": True}
+# Phased LSTM with its periods drawn within a stay's 48 hours (1 to 48 h, log-uniform), not the
+# cell's default e..e^6 time units, most of which would leave a unit closed for the whole stay.
+ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_min": 1.0,
+                  "model.cell_options.period_init_max": 48.0}
+ARMS["ctlstm"] = {"model.cell": "ctlstm"}  # the continuous-time LSTM, relaxing over each gap (hours)
 
 
 def get_sweep(arg=None):
-    """The seven arms x seeds (default 3); with protocol=cv, x the 5 folds as well (fold=0..4,
+    """The nine arms x seeds (default 3); with protocol=cv, x the 5 folds as well (fold=0..4,
     one seed by default, as GRU-D reports mean ± std over folds):
 
       python scripts/sweep.py --config configs/physionet.py --set task.data_dir=PATH/TO/physionet2012 \\
