@@ -40,7 +40,7 @@ def get_config(arg=None):
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(choices.L)}),
                                     head="last", d_hidden=64, use_obs_mask=True)
     c.opt = opt_config()
-    c.train = train_config(steps=3000, eval_every=500)
+    c.train = train_config(steps=3000, eval_every=500, test_at="best")  # test at the best validation loss
     c.parallel = parallel_config()  # ltf/parallel.py
     if choices.smoke:  # nile has no season: the residual's smoke run forecasts elnino (12 months)
         c.task.update(series="elnino" if choices.residual != "none" else "nile", L=8, H=2)
@@ -52,10 +52,13 @@ def get_config(arg=None):
 
 
 ARMS = cell_arms("lstm", "adaptive", "time_aware", "tlstm", attention=True, attention_window=64)
+ARMS.update(cell_arms("phased", "ctlstm"))  # phased reads the windows' times (grid steps)
+# GRU-D: the hidden decay and the input decay over the one variable's gap since it was last seen
+ARMS["grud"] = {"model.cell": "grud", "model.input_decay": True}
 
 
 def get_sweep(arg=None):
-    """The five arms x seeds (default 3); kind=... picks the regular or irregular version:
+    """The eight arms x seeds (default 3); kind=... picks the regular or irregular version:
 
       python scripts/sweep.py --config configs/forecast.py:kind=subset --workdir runs/taylor_subset \\
           --seeds_per_process 3 --report
