@@ -40,7 +40,10 @@ def get_config(arg=None):
     return c
 
 
-ARMS = cell_arms("lstm", "time_aware", "tlstm", "phased", attention=True, attention_window=32)
+ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window=32)
+# Phased LSTM as its authors' frequency-task code initialises it (public_plstm/freq_task.py):
+# periods exp U[1, 3] ms (e to e³ ≈ 20 ms), r_on 0.05, every time parameter learned.
+ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0}
 
 
 def get_sweep(arg=None):
