@@ -8,7 +8,8 @@ implementations, torch.optim.Adam for torch). E = H unless d_embed is given; eve
 implementation uses the same E. Inputs are random tokens drawn once (seeded); every step starts
 from a zero recurrent state. Implementations ("impl", "cell"):
 
-  ltf   lstm, lstm_noforget, adaptive, time_aware, tlstm (ltf.models.LanguageModel, default options)
+  ltf   lstm, lstm_noforget, adaptive, time_aware, tlstm, phased, ctlstm, gru, grud
+        (ltf.models.LanguageModel, default options; text's Δt = 1, phased's clock 1..T)
   ltf   time_aware+attention: AttentionSpec(score="dot", normaliser="softmax", window=64)
   flax  lstm: flax.linen nn.RNN(nn.OptimizedLSTMCell(H)) between nn.Embed and nn.Dense
   torch lstm: torch.nn.LSTM (CPU, torch.set_num_threads(os.cpu_count())); skipped with a note
@@ -27,7 +28,8 @@ import resource
 import statistics
 import time
 
-LTF_CELLS = ("lstm", "lstm_noforget", "adaptive", "time_aware", "tlstm", "time_aware+attention")
+LTF_CELLS = ("lstm", "lstm_noforget", "adaptive", "time_aware", "tlstm", "phased", "ctlstm", "gru", "grud",
+             "time_aware+attention")
 IMPLS = ("ltf", "flax", "torch")
 MALLOCS = ("default", "tuned")  # glibc as it comes, or ltf.allocator.keep_freed_memory() in every worker
 VOCAB = 256
