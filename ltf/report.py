@@ -72,6 +72,10 @@ def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> li
         final = {r["split"]: r for r in records if r["step"] == steps and r["split"] in SPLITS}
         if "validation" not in final:
             final = {}
+        selected = final.get("test", {}).get("checkpoint_step")  # train.test_at="best"
+        at_selected = [r for r in curve if r["step"] == selected]
+        if at_selected:  # validation as the checkpoint that test was scored with saw it
+            final["validation"] = at_selected[-1]
         attempts = _read_json(run_dir / RUN_FILE, {}).get("attempts")
         # Seeds trained in one process (sweep --seeds_per_process) share its wall time equally.
         wall_s = sum(a["wall_s"] / len(a.get("trained_with") or [0]) for a in attempts) if attempts else None
@@ -204,8 +208,11 @@ def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = Non
     figures = _figures(results, rows, metric, workdir)
     has_test = any(row.get(f"test_{metric}_mean") is not None for row in rows)
     head = ["arm", "n", f"validation {metric}"] + ([f"test {metric}"] if has_test else []) + ["wall time / run"]
+    selected = any(r.final.get("test", {}).get("checkpoint_step") is not None for r in results)
+    when = ("at each run's best validation checkpoint (`train.test_at='best'`: test scored with it)" if selected
+            else "(step `train.steps`)")
     lines = [f"# Sweep results{f': `{title}`' if title else ''}", "",
-             f"Final `{metric}` (step `train.steps`) as mean ± sample std over seeds ({DASH} for one seed); "
+             f"Final `{metric}` {when} as mean ± sample std over seeds ({DASH} for one seed); "
              "wall time per run: process start to exit, summed over resumed attempts (seeds trained "
              "in one process share its time equally).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

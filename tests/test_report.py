@@ -91,3 +91,16 @@ def test_runs_are_found_without_sweep_json(workdir):
         record = json.loads((workdir / name / RUN_FILE).read_text())
         (workdir / name / RUN_FILE).write_text(json.dumps({**record, "arm": arm, "seed": seed}))
     assert [r["arm"] for r in report.summarise(report.collect(workdir), "bpc")] == ["cell=lstm", "cell=tlstm"]
+
+
+def test_with_test_at_the_best_checkpoint_validation_is_read_there_too(tmp_path):
+    """A run whose test row names checkpoint_step (train.test_at="best"): its validation value
+    is the one at that step, and the table says so."""
+    entry = write_run(tmp_path, "cell=lstm,seed=0", "cell=lstm", 0, 2.0, None, [1.0], True)
+    metrics = tmp_path / "cell=lstm,seed=0" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"step": STEPS, "split": "test", "bpc": 2.5, "checkpoint_step": 10}) + "\n")
+    (tmp_path / SWEEP_FILE).write_text(json.dumps({"config": "c.py", "runs": [entry]}))
+    (result,) = report.collect(tmp_path)
+    assert result.final["validation"]["bpc"] == 5.0 and result.final["test"]["bpc"] == 2.5  # step 10's
+    assert "best validation checkpoint" in report.write_report(tmp_path)["md"].read_text()
