@@ -221,3 +221,14 @@ def test_selection_values_are_validated():
     config.train.test_at = "first"
     with pytest.raises(ValueError, match="train.test_at"):
         validate(config)
+
+
+def test_cerg_lr_decay_keeps_and_tests_the_checkpoint_with_the_longest_error_free_streams(tmp_path):
+    config = smoke("reber.py", "lr_decay")
+    assert (config.train.select_by, config.train.select_mode, config.train.test_at) == ("error_free_length", "max", "best")
+    assert config.opt.end_lr_factor == 0.01 and smoke("reber.py").opt.end_lr_factor == 0.1
+    train.train_and_evaluate(config, tmp_path)
+    logged = read_metrics(tmp_path)
+    val = {m["step"]: m["error_free_length"] for m in logged if m["split"] == "validation"}
+    (test,) = [m for m in logged if m["split"] == "test"]
+    assert val[test["checkpoint_step"]] == max(val.values())
