@@ -182,7 +182,8 @@ def test_check_grads_of_the_custom_path(masked):
         check_grads(loss, (params, xs, dts, state), order=1, modes=["rev"])
 
 
-@pytest.mark.parametrize("options", [{}, {"remat": True}, {"unroll": 2}], ids=["plain", "remat", "unroll"])
+@pytest.mark.parametrize("options", [{}, pytest.param({"remat": True}, marks=pytest.mark.slow),
+                                     pytest.param({"unroll": 2}, marks=pytest.mark.slow)], ids=["plain", "remat", "unroll"])
 def test_custom_gradients_equal_autodiff(options):
     """With padding, a masked middle step and resets; d state0.h is zero (h(t) is read from the
     packed c), every parameter and Δt get a gradient."""
@@ -208,6 +209,7 @@ def test_custom_gradients_equal_autodiff(options):
         np.testing.assert_array_equal(d_state.c[1], 0.0)  # row 1 resets at step 0
 
 
+@pytest.mark.slow
 def test_remat_chunks_equal_autodiff():
     with jax.enable_x64(True):
         cell, params, xs, dts, state = setup(seed=8)

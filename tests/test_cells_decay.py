@@ -124,6 +124,7 @@ def test_input_decay_is_causal(cell):
             assert np.all(j[:, t, :, :, t + 1:] == 0.0)
 
 
+@pytest.mark.slow  # 20 s; the generic tests compare every cell's custom pass with autodiff
 def test_model_gradients_custom_equal_autodiff_with_masks_and_resets():
     with jax.enable_x64(True):
         values, delta, obs = inputs(2, jnp.float64)
@@ -185,6 +186,7 @@ def test_the_mean_x_bar_comes_from_the_training_split_alone(tmp_path, _cache):
     assert hr.mean() > 10  # the held-out values did change: ~10 x 80 beats per minute, far from x̄
 
 
+@pytest.mark.slow  # end to end, 11 s
 def test_the_grud_choice_trains_and_is_a_sweep_arm(tmp_path, _cache):
     c = load_config(str(REPO / "configs" / "physionet.py") + ":grud,smoke")
     assert (c.model.cell, c.model.input_decay, c.model.use_obs_mask, c.task.dt,

@@ -184,7 +184,8 @@ def test_phase_is_periodic_in_the_absolute_time():
                                    atol=1e-12)
 
 
-@pytest.mark.parametrize("options", [{}, {"learn_r_on": False}, {"remat": True}],
+@pytest.mark.parametrize("options", [{}, pytest.param({"learn_r_on": False}, marks=pytest.mark.slow),
+                                     pytest.param({"remat": True}, marks=pytest.mark.slow)],
                          ids=["learn_r_on", "fixed_r_on", "remat"])
 def test_check_grads_of_the_custom_path(options):
     """Values and gradients (params, inputs, Δt and times, state) through `ltf.fast_rnn`'s
