@@ -80,6 +80,15 @@ class RecurrentStack:
         cell = make_cell(self.cell, **dict(self.cell_options))
         return (cell,) * self.n_layers
 
+    def running(self, dts_BxTxK, times_BxT=None, *, training: bool):
+        """(cells, Δt) as the layers run them: the cells as `cell.for_evaluation()` outside
+        training, and Δt with the absolute times as its last column when a cell reads them
+        (`with_times`)."""
+        cells = self.cells if training else tuple(cell.for_evaluation() for cell in self.cells)
+        if any(cell.uses_times for cell in cells):
+            dts_BxTxK = with_times(dts_BxTxK, times_BxT)
+        return cells, dts_BxTxK
+
     @property
     def attention_layer(self) -> int | None:
         return None if self.attention is None else self.attention.layer % self.n_layers
@@ -120,9 +129,7 @@ class RecurrentStack:
                                        **self.attention.apply_options())
             return hs_BxTxH[:, -1:] if last else hs_BxTxH
 
-        cells = self.cells if dropout_rng is not None else tuple(c.for_evaluation() for c in self.cells)
-        if any(cell.uses_times for cell in cells):
-            dts_BxTxK = with_times(dts_BxTxK, times_BxT)
+        cells, dts_BxTxK = self.running(dts_BxTxK, times_BxT, training=dropout_rng is not None)
         layer_params = [params[f"layer_{i}"] for i in range(self.n_layers)]
         return scan_stack(cells, layer_params, xs_BxTxD, dts_BxTxK, mask_BxT, states,
                           dropout_rate=self.dropout, locked_dropout=self.locked_dropout,

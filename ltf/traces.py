@@ -46,8 +46,8 @@ from ltf.cells.ctlstm import CTLSTM, pack, unpack
 from ltf.cells.grud import GRU, GRUD
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TimeAware, TLSTM
-from ltf.models import LanguageModel, RecurrentStack, with_times
 from ltf.fast_rnn import carry_in
+from ltf.models import LanguageModel, RecurrentStack
 from ltf.rnn import scan_layer
 from ltf.shapes import lead
 
@@ -219,9 +219,7 @@ def stack_traces(stack: RecurrentStack, stack_params, xs_BxTxD, dts_BxTxK, mask_
                          f"(0..{stack.n_layers - 1}, or −1 for the last).")
     layer %= stack.n_layers
     states = [None] * stack.n_layers if states is None else list(states)
-    cells = tuple(cell.for_evaluation() for cell in stack.cells)  # no dropout rng: not training
-    if any(cell.uses_times for cell in cells):
-        dts_BxTxK = with_times(dts_BxTxK, times_BxT)
+    cells, dts_BxTxK = stack.running(dts_BxTxK, times_BxT, training=False)  # no dropout rng
     hs = xs_BxTxD
     for i in range(layer):
         _, hs = scan_layer(cells[i], stack_params[f"layer_{i}"], hs, dts_BxTxK, mask_BxT, states[i],
