@@ -175,6 +175,13 @@ def selection(config) -> tuple[str, str, str]:
     return tuple(config.train.get(k, v) for k, v in SELECTION_DEFAULTS.items())
 
 
+def best_checkpoint(config) -> dict:
+    """`ltf.checkpoint.Checkpointer`'s ranking of a run: {"best_metric": "val_<select_by>",
+    "best_mode": select_mode}, the name under which training stores the validation value."""
+    select_by, select_mode, _ = selection(config)
+    return {"best_metric": f"val_{select_by}", "best_mode": select_mode}
+
+
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
         raise ValueError(f"config.{field}: {message}")

@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 
 from ltf.checkpoint import Checkpointer
-from ltf.config_lib import selection
+from ltf.config_lib import best_checkpoint
 from ltf.data.corpora import encode_with_vocab
 from ltf.data.vocab import Vocab
 from ltf.runs import read_config, restore_params
@@ -36,8 +36,7 @@ def pick_step(workdir: str | Path, checkpoint: str | int = "best") -> int:
     """The step of checkpoint "best" (by the run's `train.select_by` on validation: the lowest loss
     unless its config says otherwise; the latest if none was ranked), "latest", or a step number,
     with an error that lists the steps there are."""
-    select_by, select_mode, _ = selection(read_config(workdir))
-    with Checkpointer(Path(workdir) / "checkpoints", best_metric=f"val_{select_by}", best_mode=select_mode) as ckpt:
+    with Checkpointer(Path(workdir) / "checkpoints", **best_checkpoint(read_config(workdir))) as ckpt:
         steps = ckpt.all_steps()
         if not steps:
             raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/; is it a run directory "

@@ -176,8 +176,9 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
 
     train_its = {s: task.train_batches(s) for s in seeds.seeds}
     select_by, select_mode, test_at = config_lib.selection(config)
-    ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints,
-                             best_metric=f"val_{select_by}", best_mode=select_mode) for s in seeds.seeds}
+    ranking = config_lib.best_checkpoint(config)
+    ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints, **ranking)
+             for s in seeds.seeds}
     states = {s: init_state(model, tx, configs[s]) for s in seeds.seeds}
     resume_at = {s: ckpts[s].latest_step() for s in seeds.seeds}
     if len(set(resume_at.values())) > 1:
@@ -237,7 +238,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
         if select_by not in values:
             raise ValueError(f"config.train.select_by={select_by!r}: not a metric of the "
                              f"{task.eval_splits[0]} split; its metrics are {sorted(values)}.")
-        return {f"val_{select_by}": values[select_by]}
+        return {ranking["best_metric"]: values[select_by]}
 
     def best_params():
         """(params, steps): each seed's parameters at its best checkpoint (the latest if none was
