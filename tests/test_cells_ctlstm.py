@@ -15,22 +15,17 @@ from ltf.cells.registry import make_cell
 from ltf.models import SequenceModel
 from ltf.rnn import scan_layer
 
+from cell_inputs import perturbed_params, sigmoid
+
 B, T, D, H = 3, 6, 4, 3
 GATES = ("i", "f", "g", "o", "i_bar", "f_bar", "delta")
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def setup(seed=0, dtype=jnp.float64, k_time=1):
     """Params off their init, inputs with irregular gaps, and a valid carry: δ ≥ 0, o ∈ (0, 1),
     h = o ⊙ tanh(C) (what a step leaves behind)."""
     cell = make_cell("ctlstm")
-    key = jax.random.key(seed)
-    params = cell.init(key, D, H)
-    params = {k: (v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)).astype(dtype)
-              for i, (k, v) in enumerate(sorted(params.items()))}
+    params = perturbed_params(cell, jax.random.key(seed), D, H, dtype)
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
     dts = jnp.asarray(rng.exponential(1.5, size=(B, T, k_time)), dtype)

@@ -11,22 +11,17 @@ from ltf.cells.base import LSTMState, StepInputs
 from ltf.cells.registry import make_cell
 from ltf.rnn import scan_layer
 
+from cell_inputs import perturbed_params, sigmoid
+
 B, T, D, H, K = 3, 7, 5, 4, 3
 RESETS = np.zeros((B, T))
 RESETS[0, 3] = RESETS[2, 2] = 1.0  # a new sequence at step 3 of row 0, at the masked step of row 2
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def setup(name, dtype=jnp.float64, seed=0, **options):
     """Every parameter moved off its init; Δt with K columns; padding and a masked middle step."""
     cell = make_cell(name, d_time=K, **options)
-    key = jax.random.key(seed)
-    params = cell.init(key, D, H)
-    params = {k: (v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)).astype(dtype)
-              for i, (k, v) in enumerate(sorted(params.items()))}
+    params = perturbed_params(cell, jax.random.key(seed), D, H, dtype)
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
     dts = jnp.asarray(rng.exponential(1.0, size=(B, T, K)), dtype)

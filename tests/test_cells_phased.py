@@ -21,24 +21,19 @@ from ltf.models import SequenceModel, with_times
 from ltf.rnn import scan_layer
 from ltf.shapes import dense
 
+from cell_inputs import perturbed_params, sigmoid
+
 B, T, D, H = 3, 12, 5, 4
 # Open a third of every period, periods of 2 to 8 time units: over T steps of mean gap 1 every
 # unit is open at some steps and closed at others, so both branches of the time gate take part.
 OPEN = dict(r_on_init=0.3, period_init_min=2.0, period_init_max=8.0)
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def setup(seed=0, dtype=jnp.float64, **options):
     """A cell, params moved off their init (peepholes start at zero), inputs, Δt with the
     absolute times as its last column (B x T x 2) and a non-zero initial state."""
     cell = make_cell("phased", **{**OPEN, **options})
-    key = jax.random.key(seed)
-    params = cell.init(key, D, H)
-    params = {k: (v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)).astype(dtype)
-              for i, (k, v) in enumerate(sorted(params.items()))}
+    params = perturbed_params(cell, jax.random.key(seed), D, H, dtype)
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
     dts = rng.exponential(1.0, size=(B, T, 1))

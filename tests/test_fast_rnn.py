@@ -11,6 +11,8 @@ from ltf.cells.base import LSTMState
 from ltf.cells.registry import CELLS, make_cell
 from ltf.rnn import scan_layer
 
+from cell_inputs import perturbed_params
+
 B, T, D, H = 3, 7, 5, 4
 
 # phased's units update only while open, r_on = 5% of each period at init: half open here, so that
@@ -41,10 +43,7 @@ def setup(name, options, dtype, seed=0):
     """Params with every parameter off its initial value (peepholes start at zero), inputs,
     a non-zero initial state, and a mask with padding at the end and a masked middle step."""
     cell = make_cell(name, **options)
-    key = jax.random.key(seed)
-    params = cell.init(key, D, H)
-    params = {k: (v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)).astype(dtype)
-              for i, (k, v) in enumerate(sorted(params.items()))}
+    params = perturbed_params(cell, jax.random.key(seed), D, H, dtype)
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(B, T, D)), dtype)
     dts = jnp.asarray(rng.exponential(1.0, size=(B, T, 1)), dtype)
