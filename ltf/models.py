@@ -21,10 +21,11 @@ from ltf import attention
 from ltf.cells import decay
 from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.registry import make_cell
-from ltf.rnn import dropout, scan_stack
+from ltf.rnn import TokenInputs, dropout, scan_stack
 from ltf.shapes import dense
 
 HEADS = ("per_step", "last", "attention_pool")
+INPUT_PROJECTIONS = ("auto", "per_vocab", "per_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,13 @@ class LanguageModel:
     `tie_weights` uses the embedding matrix as the output projection (Press & Wolf 2017;
     needs d_embed == d_hidden). Dropout (rate `stack.dropout`) applies to the embeddings,
     between layers and before the projection, only when a dropout rng is given.
+
+    `input_projection`: how the first layer gets x_t W_x. "per_token" multiplies the B·T looked-up
+    embeddings; "per_vocab" gathers rows of the V x G table E W_x (`ltf.fast_rnn.project_tokens`:
+    the same values and gradients, V rows of matmul instead of B·T); "auto" (default) takes
+    per_vocab when V < B·T. Per vocab applies only when nothing stands between the lookup and the
+    layer: no embedding dropout in this call (evaluation, or dropout 0) and no remat
+    (`projection_path` says which runs).
     """
 
     vocab_size: int
@@ -168,13 +176,14 @@ class LanguageModel:
     stack: RecurrentStack
     tie_weights: bool = False
     init_uniform: float = 0.0  # > 0: every parameter ~ U[-s, s] instead (Zaremba et al. 2014: s = 0.1)
+    input_projection: str = "auto"  # auto | per_vocab | per_token (see above)
 
     @classmethod
     def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, init_uniform: float = 0.0,
-              **stack) -> "LanguageModel":
+              input_projection: str = "auto", **stack) -> "LanguageModel":
         stack = RecurrentStack(d_in=d_embed, **_stack_kwargs(stack))
         return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights,
-                   init_uniform=init_uniform)
+                   init_uniform=init_uniform, input_projection=input_projection)
 
     def __post_init__(self):
         if self.vocab_size < 1 or self.d_embed < 1:
@@ -184,6 +193,18 @@ class LanguageModel:
                              f"{self.stack.d_hidden}); set both to the same size or untie.")
         if not self.init_uniform >= 0:
             raise ValueError(f"init_uniform={self.init_uniform}: must be >= 0 (0: the default initialisers).")
+        if self.input_projection not in INPUT_PROJECTIONS:
+            raise ValueError(f"input_projection={self.input_projection!r}: allowed values are {INPUT_PROJECTIONS}.")
+
+    def projection_path(self, n_tokens: int, *, training: bool) -> str:
+        """"per_vocab" or "per_token": how `apply` projects the embeddings of a call with n_tokens
+        (B·T) tokens, in training (embedding dropout applies) or not."""
+        embedding_dropout = training and self.stack.dropout > 0
+        if self.input_projection == "per_token" or embedding_dropout or self.stack.remat:
+            return "per_token"
+        if self.input_projection == "per_vocab" or self.vocab_size < n_tokens:
+            return "per_vocab"
+        return "per_token"
 
     def init(self, key) -> dict:
         k_embed, k_stack, k_out = jax.random.split(key, 3)
@@ -212,9 +233,12 @@ class LanguageModel:
         `times_BxT` as in `RecurrentStack.apply`."""
         rng_in, rng_stack, rng_out = (None,) * 3 if dropout_rng is None else jax.random.split(dropout_rng, 3)
         rate, locked = self.stack.dropout, self.stack.locked_dropout
-        xs_BxTxE = dropout(rng_in, params["embed"][tokens_BxT], rate, locked=locked)
+        if self.projection_path(tokens_BxT.size, training=dropout_rng is not None) == "per_vocab":
+            xs_BxTxE = TokenInputs(params["embed"], tokens_BxT)
+        else:
+            xs_BxTxE = dropout(rng_in, params["embed"][tokens_BxT], rate, locked=locked)
         if dts_BxT is None:
-            dts_BxT = jnp.ones(tokens_BxT.shape, xs_BxTxE.dtype)
+            dts_BxT = jnp.ones(tokens_BxT.shape, params["embed"].dtype)
         states, hs_BxTxH = self.stack.apply(params["stack"], xs_BxTxE, dts_BxT[..., None], mask_BxT,
                                             states, dropout_rng=rng_stack, times_BxT=times_BxT)
         hs_BxTxH = dropout(rng_out, hs_BxTxH, rate, locked=locked)

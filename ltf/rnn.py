@@ -16,7 +16,7 @@ The backward pass is `backward="custom"` (default; `ltf.fast_rnn`: the reverse s
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +27,28 @@ from ltf.cells.base import LSTM, LSTMState, Params
 BACKWARDS = ("custom", "autodiff")
 
 
+class TokenInputs(NamedTuple):
+    """A first layer's input given as an embedding table and token ids, x_t = embed[tokens_t]:
+    the layer then projects it once per vocabulary entry (`ltf.fast_rnn.project_tokens`), not
+    once per token. The same values and gradients as passing embed[tokens]."""
+
+    embed_VxD: jax.Array
+    tokens_BxT: jax.Array
+
+    def dense(self):
+        """x_BxTxD = embed[tokens]."""
+        return self.embed_VxD[self.tokens_BxT]
+
+
 def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
                state: LSTMState | None = None, *, unroll: int = 1, remat: bool = False,
                backward: str = "custom", resets_BxT=None):
     """Runs `cell` over T steps. Returns (final LSTMState, hs_BxTxH).
 
     Args:
+        xs_BxTxD: the inputs, or `TokenInputs(embed, tokens)` to project them per vocabulary entry
+            (with `remat` they are looked up and projected per token, as remat recomputes the
+            projection from the stored inputs).
         state: the carry to start from (zeros when None); pass a returned final state to
             continue a sequence (stateful truncated BPTT).
         unroll: `lax.scan` unroll factor.
@@ -48,22 +64,34 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward={backward!r}: allowed values are {BACKWARDS}.")
-    batch, _, _ = xs_BxTxD.shape
+    if isinstance(xs_BxTxD, TokenInputs) and remat:
+        xs_BxTxD = xs_BxTxD.dense()
+    per_vocab = isinstance(xs_BxTxD, TokenInputs)
+    dtype = xs_BxTxD.embed_VxD.dtype if per_vocab else xs_BxTxD.dtype
+    batch = dts_BxTxK.shape[0]
     d_hidden = params["w_h"].shape[0]
     if state is None:
-        state = cell.initial_state(batch, d_hidden, xs_BxTxD.dtype)
-    xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
-    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
+        state = cell.initial_state(batch, d_hidden, dtype)
+    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(dtype)
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
-    resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(xs_BxTxD.dtype)
-    if backward == "custom":
-        final, hs_TxBxH = fast_rnn.layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state,
-                                         unroll=unroll, remat=remat, resets_TxB=resets_TxB)
+    resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(dtype)
+    if backward == "custom" and not per_vocab:  # the projection inside (remat recomputes it)
+        final, hs_TxBxH = fast_rnn.layer(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK, masks_TxB,
+                                         state, unroll=unroll, remat=remat, resets_TxB=resets_TxB)
         return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
-    zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # all T at once, outside the scan
-    final, hs_TxBxH = fast_rnn.forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
-                                       emit=lambda h, z, c_prev: h, remat=remat, resets_TxB=resets_TxB)
+    # all T at once, outside the scan: from the V x G table for token inputs
+    if per_vocab:
+        zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+                                           jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
+    else:
+        zs_TxBxG = cell.project(params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK)
+    if backward == "custom":
+        final, hs_TxBxH = fast_rnn.recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
+                                              unroll=unroll, resets_TxB=resets_TxB)
+    else:
+        final, hs_TxBxH = fast_rnn.forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
+                                           emit=lambda h, z, c_prev: h, remat=remat, resets_TxB=resets_TxB)
     return final, jnp.swapaxes(hs_TxBxH, 0, 1)
 
 

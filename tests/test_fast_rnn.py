@@ -286,3 +286,30 @@ def test_carried_scan_equals_lax_scan(reverse, n_steps):
 def test_transposed_is_the_transpose():
     w = jnp.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(jax.jit(fast_rnn.transposed)(w), w.T)
+
+
+@pytest.mark.parametrize("name,options", CASES, ids=CASE_IDS)
+def test_project_tokens_equals_the_projection_of_the_looked_up_embeddings(name, options):
+    """The per-vocabulary projection (row v of E W_x for token v, plus what depends on Δt) equals
+    `project` of embed[tokens] in values and in the gradients of params, E and Δt, for every cell:
+    it fails for a cell whose `project` is not affine in x."""
+    with jax.enable_x64(True):
+        cell = make_cell(name, **options)
+        params = perturbed_params(cell, jax.random.key(3), D, H, jnp.float64)
+        rng = np.random.default_rng(3)
+        embed_VxD = jnp.asarray(rng.normal(size=(6, D)))
+        tokens_TxB = jnp.asarray(rng.integers(0, 6, size=(T, B)))
+        dts_TxBxK = jnp.asarray(rng.exponential(1.0, size=(T, B, cell.d_time)))
+        n_gates_x_h = fast_rnn.project(cell, params, embed_VxD[tokens_TxB], dts_TxBxK).shape[-1]
+        cotangent_TxBxG = jnp.asarray(rng.normal(size=(T, B, n_gates_x_h)))
+
+        def per_vocab(params, embed, dts):
+            return jnp.sum(jnp.sin(fast_rnn.project_tokens(cell, params, embed, tokens_TxB, dts)) * cotangent_TxBxG)
+
+        def per_token(params, embed, dts):
+            return jnp.sum(jnp.sin(fast_rnn.project(cell, params, embed[tokens_TxB], dts)) * cotangent_TxBxG)
+
+        value, grads = jax.value_and_grad(per_vocab, argnums=(0, 1, 2))(params, embed_VxD, dts_TxBxK)
+        value_ref, grads_ref = jax.value_and_grad(per_token, argnums=(0, 1, 2))(params, embed_VxD, dts_TxBxK)
+        np.testing.assert_allclose(value, value_ref, rtol=1e-12)
+        assert_trees_close(grads, grads_ref, 1e-12)

@@ -1,5 +1,7 @@
 """Models: causality for every variant, vmapped seeds, gradients, heads and weight tying."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,3 +186,41 @@ def test_bad_model_values_are_named(kwargs, match):
     options.update(kwargs)
     with pytest.raises(ValueError, match=match):
         SequenceModel.build(**options)
+
+
+@pytest.mark.parametrize("cell,backward", [("lstm", "custom"), ("time_aware", "custom"), ("tlstm", "autodiff")])
+@pytest.mark.parametrize("vocab_size", [5, 40])  # below and above the B·T = 18 tokens
+def test_per_vocab_projection_equals_per_token(cell, backward, vocab_size):
+    """The language model with x_t W_x gathered from the V x G table gives the per-token model's
+    logits, final states and gradients (float64), with padding and a masked step."""
+    with jax.enable_x64(True):
+        models = {path: LanguageModel.build(vocab_size=vocab_size, d_embed=E, cell=cell, d_hidden=H, n_layers=2,
+                                            backward=backward, input_projection=path)
+                  for path in ("per_vocab", "per_token")}
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), models["per_token"].init(jax.random.key(8)))
+        rng = np.random.default_rng(8)
+        x = jnp.asarray(rng.integers(0, vocab_size, size=(B, T)), jnp.int32)
+        dts = jnp.asarray(rng.exponential(1.0, size=(B, T)))
+        mask = jnp.ones((B, T)).at[1, 6:].set(0.0).at[0, 3].set(0.0)
+
+        def loss(model, params):
+            logits, states = model.apply(params, x, dts, mask)
+            return jnp.sum(jax.nn.log_softmax(logits)[..., 1] * mask) + sum(jnp.sum(s.c * s.h) for s in states)
+
+        out = {path: jax.value_and_grad(functools.partial(loss, model))(params) for path, model in models.items()}
+        np.testing.assert_allclose(out["per_vocab"][0], out["per_token"][0], rtol=1e-12)
+        for a, b in zip(jax.tree.leaves(out["per_vocab"][1]), jax.tree.leaves(out["per_token"][1])):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_projection_path_by_size_dropout_and_remat():
+    """auto: per vocabulary when V < B·T and nothing stands between the lookup and the first layer."""
+    assert lm().projection_path(V + 1, training=True) == "per_vocab"
+    assert lm().projection_path(V, training=False) == "per_token"
+    assert lm(input_projection="per_vocab").projection_path(1, training=False) == "per_vocab"
+    assert lm(input_projection="per_token").projection_path(10 ** 6, training=False) == "per_token"
+    assert lm(dropout=0.1).projection_path(10 ** 6, training=True) == "per_token"  # embedding dropout
+    assert lm(dropout=0.1).projection_path(10 ** 6, training=False) == "per_vocab"  # evaluation
+    assert lm(remat=True, input_projection="per_vocab").projection_path(10 ** 6, training=False) == "per_token"
+    with pytest.raises(ValueError, match="input_projection"):
+        lm(input_projection="table")
