@@ -15,7 +15,9 @@ cotangents of the carry by (1 - r_t), so nothing flows back across a reset.
 
 Forward: the scan of `ltf.rnn` ((C', h') = before_step(C_{t-1}, h_{t-1}, Δt), the identity for
 most cells; z_t = zs_t + h' W_h; (C_t, h_t) = gate_update(z_t, C', h', Δt); a masked step keeps
-the carry and emits the carried h). Residuals of `recurrence`: the full
+the carry and emits the carried h). `layer` projects the inputs without the bias b and adds b to
+z_t inside the step, where the add fuses with the step's own (d b = Σ_t dz_t after the scan),
+instead of making a pass over the T x B x G projection for it. Residuals of `recurrence`: the full
 pre-activations z_t (T x B x G, so that the backward pass does not redo the recurrent matmul
 step by step), C_{t-1} and the emitted h_t (T x B x H each): 6H numbers per token, what the
 per-step `jax.checkpoint` of the autodiff path stores too.
@@ -70,7 +72,7 @@ def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state
     `zs_TxBxG` = cell.project(params, xs, dts); `masks_TxB`, `resets_TxB` may be None (every step
     real; no reset). Differentiable in params, zs, dts and state0 with the custom backward pass above.
     """
-    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
+    return _recurrence(cell, unroll, False, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
 def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState,
@@ -85,8 +87,16 @@ def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LS
             raise ValueError(f"remat_chunk={remat_chunk}: must be a positive number of steps.")
         return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB,
                             state0)
-    zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    return _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
+    # the bias joins z_t inside the step, where the add is fused into the step's own, instead of
+    # a pass over the T x B x G projection of its own
+    zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
+    return _recurrence(cell, unroll, True, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
+
+
+def without_bias(params: Params) -> Params:
+    """params with b = 0: `cell.project` then gives the pre-activations without the bias (every
+    cell adds b to z as its last term; XLA drops the add of zeros)."""
+    return {**params, "b": jnp.zeros_like(params["b"])}
 
 
 def project(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK):
@@ -161,21 +171,25 @@ def carried_scan(body, init, xs, *, reverse: bool = False, unroll: int = 1):
 
 
 def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False,
-            resets_TxB=None, carried: bool = False):
+            resets_TxB=None, carried: bool = False, bias_in_step: bool = False):
     """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}), with
-    C_{t-1} after the step's reset (and before the cell's `before_step`).
+    C_{t-1} after the step's reset (and before the cell's `before_step`). `bias_in_step`: zs
+    come without the bias (`without_bias`), and each step adds params["b"] to z_t.
 
     Also the whole of the autodiff path of `ltf.rnn` (differentiated by `jax.grad`, with
     `remat` checkpointing each step there). `carried`: inputs through the carry
     (`carried_scan`), for the custom-VJP paths, which `jax.grad` never differentiates.
     """
     w_rec_HxG = cell.recurrent_weight(params)
+    bias_1xG = params["b"][None] if bias_in_step else None
 
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B, r_B = step_in
         c_prev, h_prev_BxH = _kept(r_B, carry.c), _kept(r_B, carry.h)
         c_in, h_in_BxH = carry_in(cell, params, c_prev, h_prev_BxH, dt_BxK)
         z_BxG = z_BxG + h_in_BxH @ w_rec_HxG  # the one recurrent matmul, H x G
+        if bias_1xG is not None:
+            z_BxG = z_BxG + bias_1xG
         c_BxH, h_BxH = cell.gate_update(params, z_BxG, c_in, h_in_BxH, dt_BxK)
         if m_B is not None:  # a masked step keeps the carry (after its reset, before any decay)
             c_BxH, h_BxH = _keep(m_B, c_BxH, c_prev), _keep(m_B, h_BxH, h_prev_BxH)
@@ -279,26 +293,28 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
 
 # -- recurrence: zs in, residuals z, C_{t-1}, h_t --------------------------------------------
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _recurrence(cell, unroll, bias_in_step, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
     return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-                    emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB, carried=True)
+                   emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB, carried=True, bias_in_step=bias_in_step)
 
 
-def _recurrence_fwd(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
+def _recurrence_fwd(cell, unroll, bias_in_step, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
     final, (hs_TxBxH, zfull_TxBxG, c_prev_TxBxH) = forward(
             cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda *out: out,
-            resets_TxB=resets_TxB, carried=True)
+            resets_TxB=resets_TxB, carried=True, bias_in_step=bias_in_step)
     residuals = (params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, state0.h)
     return (final, hs_TxBxH), residuals
 
 
-def _recurrence_bwd(cell, unroll, residuals, cotangents):
+def _recurrence_bwd(cell, unroll, bias_in_step, residuals, cotangents):
     params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
     d_params, dzs_TxBxG, ddts_TxBxK, d_state0 = _backward(
             cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, _previous(h0_BxH, hs_TxBxH, resets_TxB),
             dts_TxBxK, masks_TxB, resets_TxB, d_final, dhs_TxBxH)
+    if bias_in_step:  # d b = Σ_t dz_t, as for any addend of z_t
+        d_params["b"] = d_params["b"] + jnp.sum(dzs_TxBxG, axis=(0, 1))
     return d_params, dzs_TxBxG, ddts_TxBxK, None, None, d_state0
 
 
