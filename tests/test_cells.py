@@ -290,3 +290,11 @@ def test_cells_are_hashable_and_params_are_plain_dicts():
         batched = jax.vmap(lambda k: cell.init(k, D, H))(jax.random.split(jax.random.key(0), 3))
         assert all(v.shape[0] == 3 for v in batched.values())
         assert dataclasses.is_dataclass(cell)
+
+
+@pytest.mark.parametrize("name", list(cells.CELLS))
+def test_no_parameter_is_weak_typed(name):
+    """A weak-typed leaf (jnp.full with a Python float) turns float32 at the first optimiser
+    update, and the jitted train step compiles a second time."""
+    params = make_cell(name).init(jax.random.key(0), 3, 4)
+    assert not [k for k, v in params.items() if v.weak_type]

@@ -107,7 +107,8 @@ class Phased(LSTM):
         params["shift"] = jnp.exp(log_tau) * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
         if self.learn_r_on:
             r = self.r_on_init
-            params["r_on_logit"] = jnp.full((d_hidden,), math.log(r / (1.0 - r)))
+            # of a set dtype: a weak-typed leaf changes type at the first update, and the step compiles again
+            params["r_on_logit"] = jnp.full((d_hidden,), math.log(r / (1.0 - r)), log_tau.dtype)
         return params
 
     def peephole_weights(self, params: Params) -> dict[str, Array]:
