@@ -1,38 +1,43 @@
-"""One measurement of scripts/bench.py: the 1-layer char LM in each implementation, its train
-step timed, and the result row. bench.py runs `run_worker` once per (impl, cell, size), each in
-a process of its own (`bench.py --worker`, one JSON line on stdout).
+"""One measurement of scripts/bench.py: a model's train step in one implementation, timed, and the
+result row. bench.py runs `run_worker` once per (model, impl, cell, size), each in a process of
+its own (`bench.py --worker`, one JSON line on stdout). The models and their implementations
+("model", "impl", "cell", "path") are built in scripts/bench_models.py.
 
-The model: tokens (vocab 256) -> embedding 256 x E -> one recurrent layer of width H -> dense
-H x 256 -> softmax cross-entropy (mean over the B·T tokens) -> Adam (lr 1e-3; optax for the JAX
-implementations, torch.optim.Adam for torch). E = H unless d_embed is given; every
-implementation uses the same E. Inputs are random tokens drawn once (seeded); every step starts
-from a zero recurrent state. Implementations ("impl", "cell"):
+A JAX step is `jax.jit` with the train state (params, optimiser state) donated and Adam from
+optax; the clock stops after `jax.block_until_ready`. A torch step is torch.optim.Adam's. The
+first step (compilation) and `warmup` more are excluded from the timing. `remat` builds the ltf
+models with `remat=True`.
 
-  ltf   lstm, lstm_noforget, adaptive, time_aware, tlstm, phased, ctlstm, gru, grud
-        (ltf.models.LanguageModel, default options; text's Δt = 1, phased's clock 1..T)
-  ltf   time_aware+attention: AttentionSpec(score="dot", normaliser="softmax", window=64)
-  flax  lstm: flax.linen nn.RNN(nn.OptimizedLSTMCell(H)) between nn.Embed and nn.Dense
-  torch lstm: torch.nn.LSTM (CPU, torch.set_num_threads(os.cpu_count())); skipped with a note
-        when torch cannot be imported
-
-A JAX step is `jax.jit` with the train state (params, optimiser state) donated; the clock stops
-after `jax.block_until_ready`. The first step (compilation) and `warmup` more are excluded from
-the timing. `remat` builds the ltf models with `remat=True`; `malloc="tuned"` calls
-`ltf.allocator.keep_freed_memory()` before anything runs.
+Devices: the JAX rows run on JAX's default backend ("backend", "device_kind"); torch on CUDA when
+`torch.cuda.is_available()` (cuDNN's LSTM, model and data on the GPU, `torch.cuda.synchronize()`
+before the clock stops; the torch device and cuDNN version in "versions"), else on the CPU with
+`torch.set_num_threads(os.cpu_count())`; torch rows are skipped with a note when torch cannot be
+imported. "peak_device_mb": the accelerator's peak memory in use (None on the CPU).
+`malloc="tuned"` calls `ltf.allocator.keep_freed_memory()` before anything runs, in CPU workers
+only (the row's "malloc" says whether it applied). Whether a worker runs on the CPU is told
+without starting JAX's backends or CUDA where no accelerator can be there: started first, their
+threads would keep malloc arenas of their own (~19,000 page faults per step at 32x128x256).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
-LTF_CELLS = ("lstm", "lstm_noforget", "adaptive", "time_aware", "tlstm", "phased", "ctlstm", "gru", "grud",
-             "time_aware+attention")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_models.py, also when loaded by path
+
+from bench_models import (INPUT_PROJECTIONS, LTF_CELLS, MODELS, input_path, jax_problem,  # noqa: E402,F401
+                          torch_problem)
+
 IMPLS = ("ltf", "flax", "torch")
-MALLOCS = ("default", "tuned")  # glibc as it comes, or ltf.allocator.keep_freed_memory() in every worker
-VOCAB = 256
+MALLOCS = ("default", "tuned")  # glibc as it comes, or ltf.allocator.keep_freed_memory() in every CPU worker
 LR = 1e-3
 
 
@@ -55,66 +60,26 @@ def time_steps(step, n_warmup: int, n_steps: int) -> tuple[float, list[float]]:
     return compile_s, times
 
 
-# -- JAX implementations ---------------------------------------------------------------------------
+# -- JAX: ltf and flax -----------------------------------------------------------------------------
 
-def _ltf_model(cell: str, d_embed: int, d_hidden: int, remat: bool = False):
-    from ltf.models import AttentionSpec, LanguageModel
-
-    base, _, extra = cell.partition("+")
-    attn = AttentionSpec(score="dot", normaliser="softmax", window=64) if extra == "attention" else None
-    if extra not in ("", "attention"):
-        raise ValueError(f"cell={cell!r}: allowed values are {LTF_CELLS}.")
-    model = LanguageModel.build(vocab_size=VOCAB, d_embed=d_embed, cell=base, d_hidden=d_hidden,
-                                n_layers=1, attention=attn, remat=remat)
-    return model.init, lambda params, tokens: model.apply(params, tokens)[0]
-
-
-def _flax_model(d_embed: int, d_hidden: int):
-    import flax.linen as nn
-    import numpy as np
-
-    class CharLM(nn.Module):
-        @nn.compact
-        def __call__(self, tokens_BxT):
-            xs_BxTxE = nn.Embed(VOCAB, d_embed)(tokens_BxT)
-            hs_BxTxH = nn.RNN(nn.OptimizedLSTMCell(d_hidden))(xs_BxTxE)
-            return nn.Dense(VOCAB)(hs_BxTxH)
-
-    module = CharLM()
-    init = lambda key: module.init(key, np.zeros((1, 2), np.int32))["params"]
-    return init, lambda params, tokens: module.apply({"params": params}, tokens)
-
-
-def jax_step(impl: str, cell: str, B: int, T: int, H: int, E: int, *, seed: int = 0, remat: bool = False,
-             forward_backward: bool = False):
+def jax_step(impl: str, cell: str, B: int, T: int, H: int, E: int, *, model: str = "char_lm", seed: int = 0,
+             remat: bool = False, forward_backward: bool = False, input_projection: str = "auto"):
     """The measured JAX step as a no-argument callable that runs one step and blocks until it is
     done (the train state lives inside it); also what `scripts/bench_profile.py` profiles."""
     import jax
-    import jax.numpy as jnp
     import optax
 
-    from ltf.losses import token_cross_entropy
-
-    init, logits_fn = _ltf_model(cell, E, H, remat) if impl == "ltf" else _flax_model(E, H)
-    key_params, key_data = jax.random.split(jax.random.PRNGKey(seed))
-    tokens_BxT1 = jax.random.randint(key_data, (B, T + 1), 0, VOCAB, jnp.int32)
-    inputs_BxT, targets_BxT = tokens_BxT1[:, :-1], tokens_BxT1[:, 1:]
-    mask_BxT = jnp.ones((B, T), jnp.float32)
-    params = init(key_params)
-
-    def loss_fn(params, inputs_BxT, targets_BxT):
-        loss_sum, count = token_cross_entropy(logits_fn(params, inputs_BxT), targets_BxT, mask_BxT)
-        return loss_sum / count
-
+    params, loss_fn, batch = jax_problem(model, impl, cell, B, T, H, E, seed=seed, remat=remat,
+                                         input_projection=input_projection)
     if forward_backward:
         fb = jax.jit(jax.value_and_grad(loss_fn))
-        step = lambda: jax.block_until_ready(fb(params, inputs_BxT, targets_BxT))
+        step = lambda: jax.block_until_ready(fb(params, *batch))
     else:
         tx = optax.adam(LR)
 
-        def train_step(state, inputs_BxT, targets_BxT):
+        def train_step(state, *batch):
             params, opt_state = state
-            loss, grads = jax.value_and_grad(loss_fn)(params, inputs_BxT, targets_BxT)
+            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -123,92 +88,122 @@ def jax_step(impl: str, cell: str, B: int, T: int, H: int, E: int, *, seed: int 
         del params
 
         def step():
-            holder["state"], loss = train_step(holder["state"], inputs_BxT, targets_BxT)
+            holder["state"], loss = train_step(holder["state"], *batch)
             jax.block_until_ready((holder["state"], loss))
 
-    jax.block_until_ready(tokens_BxT1)
+    jax.block_until_ready(batch)
     return step
 
 
-def _jax_worker(impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int,
-                forward_backward: bool, seed: int, remat: bool = False) -> dict:
+def _jax_worker(model: str, impl: str, cell: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int,
+                forward_backward: bool, seed: int, remat: bool, input_projection: str) -> dict:
     import jax
 
-    step = jax_step(impl, cell, B, T, H, E, seed=seed, remat=remat, forward_backward=forward_backward)
+    step = jax_step(impl, cell, B, T, H, E, model=model, seed=seed, remat=remat,
+                    forward_backward=forward_backward, input_projection=input_projection)
     base_rss = _rss_mb()
     compile_s, times = time_steps(step, warmup, steps)
-    return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
-            "versions": {"jax": jax.__version__, "device_kind": jax.devices()[0].device_kind,
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}  # None on the CPU
+    return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss, "backend": jax.default_backend(),
+            "peak_device_mb": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None,
+            "versions": {"jax": jax.__version__, "device_kind": device.device_kind,
                          "jax_backend": jax.default_backend()}}
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------
 
-def _torch_worker(B: int, T: int, H: int, E: int, *, steps: int, warmup: int, forward_backward: bool,
+def _torch_worker(model: str, B: int, T: int, H: int, E: int, *, steps: int, warmup: int, forward_backward: bool,
                   seed: int) -> dict:
     import torch
-    from torch import nn
 
-    torch.set_num_threads(os.cpu_count())
+    on_cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if on_cuda else "cpu")
+    if not on_cuda:
+        torch.set_num_threads(os.cpu_count())
     torch.manual_seed(seed)
-
-    class CharLM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed, self.lstm, self.out = nn.Embedding(VOCAB, E), nn.LSTM(E, H, batch_first=True), nn.Linear(H, VOCAB)
-
-        def forward(self, tokens_BxT):
-            hs_BxTxH, _ = self.lstm(self.embed(tokens_BxT))
-            return self.out(hs_BxTxH)
-
-    model = CharLM()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    tokens_BxT1 = torch.randint(0, VOCAB, (B, T + 1))
-    inputs_BxT, targets_BxT = tokens_BxT1[:, :-1].contiguous(), tokens_BxT1[:, 1:].contiguous()
+    module, loss_fn = torch_problem(model, B, T, H, E, device)
+    opt = torch.optim.Adam(module.parameters(), lr=LR)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits_BxTxV = model(inputs_BxT)
-        loss = nn.functional.cross_entropy(logits_BxTxV.reshape(-1, VOCAB), targets_BxT.reshape(-1))
-        loss.backward()
+        loss_fn().backward()
         if not forward_backward:
             opt.step()
-        return loss.item()
+        if on_cuda:  # kernels run asynchronously: the step ends when the GPU is done
+            torch.cuda.synchronize()
 
     base_rss = _rss_mb()
     compile_s, times = time_steps(step, warmup, steps)
-    return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss,
-            "versions": {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}}
+    versions = {"torch": torch.__version__, "torch_device": "cpu", "torch_threads": torch.get_num_threads()}
+    if on_cuda:
+        versions.update(torch_device=f"cuda: {torch.cuda.get_device_name(device)}",
+                        cudnn=torch.backends.cudnn.version())
+    return {"compile_s": compile_s, "times": times, "base_rss_mb": base_rss, "backend": device.type,
+            "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20 if on_cuda else None,
+            "versions": versions}
 
 
-def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, d_embed: int | None = None,
+# -- the worker ------------------------------------------------------------------------------------
+
+def _jax_may_use_accelerator() -> bool:
+    """Whether JAX has a backend besides the CPU to start, told without starting any: a plugin is
+    installed (jax-cuda*, jax-rocm*, libtpu) and JAX_PLATFORMS does not hold it to the CPU."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and set(platforms.lower().split(",")) <= {"cpu"}:
+        return False
+    if importlib.util.find_spec("libtpu") is not None or any(importlib.metadata.entry_points(group="jax_plugins")):
+        return True
+    spec = importlib.util.find_spec("jax_plugins")
+    return spec is not None and any(pkgutil.iter_modules(spec.submodule_search_locations or []))
+
+
+def runs_on_cpu(impl: str) -> bool:
+    """Whether `impl` will run on the CPU; JAX's backends or CUDA are started to ask only where an
+    accelerator may be (a JAX plugin; the NVIDIA driver for torch)."""
+    if impl == "torch":
+        if not Path("/proc/driver/nvidia").exists():
+            return True
+        import torch
+
+        return not torch.cuda.is_available()
+    if not _jax_may_use_accelerator():
+        return True
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "char_lm", d_embed: int | None = None,
                steps: int = 10, warmup: int = 2, forward_backward: bool = False, seed: int = 0,
-               remat: bool = False, malloc: str = "default") -> dict:
+               remat: bool = False, malloc: str = "default", input_projection: str = "auto") -> dict:
     """One measurement in this process. Returns a result row (its columns: scripts/bench.py)."""
-    if malloc not in MALLOCS:
-        raise ValueError(f"malloc={malloc!r}: allowed values are {MALLOCS}.")
-    if malloc == "tuned":  # before any computation starts the libraries' threads
+    for name, value, allowed in (("model", model, MODELS), ("impl", impl, IMPLS), ("malloc", malloc, MALLOCS),
+                                 ("input_projection", input_projection, INPUT_PROJECTIONS)):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r}: allowed values are {allowed}.")
+    if impl != "ltf" and cell != "lstm":
+        raise ValueError(f"impl={impl!r} has only cell='lstm' (flax's OptimizedLSTMCell, torch.nn.LSTM), "
+                         f"got {cell!r}.")
+    E = H if d_embed is None else d_embed
+    remat = remat and impl == "ltf"
+    row = {"model": model, "impl": impl, "cell": cell, "B": B, "T": T, "H": H, "E": E,
+           "mode": "forward_backward" if forward_backward else "train", "steps": steps, "remat": remat,
+           "malloc": "default", "input_projection": input_projection if (model, impl) == ("char_lm", "ltf") else None}
+    if impl == "torch" and importlib.util.find_spec("torch") is None:
+        return {**row, "path": input_path(model, impl, cell, B, T, H, E), "skipped": "torch is not importable"}
+    if malloc == "tuned" and runs_on_cpu(impl):  # before any computation starts the libraries' threads
         from ltf import allocator
 
         if not allocator.keep_freed_memory():
             raise RuntimeError("--malloc tuned needs glibc (Linux); use --malloc default here.")
-    E = H if d_embed is None else d_embed
+        row["malloc"] = "tuned"
+    row["path"] = input_path(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection)
     kwargs = dict(steps=steps, warmup=warmup, forward_backward=forward_backward, seed=seed)
-    row = {"impl": impl, "cell": cell, "B": B, "T": T, "H": H, "E": E,
-           "mode": "forward_backward" if forward_backward else "train", "steps": steps,
-           "remat": remat and impl == "ltf", "malloc": malloc}
     if impl == "torch":
-        try:
-            import torch  # noqa: F401
-        except ImportError as e:
-            return {**row, "skipped": f"torch is not importable ({e})"}
-        out = _torch_worker(B, T, H, E, **kwargs)
-    elif impl in ("ltf", "flax"):
-        if impl == "flax" and cell != "lstm":
-            raise ValueError(f"impl=flax has only cell='lstm' (OptimizedLSTMCell), got {cell!r}.")
-        out = _jax_worker(impl, cell, B, T, H, E, remat=remat, **kwargs)
+        out = _torch_worker(model, B, T, H, E, **kwargs)
     else:
-        raise ValueError(f"impl={impl!r}: allowed values are {IMPLS}.")
+        out = _jax_worker(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection, **kwargs)
     step_s = statistics.median(out["times"])
     row.update({"step_ms": 1e3 * step_s, "min_ms": 1e3 * min(out["times"]), "tokens_per_s": B * T / step_s,
                 **{k: v for k, v in out.items() if k != "times"}, "peak_rss_mb": _rss_mb(),

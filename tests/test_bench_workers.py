@@ -1,8 +1,10 @@
-"""scripts/bench_workers.py on a tiny size: each implementation's row, the options it records.
+"""scripts/bench_workers.py (and the models of scripts/bench_models.py) on a tiny size: each
+implementation's row, the options it records.
 
 Speed is never asserted here; only that the pieces run and report what they promise.
 """
 
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -12,8 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(B=2, T=8, H=8)
-FIELDS = {"impl", "cell", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "compile_s", "base_rss_mb",
-          "peak_rss_mb", "load_1m", "mode"}
+FIELDS = {"model", "impl", "cell", "path", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "compile_s",
+          "base_rss_mb", "peak_rss_mb", "load_1m", "mode", "backend"}
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def load_script(name):
@@ -29,19 +32,46 @@ def workers():
     return load_script("bench_workers")
 
 
-def check_row(row, impl, cell, mode="train"):
+@pytest.fixture(scope="module")
+def models(workers):
+    return importlib.import_module("bench_models")  # the module bench_workers builds from
+
+
+def check_row(row, impl, cell, mode="train", model="char_lm", path="per_token"):
     assert FIELDS <= set(row), FIELDS - set(row)
-    assert (row["impl"], row["cell"], row["mode"]) == (impl, cell, mode)
+    assert (row["model"], row["impl"], row["cell"], row["mode"], row["path"]) == (model, impl, cell, mode, path)
     assert (row["B"], row["T"], row["H"]) == (TINY["B"], TINY["T"], TINY["H"])
     assert row["tokens_per_s"] > 0 and row["step_ms"] > 0 and row["compile_s"] > 0
     assert row["peak_rss_mb"] >= row["base_rss_mb"] > 0
 
 
-@pytest.mark.parametrize("impl,cell", [("ltf", "tlstm"), ("flax", "lstm")])
-def test_worker_in_process(workers, impl, cell):
+def _needs(impl):
+    return pytest.mark.skipif(impl == "torch" and not HAS_TORCH, reason="torch is not installed ([bench] extra)")
+
+
+@pytest.mark.parametrize("impl,cell", [pytest.param(i, c, marks=_needs(i)) for i, c in
+                                       [("ltf", "tlstm"), ("ltf", "lstm+decay"), ("flax", "lstm"),
+                                        ("torch", "lstm")]])
+def test_char_lm_worker_in_process(workers, impl, cell):
     row = workers.run_worker(impl, cell, **TINY, steps=2, warmup=0)
-    check_row(row, impl, cell)
+    check_row(row, impl, cell)  # B·T = 16 < V = 256: per token also for ltf under "auto"
     json.dumps(row)  # the worker prints it as one JSON line
+
+
+@pytest.mark.parametrize("impl,cell", [pytest.param(i, c, marks=_needs(i)) for i, c in
+                                       [("ltf", "lstm"), ("ltf", "tlstm"), ("ltf", "phased"), ("flax", "lstm"),
+                                        ("torch", "lstm")]])
+def test_layer_worker_in_process(workers, impl, cell):
+    """The recurrent layer alone on dense inputs; phased reads the clock appended to Δt."""
+    row = workers.run_worker(impl, cell, **TINY, model="layer", steps=2, warmup=0)
+    check_row(row, impl, cell, model="layer", path="dense")
+    assert row["input_projection"] is None and row["backend"] == "cpu" and row["peak_device_mb"] is None
+    json.dumps(row)
+
+
+def test_layer_model_has_no_attention(workers):
+    with pytest.raises(ValueError, match="char_lm"):
+        workers.run_worker("ltf", "time_aware+attention", **TINY, model="layer", steps=1, warmup=0)
 
 
 def test_worker_forward_backward_with_attention(workers):
@@ -49,29 +79,62 @@ def test_worker_forward_backward_with_attention(workers):
     check_row(row, "ltf", "time_aware+attention", mode="forward_backward")
 
 
-def test_remat_reaches_the_ltf_model_and_is_recorded(workers, monkeypatch):
+def test_input_projection_reaches_the_char_lm_and_sets_the_path(workers, models):
+    row = workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, input_projection="per_vocab")
+    check_row(row, "ltf", "lstm", path="per_vocab")
+    assert row["input_projection"] == "per_vocab"
+    big = dict(B=4, T=128, H=8, E=8)  # B·T = 512 > V = 256: "auto" gathers from the V x G table
+    assert models.input_path("char_lm", "ltf", "lstm", **big) == "per_vocab"
+    assert models.input_path("char_lm", "ltf", "lstm", **big, input_projection="per_token") == "per_token"
+    assert models.input_path("char_lm", "flax", "lstm", **big) == "per_token"
+    assert models.input_path("layer", "ltf", "lstm", **big) == "dense"
+
+
+def test_cell_suffixes(models):
+    assert models.split_cell("lstm+decay") == ("lstm", {"decay": True}, False)
+    assert models.split_cell("time_aware+attention") == ("time_aware", {}, True)
+    assert models.split_cell("tlstm") == ("tlstm", {}, False)
+    assert models.ltf_language_model("lstm+decay", 8, 8).stack.cells[0].decay
+    with pytest.raises(ValueError, match="suffixes"):
+        models.split_cell("lstm+dropout")
+
+
+def test_remat_reaches_the_ltf_model_and_is_recorded(workers, models, monkeypatch):
     built = {}
-    real = workers._ltf_model
+    real = models._ltf_model
 
-    def spy(cell, d_embed, d_hidden, remat=False):
+    def spy(cell, d_embed, d_hidden, remat=False, input_projection="auto"):
         built["remat"] = remat
-        return real(cell, d_embed, d_hidden, remat)
+        return real(cell, d_embed, d_hidden, remat, input_projection)
 
-    monkeypatch.setattr(workers, "_ltf_model", spy)
+    monkeypatch.setattr(models, "_ltf_model", spy)
     row = workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, remat=True)
     check_row(row, "ltf", "lstm")
     assert built == {"remat": True} and row["remat"] is True
     assert workers.run_worker("flax", "lstm", **TINY, steps=1, warmup=0, remat=True)["remat"] is False
 
 
-def test_malloc_choice_reaches_the_worker_and_is_recorded(workers, monkeypatch):
-    """--malloc tuned calls ltf.allocator.keep_freed_memory() in the worker before it runs."""
+def test_malloc_choice_reaches_cpu_workers_and_is_recorded(workers, monkeypatch):
+    """--malloc tuned calls ltf.allocator.keep_freed_memory() in a CPU worker before it runs, and
+    leaves the allocator alone on an accelerator."""
     from ltf import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert workers.runs_on_cpu("ltf")  # this machine: no JAX plugin (nothing started to tell)
     row = workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="tuned")
     assert calls == [1] and row["malloc"] == "tuned"
     assert workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0)["malloc"] == "default" and calls == [1]
+    monkeypatch.setattr(workers, "runs_on_cpu", lambda impl: False)  # as on a GPU
+    assert workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="tuned")["malloc"] == "default"
+    assert calls == [1]
     with pytest.raises(ValueError, match="malloc="):
         workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, malloc="jemalloc")
+
+
+def test_bad_options_name_the_allowed_values(workers):
+    for kwargs, match in [(dict(model="transformer"), "model="), (dict(input_projection="x"), "input_projection=")]:
+        with pytest.raises(ValueError, match=match):
+            workers.run_worker("ltf", "lstm", **TINY, steps=1, warmup=0, **kwargs)
+    with pytest.raises(ValueError, match="only cell='lstm'"):
+        workers.run_worker("flax", "tlstm", **TINY, steps=1, warmup=0)
