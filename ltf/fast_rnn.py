@@ -151,34 +151,46 @@ def transposed(w_HxG):
     return jax.lax.optimization_barrier(jnp.transpose(w_HxG))
 
 
-def carried_scan(body, init, xs, *, reverse: bool = False, unroll: int = 1):
+def carried_scan(body, init, xs, *, reverse: bool = False, unroll: int = 1, overwrite: bool = False):
     """`jax.lax.scan(body, init, xs, reverse=reverse)`, with each step's slice of `xs` handed to
     `body` from the loop carry: step t copies the inputs of the next step (t + 1, or t − 1 in
     reverse) into the carry, so that the fused kernels of step t + 1 read a plain buffer, not a
-    dynamic slice (see the module doc). For the custom-VJP scans only (not for `jax.grad`)."""
+    dynamic slice (see the module doc). For the custom-VJP scans only (not for `jax.grad`).
+
+    overwrite: `xs[0]` is a T-long buffer that step t reads at t and then overwrites with its
+    first output, `ys[0]` (the forward writes the full z_t over the projection zs_t, the backward
+    dz_t over z_t). That output then needs no buffer of its own, which a scan would fill with
+    zeros first; XLA updates the dead input in place.
+    """
     n_steps = jax.tree.leaves(xs)[0].shape[0]
-    take = lambda i: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), xs)
+    take = lambda xs, i: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), xs)
 
     def carried_body(state, t):
-        carry, x_t = state
-        x_next = take(jnp.clip(t - 1 if reverse else t + 1, 0, n_steps - 1))  # the last one is unused
+        carry, x_t, buffer = state
         carry, y_t = body(carry, x_t)
-        return (carry, x_next), y_t
+        if overwrite:  # write step t's output over its input, then read step t ± 1 from the result
+            buffer = jax.lax.dynamic_update_index_in_dim(buffer, y_t[0], t, 0)
+            y_t = y_t[1:]
+        inputs = (buffer,) + tuple(xs[1:]) if overwrite else xs
+        x_next = take(inputs, jnp.clip(t - 1 if reverse else t + 1, 0, n_steps - 1))  # the last one is unused
+        return (carry, x_next, buffer), y_t
 
-    (carry, _), ys = jax.lax.scan(carried_body, (init, take(n_steps - 1 if reverse else 0)),
-                                  jnp.arange(n_steps), reverse=reverse, unroll=unroll)
-    return carry, ys
+    buffer0 = xs[0] if overwrite else None
+    (carry, _, buffer), ys = jax.lax.scan(carried_body, (init, take(xs, n_steps - 1 if reverse else 0), buffer0),
+                                          jnp.arange(n_steps), reverse=reverse, unroll=unroll)
+    return carry, ((buffer,) + tuple(ys) if overwrite else ys)
 
 
 def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emit, remat=False,
-            resets_TxB=None, carried: bool = False, bias_in_step: bool = False):
+            resets_TxB=None, carried: bool = False, bias_in_step: bool = False, overwrite: bool = False):
     """The forward scan; `emit` picks what each step outputs from (h_t, z_t, C_{t-1}), with
     C_{t-1} after the step's reset (and before the cell's `before_step`). `bias_in_step`: zs
     come without the bias (`without_bias`), and each step adds params["b"] to z_t.
 
     Also the whole of the autodiff path of `ltf.rnn` (differentiated by `jax.grad`, with
     `remat` checkpointing each step there). `carried`: inputs through the carry
-    (`carried_scan`), for the custom-VJP paths, which `jax.grad` never differentiates.
+    (`carried_scan`), for the custom-VJP paths, which `jax.grad` never differentiates;
+    `overwrite` (with `carried`): `emit`'s first output is z_t, written over zs in place.
     """
     w_rec_HxG = cell.recurrent_weight(params)
     bias_1xG = params["b"][None] if bias_in_step else None
@@ -197,8 +209,10 @@ def forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, *, emi
 
     if remat:
         body = jax.checkpoint(body)
-    scan = carried_scan if carried else jax.lax.scan
-    return scan(body, state0, (zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB), unroll=unroll)
+    steps = (zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB)
+    if carried:
+        return carried_scan(body, state0, steps, unroll=unroll, overwrite=overwrite)
+    return jax.lax.scan(body, state0, steps, unroll=unroll)
 
 
 def carry_in(cell, params, c_prev, h_prev_BxH, dt_BxK):
@@ -275,9 +289,10 @@ def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts
     carry0 = (d_final.h, d_final.c, jax.tree.map(jnp.zeros_like, small))
     # h_{t-1} is read in the reverse scan only by the general step (masks, before_step, h' read).
     h_prev_in = None if plain else h_prev_TxBxH
+    # dz_t is written over z_t, which no later (earlier in time) step reads
     (dh0_BxH, dc0, d_small), (dzs_TxBxG, ddts_TxBxK, h_in_TxBxH) = carried_scan(
             body, carry0, (zfull_TxBxG, c_prev_TxBxH, h_prev_in, dts_TxBxK, masks_TxB, resets_TxB, dhs_TxBxH),
-            reverse=True, unroll=unroll)
+            reverse=True, unroll=unroll, overwrite=True)
 
     if h_in_TxBxH is None:  # no before_step: the matmul read the carried h itself
         h_in_TxBxH = h_prev_TxBxH
@@ -300,9 +315,9 @@ def _recurrence(cell, unroll, bias_in_step, params, zs_TxBxG, dts_TxBxK, masks_T
 
 
 def _recurrence_fwd(cell, unroll, bias_in_step, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0):
-    final, (hs_TxBxH, zfull_TxBxG, c_prev_TxBxH) = forward(
-            cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda *out: out,
-            resets_TxB=resets_TxB, carried=True, bias_in_step=bias_in_step)
+    final, (zfull_TxBxG, hs_TxBxH, c_prev_TxBxH) = forward(
+            cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0, emit=lambda h, z, c_prev: (z, h, c_prev),
+            resets_TxB=resets_TxB, carried=True, bias_in_step=bias_in_step, overwrite=True)
     residuals = (params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, state0.h)
     return (final, hs_TxBxH), residuals
 
