@@ -1,6 +1,7 @@
 """Where the time of a training step goes: XLA's ops, and two scan patterns measured in isolation.
 
   python scripts/bench_profile.py ops                          # ltf lstm, 32x128x256: top XLA ops per step
+  python scripts/bench_profile.py ops --model layer            # the recurrent layer alone on dense inputs
   python scripts/bench_profile.py ops --impl flax --size 16x1024x128 --top 30
   python scripts/bench_profile.py ops --cell time_aware+attention --trace-dir /tmp/trace  # keep the trace
   python scripts/bench_profile.py scan                         # the per-step patterns behind ltf/fast_rnn.py
@@ -11,6 +12,8 @@ XLA op by name, per step. Ops on XLA's thread pool can overlap, and the large do
 asynchronously, so the column does not add up to the step time; read it as where time is spent.
 
 `scan` times, per step of a 128-step `lax.scan` at B = 32, H = 256 (G = 4H):
+  h W_h alone             the recurrent matmul (B x H by H x G) and a tanh, nothing else; and the
+                          same matmul called T times from NumPy (its BLAS), outside XLA
   gates from xs[t]        the LSTM gate math reading z_t as a dynamic slice of the scanned input
   gates from the carry    the same math reading z_t from the loop carry (`fast_rnn.carried_scan`)
   dz W_h.T, transposed    the backward's dz_t W_hᵀ against W_h (H x G) with the transpose folded in
@@ -54,13 +57,13 @@ def op_times(trace_dir: Path, n_steps: int) -> list[tuple[str, float, float]]:
 
 
 def profile_ops(impl: str, cell: str, size: tuple[int, int, int], *, steps: int, top: int,
-                trace_dir: Path | None) -> str:
+                trace_dir: Path | None, model: str = "char_lm") -> str:
     import jax
 
     import bench_workers
 
     B, T, H = size
-    step = bench_workers.jax_step(impl, cell, B, T, H, H)  # the model, data and Adam step of bench.py
+    step = bench_workers.jax_step(impl, cell, B, T, H, H, model=model)  # the model, data and Adam step of bench.py
     for _ in range(3):  # compile and warm up
         step()
     start = time.perf_counter()
@@ -73,7 +76,7 @@ def profile_ops(impl: str, cell: str, size: tuple[int, int, int], *, steps: int,
             for _ in range(steps):
                 step()
         rows = op_times(out, steps)
-    lines = [f"### {impl} {cell}, B={B} T={T} H={H}: {step_ms:.1f} ms per step untraced "
+    lines = [f"### {impl} {cell} ({model}), B={B} T={T} H={H}: {step_ms:.1f} ms per step untraced "
              f"(mean of {steps}); XLA ops, summed wall time per step under the profiler", "",
              "| op | ms / step | calls / step |", "|---|---|---|"]
     lines += [f"| `{name}` | {ms:.2f} | {n:g} |" for name, ms, n in rows[:top]]
@@ -113,7 +116,11 @@ def profile_scan() -> str:
             return jax.lax.scan(body, dz_BxG, None, length=T)[0]
         return run
 
+    def forward_matmul(h_BxH, w_HxG):  # the recurrent matmul alone, chained through a tanh
+        return jax.lax.scan(lambda h, _: (jnp.tanh(h @ w_HxG)[:, :H], None), h_BxH, None, length=T)[0]
+
     cases = {
+        "h W_h alone": (forward_matmul, (dz_BxG[:, :H], w_HxG)),
         "gates from xs[t]": (lambda zs: jax.lax.scan(gates, carry0, zs)[1], (zs_TxBxG,)),
         "gates from the carry": (lambda zs: fast_rnn.carried_scan(gates, carry0, zs)[1], (zs_TxBxG,)),
         "dz W_h.T, transposed": (backward_matmul(False), (dz_BxG, w_HxG)),
@@ -125,6 +132,10 @@ def profile_scan() -> str:
         fn = jax.jit(fn)
         _, times = bench_workers.time_steps(lambda: jax.block_until_ready(fn(*args)), 2, 20)
         lines.append(f"| {name} | {statistics.median(times) / T * 1e6:.1f} |")
+    # the same matmul outside XLA: NumPy's BLAS (OpenBLAS in its wheels), T calls into one buffer
+    h_BxH, w_np, out_BxG = np.asarray(dz_BxG[:, :H]), np.asarray(w_HxG), np.empty((B, G), np.float32)
+    _, times = bench_workers.time_steps(lambda: [np.matmul(h_BxH, w_np, out=out_BxG) for _ in range(T)], 2, 20)
+    lines.append(f"| h W_h alone, NumPy ({np.__version__}, its BLAS) | {statistics.median(times) / T * 1e6:.1f} |")
     return "\n".join(lines)
 
 
@@ -135,6 +146,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("ops", "scan"))
     p.add_argument("--impl", choices=("ltf", "flax"), default="ltf")
+    p.add_argument("--model", choices=bench_workers.MODELS, default="char_lm", help="as bench.py's --models")
     p.add_argument("--cell", default="lstm", help=f"ltf cell, one of {bench_workers.LTF_CELLS}")
     p.add_argument("--size", type=bench.parse_size, default=bench.SIZES[0], help="BxTxH")
     p.add_argument("--steps", type=int, default=5, help="profiled (and timed) steps")
@@ -145,7 +157,7 @@ def main(argv=None):
         p.error(f"--cell {args.cell!r}: ltf takes {bench_workers.LTF_CELLS}, flax only 'lstm'.")
     if args.what == "ops":
         print(profile_ops(args.impl, args.cell, args.size, steps=args.steps, top=args.top,
-                          trace_dir=args.trace_dir))
+                          trace_dir=args.trace_dir, model=args.model))
     else:
         print(profile_scan())
 
