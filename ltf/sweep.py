@@ -28,6 +28,7 @@ A sweep workdir W (written by `ltf.sweep_runner`, read by `ltf.report`):
     <run>/log.txt       the run's stdout and stderr, every attempt appended under a header line
     <run>/sweep_run.json  its entry, command and attempts (start, wall_s, returncode)
     <run>/DONE          written when it finished (see ltf.sweep_runner)
+    <run>/LOCK          the lock of the worker that trains it (ltf.run_lock; its content: who took it last)
     <run>/...           what train_and_evaluate writes: config.json, metrics.jsonl, checkpoints/
     results.md, results.csv, *.png   from ltf.report.write_report
 """

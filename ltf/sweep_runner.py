@@ -11,6 +11,12 @@ counts as finished when DONE is there with the steps its config asks for now; an
 started again, and `train_and_evaluate` resumes it from its latest checkpoint (or returns at
 once when it had in fact finished).
 
+One worker per run: before it starts a run, a worker takes the run's lock (`ltf.run_lock`,
+held by the worker and its training process while they live); runs that another worker holds
+(the same sweep started twice on one workdir, or machines sharing it without `--shard`) are
+skipped and watched: counted done when that worker finishes them, picked up when it ends
+without finishing them.
+
 Shards (`--shard i/n`) deal the sweep's runs i, i+n, ... to one machine; `seeds_per_process`
 trains seeds of one arm together in one process (`scripts/train.py --seeds`). What the runner
 writes into the sweep workdir W is listed in `ltf.sweep`.
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ltf.run_lock import RunLock, holder
 from ltf.sweep import RUN_FILE, SEED, SWEEP_FILE, Run, Sweep, seed_template
 from ltf.writers import json_safe, read_metrics
 
@@ -142,6 +149,7 @@ class _Job:
     proc: subprocess.Popen
     log: Any  # the open log file (the first run's)
     started: str
+    locks: list[RunLock]  # one per run, shared with the training process
     t0: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
@@ -150,7 +158,7 @@ class _Job:
             "+".join(str(r.seed) for r in self.runs)
 
 
-def _start(runs: list[Run], workdir: Path, env: dict, train_script: Path) -> _Job:
+def _start(runs: list[Run], locks: list[RunLock], workdir: Path, env: dict, train_script: Path) -> _Job:
     run_dirs = [workdir / r.name for r in runs]
     for run_dir in run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,14 +173,23 @@ def _start(runs: list[Run], workdir: Path, env: dict, train_script: Path) -> _Jo
     log = open(run_dirs[0] / LOG_FILE, "a", encoding="utf-8")
     log.write(f"==== {started}  {shlex.join(command)}\n")
     log.flush()
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    return _Job(runs, run_dirs, proc, log, started)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            pass_fds=[lock.fd for lock in locks])  # the runs stay locked while it lives
+    return _Job(runs, run_dirs, proc, log, started, locks)
 
 
 def _end(job: _Job) -> dict[str, str | None]:
     """Records the ended attempt (and DONE for each run that finished): run -> None, or why it failed."""
     job.log.close()
     code, wall_s = job.proc.returncode, time.monotonic() - job.t0
+    try:
+        return _record(job, code, wall_s)
+    finally:  # DONE written first: a worker that takes the lock next sees the run finished
+        for lock in job.locks:
+            lock.release()
+
+
+def _record(job: _Job, code: int, wall_s: float) -> dict[str, str | None]:
     outcome = {}
     for run, run_dir in zip(job.runs, job.run_dirs):
         path = run_dir / RUN_FILE
@@ -195,9 +212,11 @@ def _end(job: _Job) -> dict[str, str | None]:
 def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: tuple[int, int] = (0, 1),
               seeds_per_process: int = 1, dry_run: bool = False,
               out: Callable[[str], None] = lambda s: print(s, flush=True),
-              train_script: Path = TRAIN_SCRIPT, poll_s: float = 0.2) -> SweepResult:
+              train_script: Path = TRAIN_SCRIPT, poll_s: float = 0.2, watch_s: float = 5.0) -> SweepResult:
     """Trains this shard's unfinished runs, `jobs` processes at a time, one line of `out` per
-    change; a failed run is reported with its log and does not stop the others.
+    change; a failed run is reported with its log and does not stop the others. Runs that
+    another worker holds are looked at every `watch_s` seconds until it has finished them (or
+    ended without, and this worker trains them).
 
     `seeds_per_process` > 1 trains up to that many seeds of one arm in one process, vmapped
     (`scripts/train.py --seeds`); each still gets its own run dir, as if trained alone."""
@@ -227,18 +246,55 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
     if jobs > 1:  # N processes on one accelerator: each takes what it needs, not 75% of it
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     start, failed, running = time.monotonic(), {}, []
+    elsewhere: list[Run] = []  # held by other workers: watched, taken over if they end unfinished
+    last_watch = time.monotonic()
 
     def progress(event: str) -> None:
+        held = f", {len(elsewhere)} held by other workers" if elsewhere else ""
         out(f"[{_clock(time.monotonic() - start)}] {len(done)} done, {sum(len(j.runs) for j in running)} running, "
-            f"{len(failed)} failed, {n_todo()} to do | {event}")
+            f"{len(failed)} failed, {n_todo()} to do{held} | {event}")
+
+    def claim(group: list[Run]) -> tuple[list[Run], list[RunLock]]:
+        """The runs of `group` this worker takes now (locked here, unfinished), with their locks."""
+        mine, locks = [], []
+        for run in group:
+            lock = RunLock.acquire(workdir / run.name)
+            if lock is None:
+                elsewhere.append(run)
+                progress(f"skipped {run.name}: another worker holds it ({holder(workdir / run.name)})")
+            elif is_finished(run, workdir / run.name):  # finished by another worker since the start
+                lock.release()
+                done.append(run.name)
+                progress(f"done {run.name} (by another worker)")
+            else:
+                mine.append(run)
+                locks.append(lock)
+        return mine, locks
+
+    def watch() -> None:
+        for run in list(elsewhere):
+            if is_finished(run, workdir / run.name):
+                elsewhere.remove(run)
+                done.append(run.name)
+                progress(f"done {run.name} (by another worker)")
+            elif (lock := RunLock.acquire(workdir / run.name)) is not None:
+                lock.release()  # claimed again when its turn comes
+                elsewhere.remove(run)
+                todo.append([run])
+                progress(f"taking over {run.name}: the worker that held it ended before finishing it")
 
     try:
-        while todo or running:
+        while todo or running or elsewhere:
             while todo and len(running) < max(jobs, 1):
-                job = _start(todo.pop(0), workdir, env, train_script)
-                running.append(job)
-                progress(f"started {job.name}")
+                runs_now, locks = claim(todo.pop(0))
+                if runs_now:
+                    job = _start(runs_now, locks, workdir, env, train_script)
+                    running.append(job)
+                    progress(f"started {job.name}")
             time.sleep(poll_s)
+            if elsewhere and time.monotonic() - last_watch >= watch_s:
+                last_watch = time.monotonic()
+                watch()
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
                 for (name, why), run_dir in zip(_end(job).items(), job.run_dirs):

@@ -4,9 +4,12 @@ others finish."""
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +177,78 @@ def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     assert rows["smoke,cell=lstm"]["n"] == "1" and rows["smoke,cell=lstm"]["validation_bpc_std"] == ""
     assert rows[bad]["n"] == "0"
     assert f"Left out (not finished): `{bad}`" in (workdir / "results.md").read_text()
+
+
+# A stand-in for scripts/train.py: logs its start and end in the sweep's trained.log, sleeps
+# FAKE_TRAIN_S, writes the final validation record, and returns at once for a finished run.
+FAKE_TRAIN = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    run_dir = Path(next(a for a in sys.argv if a.startswith("--workdir=")).split("=", 1)[1])
+    steps = next(r["steps"] for r in json.loads((run_dir.parent / "sweep.json").read_text())["runs"]
+                 if r["name"] == run_dir.name)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists() and f'"step": {steps}, "split": "validation"' in metrics.read_text():
+        sys.exit(0)
+    def log(event):
+        with open(run_dir.parent / "trained.log", "a") as f:
+            f.write(f"{event} {run_dir.name} {os.getpid()}\\n")
+    log("start")
+    time.sleep(float(os.environ["FAKE_TRAIN_S"]))
+    metrics.write_text(json.dumps({"step": steps, "split": "validation", "loss": 1.0}) + "\\n")
+    log("end")
+""")
+WORKER = textwrap.dedent("""
+    import sys
+    from ltf import sweep, sweep_runner
+    sweep_runner.run_sweep(sweep.load_sweep(sys.argv[1]), sys.argv[2], jobs=int(sys.argv[3]),
+                           train_script=sys.argv[4], poll_s=0.05, watch_s=0.2)
+""")
+
+
+def _worker(tmp_path, workdir, jobs, train_s):
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    env = dict(os.environ, FAKE_TRAIN_S=str(train_s))
+    return subprocess.Popen([sys.executable, "-c", WORKER, f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke", str(workdir),
+                             str(jobs), str(fake)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=REPO, start_new_session=True)
+
+
+def _events(workdir):
+    return [line.split()[:2] for line in (workdir / "trained.log").read_text().splitlines()]
+
+
+def test_two_workers_on_one_workdir_train_each_run_once(tmp_path):
+    """The same sweep started twice on one workdir: every run trained by one worker, once, and
+    both workers end with every run done."""
+    workdir = tmp_path / "sweep"
+    workers = [_worker(tmp_path, workdir, 2, 0.5) for _ in range(2)]
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    names = [r.name for r in sweep.load_sweep(f"{CONFIG}:arms=lstm+tlstm,seeds=2,smoke").runs]
+    events = _events(workdir)
+    assert sorted(name for event, name in events if event == "start") == sorted(names)
+    assert sorted(name for event, name in events if event == "end") == sorted(names)
+    assert all("sweep ended" in out and "4 done, 0 failed" in out for out in outputs), outputs
+    assert any("another worker holds it" in out for out in outputs), outputs
+
+
+def test_a_run_whose_worker_is_killed_is_taken_over_by_the_other(tmp_path):
+    """Worker A is killed (SIGKILL, with its training process) in the middle of a run; worker B,
+    which skipped that run, takes it over and finishes the sweep."""
+    workdir = tmp_path / "sweep"
+    a = _worker(tmp_path, workdir, 1, 60)
+    deadline = time.monotonic() + 60
+    while not ((workdir / "trained.log").exists() and _events(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (_, held), = _events(workdir)
+    b = _worker(tmp_path, workdir, 1, 0.2)
+    while sum(e == "end" for e, _ in _events(workdir)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(a.pid, signal.SIGKILL)
+    a.wait(timeout=10)
+    out = b.communicate(timeout=60)[0]
+    assert b.returncode == 0 and f"taking over {held}" in out and "4 done, 0 failed" in out, out
+    assert [name for e, name in _events(workdir) if e == "start"].count(held) == 2  # A's, then B's
+    assert (workdir / held / "DONE").exists()
