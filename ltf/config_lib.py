@@ -85,8 +85,11 @@ def cell_arms(*cells: str, attention: bool = False, attention_window: int | None
 
 def parallel_config() -> ml_collections.ConfigDict:
     """The `parallel` block (ltf/parallel.py): data parallel over the local devices, and across
-    hosts with `distributed` (jax.distributed.initialize)."""
-    return ml_collections.ConfigDict(dict(data_parallel=False, distributed=False))
+    hosts with `distributed` (jax.distributed.initialize). The coordinator's host:port, the
+    number of processes and this one's id: "", 0 and -1 take them from the environment
+    (`ltf.parallel.host_settings`)."""
+    return ml_collections.ConfigDict(dict(data_parallel=False, distributed=False, coordinator_address="",
+                                          num_processes=0, process_id=-1))
 
 
 def opt_config(**values: Any) -> ml_collections.ConfigDict:

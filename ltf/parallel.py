@@ -8,16 +8,19 @@ The jitted train step is unchanged: XLA partitions it from the inputs' shardings
 gradient of the mean loss over the global batch becomes an all-reduce. `batch_axis` is 0, or 1
 when K seeds are stacked in front (`ltf.train.Seeds`).
 
-Across hosts (`config.parallel.distributed=True`), `jax.distributed.initialize()` runs first
-(its coordinator address, process count and id come from the environment: SLURM, TPU pods,
-or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), the mesh spans every
+Across hosts (`config.parallel.distributed=True`), `jax.distributed.initialize` runs first
+(`host_settings`: the coordinator address, process count and id from `config.parallel`, else
+from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's own detection of
+SLURM, Open MPI or a TPU pod; CPU collectives across processes through gloo), the mesh spans every
 process's devices, and every host builds the same global batch (the data iterators are
-seeded alike) from which `place_batch` takes the rows of its own devices. Run the same command
-on every host; only process 0 should be given a workdir that others do not share.
+seeded alike) from which `place_batch` takes the rows of its own devices. Run the same command,
+with the same workdir on a shared filesystem, on every host: orbax writes each checkpoint once
+for all of them, and process 0 alone writes the metrics and shows the progress bar.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -33,7 +36,8 @@ def make_mesh(config) -> Mesh | None:
     global _initialized
     parallel = config.get("parallel") or {}
     if parallel.get("distributed") and not _initialized:
-        jax.distributed.initialize()
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # the CPU's across processes
+        jax.distributed.initialize(*host_settings(parallel))
         _initialized = True
     if not parallel.get("data_parallel"):
         return None
@@ -44,6 +48,27 @@ def make_mesh(config) -> Mesh | None:
             raise ValueError(f"config.data.{field}={size}: data parallelism over {len(devices)} devices "
                              f"needs a multiple of {len(devices)}.")
     return Mesh(np.asarray(devices), (DATA,))
+
+
+def host_settings(parallel, environ=os.environ) -> tuple[str | None, int | None, int | None]:
+    """(coordinator address, number of processes, process id) for `jax.distributed.initialize`:
+    each from `parallel` (config.parallel), else its JAX_* environment variable; all three None
+    leaves the choice to JAX's cluster detection (SLURM, Open MPI, TPU pods)."""
+    address = parallel.get("coordinator_address") or environ.get("JAX_COORDINATOR_ADDRESS") or None
+    count = parallel.get("num_processes") or int(environ.get("JAX_NUM_PROCESSES") or 0) or None
+    index = parallel.get("process_id", -1)
+    if index is None or index < 0:
+        index = int(environ["JAX_PROCESS_ID"]) if environ.get("JAX_PROCESS_ID") else None
+    given = {"coordinator_address": address, "num_processes": count, "process_id": index}
+    missing = [name for name, value in given.items() if value is None]
+    if missing and len(missing) < 3:
+        raise ValueError(f"config.parallel: {', '.join(missing)} not given (neither in the config nor as "
+                         f"JAX_{'/JAX_'.join(m.upper() for m in missing)}): with one of the three given, give all "
+                         "three, e.g. --config.parallel.coordinator_address=host0:12355 "
+                         "--config.parallel.num_processes=2 --config.parallel.process_id=0 on host 0.")
+    if count is not None and not 0 <= index < count:
+        raise ValueError(f"config.parallel.process_id={index}: must be in [0, num_processes={count}).")
+    return address, count, index
 
 
 def _spec(ndim: int, batch_axis: int) -> PartitionSpec:

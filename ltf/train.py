@@ -195,7 +195,8 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
             print(f"Resumed from {ckpts[s].directory} at step {int(states[s].step)}.", flush=True)
     start = int(states[seeds.seeds[0]].step)
     prefix = (lambda s: f"seed={s} ") if seeds.stacked else (lambda s: "")
-    writers = {s: MetricWriter(workdirs[s], resume_step=start or None, console_prefix=prefix(s))
+    first_host = jax.process_index() == 0  # a multi-host run logs once, from process 0
+    writers = {s: MetricWriter(workdirs[s], resume_step=start or None, console_prefix=prefix(s), enabled=first_host)
                for s in seeds.seeds}
     for s in seeds.seeds:
         writers[s].write_config(configs[s])
@@ -216,7 +217,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     place = lambda batch: parallel.place_batch(batch, mesh, batch_axis)  # noqa: E731
     place_eval = lambda batch: parallel.place_batch(batch, mesh, 0)  # noqa: E731  (one batch for all seeds)
     last = config.train.steps if stop_at_step is None else min(stop_at_step, config.train.steps)
-    progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress,
+    progress = ProgressBar(total=config.train.steps, initial=start, enabled=config.train.progress and first_host,
                            desc=f"train {len(seeds.seeds)} seeds" if seeds.stacked else "train")
     K = len(seeds.seeds)
     new_window = lambda: {"sums": None, "tokens": np.zeros(K), "time": time.perf_counter()}  # noqa: E731

@@ -81,11 +81,16 @@ class MetricWriter:
     """Writes scalars to workdir/metrics.jsonl, TensorBoard and the console."""
 
     def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True, console: bool = True,
-                 resume_step: int | None = None, console_prefix: str = ""):
+                 resume_step: int | None = None, console_prefix: str = "", enabled: bool = True):
         """`resume_step`: the checkpoint step a resumed run starts from. TensorBoard then hides
         what the interrupted run logged after it (tensorboardX `purge_step`). `console_prefix`
-        starts each console line (e.g. "seed=1 " when several runs share a console)."""
+        starts each console line (e.g. "seed=1 " when several runs share a console). `enabled`
+        False writes nothing anywhere (the hosts of a multi-host run but process 0)."""
+        self.enabled = enabled
         self.workdir = Path(workdir)
+        self._tb = None
+        if not enabled:
+            return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console = console
         self.console_prefix = console_prefix
@@ -93,7 +98,6 @@ class MetricWriter:
         self._jsonl = open(path, "a", encoding="utf-8")
         if self._jsonl.tell() > 0 and not _ends_with_newline(path):
             self._jsonl.write("\n")  # a crashed run left half a line: keep it on its own line
-        self._tb = None
         if tensorboard:
             import tensorboardX  # imported here: a notebook reading metrics does not need it
 
@@ -112,6 +116,8 @@ class MetricWriter:
             except (TypeError, ValueError) as e:
                 raise TypeError(f"scalar {name!r} at step {step} is {value!r}, not a number") from e
         record = {"step": int(step), "split": split, **values}
+        if not self.enabled:
+            return
         self._jsonl.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
@@ -124,6 +130,8 @@ class MetricWriter:
 
     def write_config(self, config_dict: Mapping[str, Any]) -> None:
         """Writes the resolved config to workdir/config.json (replacing it whole, never half-written)."""
+        if not self.enabled:
+            return
         if hasattr(config_dict, "to_dict"):  # an ml_collections ConfigDict
             config_dict = config_dict.to_dict()
         text = json.dumps(json_safe(config_dict, strict=False), indent=2, sort_keys=True, allow_nan=False)
@@ -133,7 +141,7 @@ class MetricWriter:
         os.replace(tmp, path)
 
     def close(self) -> None:
-        if not self._jsonl.closed:
+        if self.enabled and not self._jsonl.closed:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()

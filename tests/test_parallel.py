@@ -86,3 +86,52 @@ def test_a_batch_that_does_not_split_evenly_is_named(monkeypatch):
     monkeypatch.setattr(parallel.jax, "devices", lambda: ["device 0", "device 1"])  # checked before use
     with pytest.raises(ValueError, match=r"config.data.batch_size=3: .* 2 devices .* multiple of 2"):
         parallel.make_mesh(c)
+
+
+def test_host_settings_from_the_config_then_the_environment():
+    from ltf import parallel
+
+    given = {"coordinator_address": "h0:1234", "num_processes": 2, "process_id": 1}
+    assert parallel.host_settings(given, environ={}) == ("h0:1234", 2, 1)
+    environ = {"JAX_COORDINATOR_ADDRESS": "h1:99", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "0"}
+    unset = {"coordinator_address": "", "num_processes": 0, "process_id": -1}
+    assert parallel.host_settings(unset, environ=environ) == ("h1:99", 4, 0)
+    assert parallel.host_settings(unset, environ={}) == (None, None, None)  # JAX's cluster detection
+    with pytest.raises(ValueError, match="num_processes, process_id not given"):
+        parallel.host_settings({**unset, "coordinator_address": "h0:1"}, environ={})
+    with pytest.raises(ValueError, match="process_id=2: must be in"):
+        parallel.host_settings({**given, "process_id": 2}, environ={})
+
+
+@pytest.mark.slow  # two processes on 127.0.0.1 as two hosts, one CPU device each: about 40 s
+def test_two_processes_as_two_hosts_train_as_one_process(tmp_path):
+    """jax.distributed over two local processes (gloo collectives), one shared workdir: the
+    losses of one process on one device, to float rounding, and every metric written once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke",
+             "--config.train.progress=False"]
+    single = subprocess.run(train + [f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    hosts = [subprocess.Popen(train + [f"--workdir={tmp_path / 'two'}", "--config.parallel.distributed=True",
+                                       "--config.parallel.data_parallel=True",
+                                       f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                                       "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outputs = [h.communicate(timeout=300)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
+    from ltf.writers import read_metrics
+
+    one, two = (read_metrics(tmp_path / name) for name in ("one", "two"))
+    raw_lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert len(raw_lines) == len(two)  # process 0 alone wrote them
+    assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (a, b)
