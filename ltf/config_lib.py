@@ -87,9 +87,10 @@ def parallel_config() -> ml_collections.ConfigDict:
     """The `parallel` block (ltf/parallel.py): data parallel over the local devices, and across
     hosts with `distributed` (jax.distributed.initialize). The coordinator's host:port, the
     number of processes and this one's id: "", 0 and -1 take them from the environment
-    (`ltf.parallel.host_settings`)."""
+    (`ltf.parallel.host_settings`). `timeout_s`: how long a host waits for the others to join;
+    `heartbeat_s`: how soon the others stop after a host dies."""
     return ml_collections.ConfigDict(dict(data_parallel=False, distributed=False, coordinator_address="",
-                                          num_processes=0, process_id=-1))
+                                          num_processes=0, process_id=-1, timeout_s=300, heartbeat_s=100))
 
 
 def opt_config(**values: Any) -> ml_collections.ConfigDict:

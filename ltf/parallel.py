@@ -20,6 +20,8 @@ for all of them, and process 0 alone writes the metrics and shows the progress b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -36,9 +38,9 @@ def make_mesh(config) -> Mesh | None:
     global _initialized
     parallel = config.get("parallel") or {}
     if parallel.get("distributed") and not _initialized:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # the CPU's across processes
-        jax.distributed.initialize(*host_settings(parallel))
+        start_hosts(parallel)
         _initialized = True
+        check_hosts_agree(config)
     if not parallel.get("data_parallel"):
         return None
     devices = jax.devices()
@@ -48,6 +50,46 @@ def make_mesh(config) -> Mesh | None:
             raise ValueError(f"config.data.{field}={size}: data parallelism over {len(devices)} devices "
                              f"needs a multiple of {len(devices)}.")
     return Mesh(np.asarray(devices), (DATA,))
+
+
+def start_hosts(parallel) -> None:
+    """jax.distributed.initialize, waiting `timeout_s` for every host; a host that dies later is
+    noticed by the others within `heartbeat_s`, which then stop with JAX's error."""
+    address, count, index = host_settings(parallel)
+    timeout_s, heartbeat_s = int(parallel.get("timeout_s", 300)), int(parallel.get("heartbeat_s", 100))
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # the CPU's collectives across processes
+    # JAX's coordination client ends the process itself (DEADLINE_EXCEEDED) when the others do
+    # not come in time: this line says beforehand what it waits for
+    print(f"hosts: process {index} of {count} joining the run at {address}, waiting up to "
+          f"config.parallel.timeout_s={timeout_s} s for every host to start the same command"
+          if address else "hosts: joining the run found by JAX's cluster detection", flush=True)
+    try:
+        jax.distributed.initialize(address, count, index, initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=heartbeat_s)
+    except Exception as e:  # JAX raises XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE, ...)
+        where = "JAX's cluster detection" if address is None else f"coordinator {address}, {count} processes"
+        raise RuntimeError(
+                f"hosts: process {index} could not join the run ({where}, config.parallel.timeout_s="
+                f"{timeout_s} s): start the same command on every host, each with its own process_id in "
+                f"0..{count - 1 if count else 'N-1'}, and check that host 0 can be reached at that address. "
+                f"JAX said: {str(e).splitlines()[0][:300]}") from e
+
+
+def check_hosts_agree(config) -> None:
+    """Every host must train the same config (but its own process_id): compares a digest of each
+    host's resolved config, and names the hosts that differ from process 0."""
+    from jax.experimental import multihost_utils
+
+    config_dict = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config, default=str))
+    config_dict.get("parallel", {}).pop("process_id", None)
+    text = json.dumps(config_dict, sort_keys=True, default=str)
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.uint32)
+    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+    if differ:
+        raise ValueError(f"hosts: the config of process(es) {differ} differs from process 0's: run the same "
+                         "command, with the same config file and overrides, on every host (only "
+                         "config.parallel.process_id may differ).")
 
 
 def host_settings(parallel, environ=os.environ) -> tuple[str | None, int | None, int | None]:

@@ -135,3 +135,41 @@ def test_two_processes_as_two_hosts_train_as_one_process(tmp_path):
     assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]
     for a, b in zip(one, two):
         assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (a, b)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _host_command(workdir, port, index, *overrides):
+    return [sys.executable, str(REPO / "scripts" / "train.py"), "--config", f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke",
+            f"--workdir={workdir}", "--config.train.progress=False", "--config.parallel.distributed=True",
+            "--config.parallel.data_parallel=True", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+            "--config.parallel.num_processes=2", f"--config.parallel.process_id={index}", *overrides]
+
+
+@pytest.mark.slow  # two processes, stopped at their start: about 15 s
+def test_hosts_with_different_configs_stop_with_the_reason(tmp_path):
+    port = _free_port()
+    hosts = [subprocess.Popen(_host_command(tmp_path / "run", port, i, f"--config.model.d_hidden={8 + 8 * i}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outputs = [h.communicate(timeout=240)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    assert all(h.returncode != 0 for h in hosts)
+    assert all("the config of process(es) [1] differs from process 0's" in out for out in outputs), outputs
+
+
+@pytest.mark.slow  # one host of two, waiting 3 s for the other: about 10 s
+def test_a_host_that_never_comes_is_named_after_the_timeout(tmp_path):
+    alone = subprocess.run(_host_command(tmp_path / "run", _free_port(), 0, "--config.parallel.timeout_s=3"),
+                           capture_output=True, text=True, timeout=240)
+    assert alone.returncode != 0
+    assert "process 0 of 2 joining the run at 127.0.0.1:" in alone.stdout and "timeout_s=3 s" in alone.stdout
+    assert "DEADLINE_EXCEEDED" in alone.stderr, alone.stderr[-3000:]  # JAX's own end of the process
