@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,50 @@ def test_a_host_that_never_comes_is_named_after_the_timeout(tmp_path):
     assert alone.returncode != 0
     assert "process 0 of 2 joining the run at 127.0.0.1:" in alone.stdout and "timeout_s=3 s" in alone.stdout
     assert "DEADLINE_EXCEEDED" in alone.stderr, alone.stderr[-3000:]  # JAX's own end of the process
+
+
+@pytest.mark.slow  # a one-process run, two hosts killed at step ~100 and resumed: about 2 to 3 min
+def test_a_host_killed_mid_run_stops_the_other_and_both_resume_to_the_same_result(tmp_path):
+    """SIGKILL of host 1 after its first checkpoints: host 0 stops within the heartbeat timeout
+    (no hang); the same command on both resumes from the last checkpoint and ends where one
+    uninterrupted process ends."""
+    from ltf.writers import read_metrics
+
+    budget = ["--config.train.steps=300", "--config.train.checkpoint_every=50", "--config.train.eval_every=150"]
+    single = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--config",
+                             f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke", f"--workdir={tmp_path / 'one'}",
+                             "--config.train.progress=False", *budget], capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    def start_hosts():
+        port = _free_port()
+        return [subprocess.Popen(_host_command(tmp_path / "two", port, i, "--config.parallel.heartbeat_s=5", *budget),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+    hosts = start_hosts()
+    try:
+        deadline = time.monotonic() + 300
+        checkpoints = tmp_path / "two" / "checkpoints"
+        while not (checkpoints / "100").exists() and time.monotonic() < deadline and hosts[0].poll() is None:
+            time.sleep(0.1)
+        hosts[1].kill()  # SIGKILL
+        out0 = hosts[0].communicate(timeout=120)[0]  # ends on its own, within the heartbeat timeout
+        assert hosts[0].returncode != 0 and "heartbeat timeout" in out0, out0[-3000:]
+    finally:
+        for h in hosts:
+            h.kill()
+    stopped_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert stopped_at < 300
+    hosts = start_hosts()
+    try:
+        outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
+    assert f"at step {stopped_at}" in outputs[0]
+    final = {name: {r["split"]: r["loss"] for r in read_metrics(tmp_path / name) if r["step"] == 300}
+             for name in ("one", "two")}
+    assert {"validation", "test"} <= final["one"].keys() & final["two"].keys(), final
+    for split in ("validation", "test"):
+        assert abs(final["one"][split] - final["two"][split]) <= 1e-5 * abs(final["one"][split]), final
