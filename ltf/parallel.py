@@ -73,6 +73,8 @@ def start_hosts(parallel) -> None:
                 f"{timeout_s} s): start the same command on every host, each with its own process_id in "
                 f"0..{count - 1 if count else 'N-1'}, and check that host 0 can be reached at that address. "
                 f"JAX said: {str(e).splitlines()[0][:300]}") from e
+    print(f"hosts: process {jax.process_index()} of {jax.process_count()} joined: "
+          f"{jax.local_device_count()} local devices, {jax.device_count()} in all", flush=True)
 
 
 def check_hosts_agree(config) -> None:

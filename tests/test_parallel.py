@@ -104,40 +104,6 @@ def test_host_settings_from_the_config_then_the_environment():
         parallel.host_settings({**given, "process_id": 2}, environ={})
 
 
-@pytest.mark.slow  # two processes on 127.0.0.1 as two hosts, one CPU device each: about 40 s
-def test_two_processes_as_two_hosts_train_as_one_process(tmp_path):
-    """jax.distributed over two local processes (gloo collectives), one shared workdir: the
-    losses of one process on one device, to float rounding, and every metric written once."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    train = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke",
-             "--config.train.progress=False"]
-    single = subprocess.run(train + [f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-    hosts = [subprocess.Popen(train + [f"--workdir={tmp_path / 'two'}", "--config.parallel.distributed=True",
-                                       "--config.parallel.data_parallel=True",
-                                       f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                                       "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outputs = [h.communicate(timeout=300)[0] for h in hosts]
-    finally:
-        for h in hosts:
-            h.kill()
-    assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
-    from ltf.writers import read_metrics
-
-    one, two = (read_metrics(tmp_path / name) for name in ("one", "two"))
-    raw_lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
-    assert len(raw_lines) == len(two)  # process 0 alone wrote them
-    assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]
-    for a, b in zip(one, two):
-        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (a, b)
-
-
 def _free_port():
     import socket
 
@@ -151,6 +117,40 @@ def _host_command(workdir, port, index, *overrides):
             f"--workdir={workdir}", "--config.train.progress=False", "--config.parallel.distributed=True",
             "--config.parallel.data_parallel=True", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
             "--config.parallel.num_processes=2", f"--config.parallel.process_id={index}", *overrides]
+
+
+@pytest.mark.slow  # two processes on 127.0.0.1 as two hosts: about 40 s and 60 s
+@pytest.mark.parametrize("devices_per_host,seeds", [(1, None), (2, "0,1")], ids=["1-device-each", "2-devices-each-2-seeds"])
+def test_two_processes_as_two_hosts_train_as_one_process(tmp_path, devices_per_host, seeds):
+    """jax.distributed over two local processes (gloo collectives), one shared workdir, one or two
+    CPU devices each, one seed or two vmapped: the losses of one process on one device, to float
+    rounding, and every metric written once."""
+    from ltf.writers import read_metrics
+
+    run = "run/seed={seed}" if seeds else "run"
+    extra = [f"--seeds={seeds}"] if seeds else []
+    single = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--config",
+                             f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke", f"--workdir={tmp_path / 'one' / run}",
+                             "--config.train.progress=False", *extra], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_host}")
+    port = _free_port()
+    hosts = [subprocess.Popen(_host_command(tmp_path / "two" / run, port, i, *extra), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outputs = [h.communicate(timeout=300)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
+    assert f"{devices_per_host} local devices, {2 * devices_per_host} in all" in outputs[1]
+    for seed in (seeds.split(",") if seeds else [None]):
+        one, two = (tmp_path / name / run.format(seed=seed) for name in ("one", "two"))
+        one, two, raw_lines = read_metrics(one), read_metrics(two), (two / "metrics.jsonl").read_text().splitlines()
+        assert len(raw_lines) == len(two)  # process 0 alone wrote them
+        assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]
+        for a, b in zip(one, two):
+            assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (seed, a, b)
 
 
 @pytest.mark.slow  # two processes, stopped at their start: about 15 s
