@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -78,20 +79,35 @@ def start_hosts(parallel) -> None:
 
 
 def check_hosts_agree(config) -> None:
-    """Every host must train the same config (but its own process_id): compares a digest of each
-    host's resolved config, and names the hosts that differ from process 0."""
-    from jax.experimental import multihost_utils
-
+    """Every host must train the same config (but its own process_id): names the hosts whose
+    resolved config differs from process 0's."""
     config_dict = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config, default=str))
     config_dict.get("parallel", {}).pop("process_id", None)
-    text = json.dumps(config_dict, sort_keys=True, default=str)
-    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.uint32)
-    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
-    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+    differ = hosts_that_differ(json.dumps(config_dict, sort_keys=True))
     if differ:
         raise ValueError(f"hosts: the config of process(es) {differ} differs from process 0's: run the same "
                          "command, with the same config file and overrides, on every host (only "
                          "config.parallel.process_id may differ).")
+
+
+def check_same_workdirs(workdirs) -> None:
+    """Every host must name the same workdir(s), one folder on a shared filesystem: orbax writes
+    each checkpoint once for all hosts and waits for them there (with a workdir of its own per
+    host the first checkpoint would wait forever)."""
+    if jax.process_count() > 1:
+        differ = hosts_that_differ(json.dumps(sorted(str(Path(w).resolve()) for w in workdirs)))
+        if differ:
+            raise ValueError(f"hosts: the workdir of process(es) {differ} differs from process 0's: give every "
+                             "host the same --workdir, one folder on a filesystem they share.")
+
+
+def hosts_that_differ(text: str) -> list[int]:
+    """The processes whose `text` differs from process 0's (compared by a digest gathered from all)."""
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.uint32)
+    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+    return [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
 
 
 def host_settings(parallel, environ=os.environ) -> tuple[str | None, int | None, int | None]:

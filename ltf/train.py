@@ -164,6 +164,7 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     can resume it. Resuming K seeds at once needs their latest checkpoints at one step.
     """
     mesh = parallel.make_mesh(config)  # first: a multi-host run must initialise before any computation
+    parallel.check_same_workdirs(workdirs.values())
     seeds = Seeds(list(workdirs))
     batch_axis = 1 if seeds.stacked else 0
     workdirs = {s: Path(w) for s, w in workdirs.items()}

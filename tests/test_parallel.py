@@ -1,4 +1,5 @@
-"""Data parallelism on two fake CPU devices: the same training as on one device.
+"""Data parallelism on two fake CPU devices, and on two local processes as two hosts
+(jax.distributed): the same training as on one device; hosts that disagree, never come or die.
 
 Runs in a subprocess (the device count is fixed when JAX starts) with a timeout: collectives
 between fake CPU devices have been seen to stall under CPU contention on a 2-core machine, which
@@ -112,6 +113,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _outputs(hosts, timeout):
+    """Each host's output once all have ended (every one killed after `timeout` s, or on a failure)."""
+    try:
+        return [h.communicate(timeout=timeout)[0] for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+
+
 def _host_command(workdir, port, index, *overrides):
     return [sys.executable, str(REPO / "scripts" / "train.py"), "--config", f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke",
             f"--workdir={workdir}", "--config.train.progress=False", "--config.parallel.distributed=True",
@@ -137,17 +147,13 @@ def test_two_processes_as_two_hosts_train_as_one_process(tmp_path, devices_per_h
     port = _free_port()
     hosts = [subprocess.Popen(_host_command(tmp_path / "two" / run, port, i, *extra), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outputs = [h.communicate(timeout=300)[0] for h in hosts]
-    finally:
-        for h in hosts:
-            h.kill()
+    outputs = _outputs(hosts, timeout=300)
     assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
     assert f"{devices_per_host} local devices, {2 * devices_per_host} in all" in outputs[1]
     for seed in (seeds.split(",") if seeds else [None]):
-        one, two = (tmp_path / name / run.format(seed=seed) for name in ("one", "two"))
-        one, two, raw_lines = read_metrics(one), read_metrics(two), (two / "metrics.jsonl").read_text().splitlines()
-        assert len(raw_lines) == len(two)  # process 0 alone wrote them
+        dir_one, dir_two = (tmp_path / name / run.format(seed=seed) for name in ("one", "two"))
+        one, two = read_metrics(dir_one), read_metrics(dir_two)
+        assert len((dir_two / "metrics.jsonl").read_text().splitlines()) == len(two)  # process 0 alone wrote them
         assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]
         for a, b in zip(one, two):
             assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (seed, a, b)
@@ -158,13 +164,19 @@ def test_hosts_with_different_configs_stop_with_the_reason(tmp_path):
     port = _free_port()
     hosts = [subprocess.Popen(_host_command(tmp_path / "run", port, i, f"--config.model.d_hidden={8 + 8 * i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outputs = [h.communicate(timeout=240)[0] for h in hosts]
-    finally:
-        for h in hosts:
-            h.kill()
+    outputs = _outputs(hosts, timeout=240)
     assert all(h.returncode != 0 for h in hosts)
     assert all("the config of process(es) [1] differs from process 0's" in out for out in outputs), outputs
+
+
+@pytest.mark.slow  # two processes, stopped at their start: about 15 s
+def test_hosts_with_workdirs_of_their_own_stop_with_the_reason(tmp_path):
+    port = _free_port()
+    hosts = [subprocess.Popen(_host_command(tmp_path / f"run{i}", port, i), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = _outputs(hosts, timeout=240)
+    assert all(h.returncode != 0 for h in hosts)
+    assert all("the workdir of process(es) [1] differs from process 0's" in out for out in outputs), outputs
 
 
 @pytest.mark.slow  # one host of two, waiting 3 s for the other: about 10 s
@@ -209,11 +221,7 @@ def test_a_host_killed_mid_run_stops_the_other_and_both_resume_to_the_same_resul
     stopped_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert stopped_at < 300
     hosts = start_hosts()
-    try:
-        outputs = [h.communicate(timeout=600)[0] for h in hosts]
-    finally:
-        for h in hosts:
-            h.kill()
+    outputs = _outputs(hosts, timeout=600)
     assert [h.returncode for h in hosts] == [0, 0], [o[-2000:] for o in outputs]
     assert f"at step {stopped_at}" in outputs[0]
     final = {name: {r["split"]: r["loss"] for r in read_metrics(tmp_path / name) if r["step"] == 300}
