@@ -13,9 +13,13 @@ Across hosts (`config.parallel.distributed=True`), `jax.distributed.initialize` 
 from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's own detection of
 SLURM, Open MPI or a TPU pod; CPU collectives across processes through gloo), the mesh spans every
 process's devices, and every host builds the same global batch (the data iterators are
-seeded alike) from which `place_batch` takes the rows of its own devices. Run the same command,
-with the same workdir on a shared filesystem, on every host: orbax writes each checkpoint once
-for all of them, and process 0 alone writes the metrics and shows the progress bar.
+seeded alike) from which `place_batch` takes the rows of its own devices; `to_host` gathers
+outputs split over the batch (per-row evaluation outputs) from every host. Each host reads its
+own copy of the data, so `check_same_data` compares them at the start. The data position in a
+checkpoint is that of the global batch sequence, the same on every host and for any number of
+hosts: a run resumes on another number of them. Run the same command, with the same workdir on
+a shared filesystem, on every host: orbax writes each checkpoint once for all of them, and
+process 0 alone writes the metrics and the workdir's description and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -101,6 +105,34 @@ def check_same_workdirs(workdirs) -> None:
                              "host the same --workdir, one folder on a filesystem they share.")
 
 
+def check_same_data(batches: dict[str, dict], params: Any, fingerprint: str | None = None) -> None:
+    """Every host must read the same data: each builds the global batch from its own copy of the
+    files and keeps its devices' rows, so copies that differ (a corpus edited on one host, a
+    relative data_dir that resolves elsewhere) would train on batches no host sees whole, or
+    build models of other sizes (a vocabulary with one more symbol). Compares a digest of the
+    first batch of each named iterator ("train", "validation", ...), of the parameters' shapes
+    and of the task's `data_fingerprint()` (all of its data, where the task has one) across hosts."""
+    if jax.process_count() == 1:
+        return
+    digests = {"parameter shapes": json.dumps(jax.tree.map(lambda x: list(np.shape(x)), params), sort_keys=True)}
+    if fingerprint is not None:
+        digests["the whole data"] = fingerprint
+    for name, batch in batches.items():
+        h = hashlib.sha256()
+        for key in sorted(batch):
+            value = np.ascontiguousarray(batch[key])
+            h.update(f"{key}{value.dtype}{value.shape}".encode())
+            h.update(value.tobytes())
+        digests[f"first {name} batch"] = h.hexdigest()
+    differ = {name: hosts_that_differ(digest) for name, digest in digests.items()}  # one gather each
+    differ = {name: hosts for name, hosts in differ.items() if hosts}
+    if differ:
+        raise ValueError(f"hosts: process(es) {sorted(set(sum(differ.values(), [])))} read other data than "
+                         f"process 0 (these differ: {', '.join(differ)}): give every host the same files, e.g. "
+                         "one data_dir on the shared filesystem by an absolute path, or copies that are byte for "
+                         "byte the same.")
+
+
 def hosts_that_differ(text: str) -> list[int]:
     """The processes whose `text` differs from process 0's (compared by a digest gathered from all)."""
     from jax.experimental import multihost_utils
@@ -148,6 +180,17 @@ def place_batch(batch: dict, mesh: Mesh | None, batch_axis: int) -> dict:
     if mesh is None:
         return batch
     return {key: _put(value, mesh, batch_axis) for key, value in batch.items()}
+
+
+def to_host(tree: Any) -> Any:
+    """Global arrays -> NumPy arrays of their whole value on every host. Outputs split over the
+    batch (an evaluation's per-row logits) span other hosts' devices, which `np.asarray` cannot
+    read: they are gathered across processes (on one host this is `np.asarray`)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def place_state(state: Any, mesh: Mesh | None, batch_axis: int) -> Any:

@@ -81,7 +81,7 @@ def evaluate(eval_step, params, initial_carry, batches, max_batches=None, place=
         if max_batches is not None and k >= max_batches:
             break
         carry, out = eval_step(params, carry, place(batch))
-        outputs.append(jax.tree.map(np.asarray, out))
+        outputs.append(parallel.to_host(out))  # per-row outputs gathered from every host
     return outputs
 
 
@@ -171,9 +171,11 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     configs = {s: seed_config(config, s) for s in seeds.seeds}
     task, tx, schedule = build(config)
     model = task.model
+    first_host = jax.process_index() == 0  # a multi-host run writes its files once, from process 0
     for workdir in workdirs.values():
         workdir.mkdir(parents=True, exist_ok=True)
-        task.describe(workdir)
+        if first_host:
+            task.describe(workdir)
 
     train_its = {s: task.train_batches(s) for s in seeds.seeds}
     select_by, select_mode, test_at = config_lib.selection(config)
@@ -181,6 +183,11 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
     ckpts = {s: Checkpointer(workdirs[s] / "checkpoints", max_to_keep=config.train.keep_checkpoints, **ranking)
              for s in seeds.seeds}
     states = {s: init_state(model, tx, configs[s]) for s in seeds.seeds}
+    if jax.process_count() > 1:
+        parallel.check_same_data({"train": next(task.train_batches(seeds.seeds[0])),
+                                  **{split: next(iter(task.eval_batches(split))) for split in task.eval_splits}},
+                                 states[seeds.seeds[0]].params,
+                                 task.data_fingerprint() if hasattr(task, "data_fingerprint") else None)
     resume_at = {s: ckpts[s].latest_step() for s in seeds.seeds}
     if len(set(resume_at.values())) > 1:
         for ckpt in ckpts.values():
@@ -196,7 +203,6 @@ def train_seeds(config, workdirs: Mapping[int, str | Path], *, stop_at_step: int
             print(f"Resumed from {ckpts[s].directory} at step {int(states[s].step)}.", flush=True)
     start = int(states[seeds.seeds[0]].step)
     prefix = (lambda s: f"seed={s} ") if seeds.stacked else (lambda s: "")
-    first_host = jax.process_index() == 0  # a multi-host run logs once, from process 0
     writers = {s: MetricWriter(workdirs[s], resume_step=start or None, console_prefix=prefix(s), enabled=first_host)
                for s in seeds.seeds}
     for s in seeds.seeds:

@@ -11,6 +11,10 @@ time series alike.
     task.scalars(sums)                    # summed statistics -> logged scalars (host)
     task.eval_scalars([outputs, ...])     # a split's outputs -> logged scalars (host)
 
+A task may also have `data_fingerprint() -> str`, a digest of all of its data, which the hosts
+of a multi-host run compare at the start (`ltf.parallel.check_same_data`; without it they compare
+the first batch of each split).
+
 Every batch is a dict of arrays with at least `mask` [B, T] (1 on real steps) and `reset` [B]
 (True where a row starts a new stream; the trainer zeroes those rows' carried state first).
 `sums` are per-batch statistics that add up over batches (a loss sum and a count, never a mean,

@@ -3,10 +3,12 @@ stateful truncated BPTT (`ltf.data.lm_batches`), cross-entropy, bits per charact
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 
 from ltf import config_lib
 from ltf.data.corpora import LMCorpus, load_lm_corpus
@@ -33,6 +35,14 @@ class LanguageModelling:
         self.corpus.vocab.save(workdir / "vocab.json")
         (workdir / "corpus.json").write_text(json.dumps({"name": self.corpus.name,
                                                          "description": self.corpus.description}))
+
+    def data_fingerprint(self) -> str:
+        """A digest of the vocabulary and every split's tokens: hosts of one run compare it."""
+        h = hashlib.sha256(json.dumps(list(self.corpus.vocab.tokens)).encode())
+        for name in sorted(self.corpus.splits):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.corpus.splits[name]).tobytes())
+        return h.hexdigest()
 
     def train_batches(self, seed: int):
         d = self.config.data
