@@ -24,9 +24,11 @@ process 0 alone writes the metrics and the workdir's description and shows the p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,8 @@ def start_hosts(parallel) -> None:
     print(f"hosts: process {index} of {count} joining the run at {address}, waiting up to "
           f"config.parallel.timeout_s={timeout_s} s for every host to start the same command"
           if address else "hosts: joining the run found by JAX's cluster detection", flush=True)
+    if address and index == 0:
+        check_port_free(address)
     try:
         jax.distributed.initialize(address, count, index, initialization_timeout=timeout_s,
                                    heartbeat_timeout_seconds=heartbeat_s)
@@ -82,16 +86,75 @@ def start_hosts(parallel) -> None:
           f"{jax.local_device_count()} local devices, {jax.device_count()} in all", flush=True)
 
 
+def check_port_free(address: str) -> None:
+    """Process 0 serves the coordinator at `address`'s port on every interface. A port that is
+    taken (a coordinator left from an earlier run, another program) made JAX's gRPC server crash
+    with a segmentation fault: say so first. Bound as gRPC binds it (SO_REUSEADDR), so that a
+    port left in TIME_WAIT by a finished run passes."""
+    port = int(address.rsplit(":", 1)[1])
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 on this host
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    continue
+                raise RuntimeError(
+                        f"hosts: config.parallel.coordinator_address={address}: port {port} is in use on this "
+                        "host (process 0 serves the coordinator there): a coordinator left from an earlier run "
+                        "or another program holds it. End that process (e.g. `ss -ltnp | grep "
+                        f":{port}`) or choose another port, the same on every host.") from e
+
+
 def check_hosts_agree(config) -> None:
     """Every host must train the same config (but its own process_id): names the hosts whose
-    resolved config differs from process 0's."""
+    resolved config differs from process 0's, and the fields that differ."""
     config_dict = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config, default=str))
     config_dict.get("parallel", {}).pop("process_id", None)
-    differ = hosts_that_differ(json.dumps(config_dict, sort_keys=True))
+    fields = _flatten(config_dict)
+    differ = hosts_that_differ(json.dumps(sorted(fields)))  # the same fields first, then their values
+    names = "the set of fields differs"
+    if not differ:
+        by_field = _differing_values(fields)
+        differ = sorted(set(sum(by_field.values(), [])))
+        names = ", ".join(f"config.{name}" for name in by_field)
     if differ:
-        raise ValueError(f"hosts: the config of process(es) {differ} differs from process 0's: run the same "
-                         "command, with the same config file and overrides, on every host (only "
+        raise ValueError(f"hosts: the config of process(es) {differ} differs from process 0's ({names}): run the "
+                         "same command, with the same config file and overrides, on every host (only "
                          "config.parallel.process_id may differ).")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """{"data.batch_size": "32", ...}: every leaf of a nested dict by its dotted path, as JSON."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def _differing_values(fields: dict[str, str]) -> dict[str, list[int]]:
+    """{field: processes whose value differs from process 0's}, for fields every host has: one
+    gather of a digest per field."""
+    from jax.experimental import multihost_utils
+
+    names = sorted(fields)
+    digests = np.stack([np.frombuffer(hashlib.sha256(fields[n].encode()).digest()[:8], np.uint32) for n in names])
+    gathered = np.asarray(multihost_utils.process_allgather(digests)).reshape(jax.process_count(), len(names), -1)
+    out = {}
+    for j, name in enumerate(names):
+        hosts = [i for i in range(len(gathered)) if not np.array_equal(gathered[i, j], gathered[0, j])]
+        if hosts:
+            out[name] = hosts
+    return out
 
 
 def check_same_workdirs(workdirs) -> None:

@@ -214,11 +214,42 @@ def test_hosts_that_read_other_data_stop_with_the_reason(tmp_path):
 @pytest.mark.slow  # two processes, stopped at their start: about 15 s
 def test_hosts_with_different_configs_stop_with_the_reason(tmp_path):
     port = _free_port()
-    hosts = [subprocess.Popen(_host_command(tmp_path / "run", port, i, f"--config.model.d_hidden={8 + 8 * i}"),
+    hosts = [subprocess.Popen(_host_command(tmp_path / "run", port, i, f"--config.seed={i}",
+                                            f"--config.data.batch_size={4 + 2 * i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = _outputs(hosts, timeout=240)
     assert all(h.returncode != 0 for h in hosts)
-    assert all("the config of process(es) [1] differs from process 0's" in out for out in outputs), outputs
+    assert all("the config of process(es) [1] differs from process 0's (config.data.batch_size, config.seed)"
+               in out for out in outputs), outputs
+
+
+def test_a_taken_coordinator_port_is_named():
+    """A port already listened on made JAX's coordinator crash (segmentation fault)."""
+    import socket
+
+    from ltf import parallel
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"coordinator_address=127.0.0.1:{port}: port {port} is in use"):
+            parallel.check_port_free(f"127.0.0.1:{port}")
+    parallel.check_port_free(f"127.0.0.1:{port}")  # free again, or left in TIME_WAIT: passes
+
+
+@pytest.mark.slow  # one process, stopped at its start: about 10 s
+def test_host_0_on_a_taken_port_stops_with_the_reason(tmp_path):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        alone = subprocess.run(_host_command(tmp_path / "run", port, 0, "--config.parallel.timeout_s=5"),
+                               capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 1, alone.stderr[-3000:]  # an error, not a crash
+    assert f"port {port} is in use on this host" in alone.stderr, alone.stderr[-3000:]
 
 
 @pytest.mark.slow  # two processes, stopped at their start: about 15 s
