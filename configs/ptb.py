@@ -44,7 +44,8 @@ epochs=N (default: the paper's for the size), smoke. Any field can be overridden
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_arms, cell_options_config, parallel_config, parse_arg
+from ltf.config_lib import (attention_config, cell_arms, cell_options_config, parallel_config, parse_arg,
+                            residual_config)
 
 BATCH, TRAIN_TOKENS = 20, 929_589  # ptb.train.txt with <eos>
 # size -> (units, T, init scale s, dropout, epochs, decay, max_epoch, clip): Zaremba et al. (2014)
@@ -93,6 +94,8 @@ def get_config(arg=None):
         backward="custom",
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
+        block="stack",  # or "residual": Griffin's blocks (ltf/hybrid.py), options in model.residual
+        residual=residual_config(),
     ))
     if choices.chrono:
         c.model.cell_options.forget_init = "chrono"

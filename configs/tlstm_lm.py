@@ -18,18 +18,20 @@ characters, cosine from 2e-3. The `lstm` arm at this size (with a 5,000-step cos
 step 2,000) scored 1.382 nats on TFDS's validation split and 1.446 on nanoGPT's (results/README.md).
 
 Choices (after the colon): cell=lstm|lstm_noforget|adaptive|time_aware|tlstm,
-attention=softmax|sparsemax|entmax15|topk (off when empty), window=W, chrono, corpus=NAME, h512, smoke.
+attention=softmax|sparsemax|entmax15|topk (off when empty), window=W, chrono, corpus=NAME, h512,
+residual (Griffin's residual blocks around the cell, with local attention: ltf/hybrid.py), smoke.
 Any field can be overridden with --config.section.field=value.
 """
 
 import ml_collections
 
-from ltf.config_lib import attention_config, cell_arms, cell_options_config, parallel_config, parse_arg
+from ltf.config_lib import (attention_config, cell_arms, cell_options_config, parallel_config, parse_arg,
+                            residual_config)
 
 
 def get_config(arg=None):
     choices = parse_arg(arg, cell="time_aware", attention="", window=0, chrono=False,
-                        corpus="shakespeare", h512=False, smoke=False)
+                        corpus="shakespeare", h512=False, residual=False, smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -58,6 +60,8 @@ def get_config(arg=None):
         backward="custom",  # custom VJP (dW_h as one matmul after the reverse scan) or "autodiff"
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
+        block="stack",  # or "residual": Griffin's blocks (ltf/hybrid.py), options in model.residual
+        residual=residual_config(),
     ))
     if choices.chrono:
         c.model.cell_options.forget_init = "chrono"
@@ -78,6 +82,9 @@ def get_config(arg=None):
     if choices.h512:  # the small Transformer's level on tiny_shakespeare (see the docstring)
         c.model.update(d_hidden=512, d_embed=128, dropout=0.25)
         c.train.steps = 2000
+
+    if choices.residual:  # Griffin's residual blocks around the cell: recurrent, recurrent, local attention
+        c.model.update(block="residual", n_layers=len(c.model.residual.pattern))
 
     # Data parallel over every local device (and, with distributed, every host): see ltf/parallel.py.
     c.parallel = parallel_config()

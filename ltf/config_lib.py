@@ -23,6 +23,10 @@ CELL_OPTION_TYPES = {
     "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int, "decay": bool,
     # phased (Neil et al. 2016)
     "leak": float, "r_on_init": float, "learn_r_on": bool, "period_init_min": float, "period_init_max": float,
+    # the linear cells (ltf.cells.linear): how ltf.linear_scan runs them; linear_decay's initial time scales
+    "form": str, "timescale_min": float, "timescale_max": float,
+    # mlstm (ltf.cells.mlstm; `form` too: sequential | chunkwise): heads (d_hidden a multiple), its chunk length
+    "heads": int, "chunk_size": int,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -68,6 +72,15 @@ def attention_config(normaliser: str | None = None, **values: Any) -> ml_collect
         "query_chunk": ml_collections.config_dict.placeholder(int),
     })
     block.normaliser = normaliser
+    block.update(values)
+    return block
+
+
+def residual_config(**values: Any) -> ml_collections.ConfigDict:
+    """The `model.residual` block, read when model.block="residual" (`ltf.hybrid.ResidualStack`,
+    Griffin's blocks): the pattern of recurrent ("r") and local-attention ("a") blocks, the
+    attention window, the causal convolution's width and the MLP's expansion."""
+    block = ml_collections.ConfigDict(dict(pattern="rra", window=64, conv_width=4, mlp_expansion=3))
     block.update(values)
     return block
 
@@ -128,6 +141,7 @@ def sequence_model_config(choices, *, head: str, d_hidden: int, n_layers: int = 
         dropout=0.0, locked_dropout=False, unroll=1, remat=False, backward="custom",
         cell_options=cell_options_config(),
         attention=attention_config(choices.attention or None, window=choices.window or None),
+        block="stack", residual=residual_config(),
     ))
     # T_max is set whether or not chrono is on, so that a sweep arm (or --config flag) can turn
     # chrono on with forget_init alone; the cells read it only under forget_init="chrono".
@@ -153,7 +167,14 @@ def _stack_options(model_cfg) -> dict:
     return dict(cell=model_cfg.cell, d_hidden=model_cfg.d_hidden, n_layers=model_cfg.n_layers,
                 cell_options=_cell_options(model_cfg), attention=_attention_spec(model_cfg),
                 dropout=model_cfg.dropout, locked_dropout=model_cfg.locked_dropout,
-                unroll=model_cfg.unroll, remat=model_cfg.remat, backward=model_cfg.get("backward", "custom"))
+                unroll=model_cfg.unroll, remat=model_cfg.remat, backward=model_cfg.get("backward", "custom"),
+                **_block_options(model_cfg))
+
+
+def _block_options(model_cfg) -> dict:
+    """model.block, and for "residual" the options of model.residual (older configs: "stack")."""
+    block = model_cfg.get("block", "stack")
+    return {"block": block, **(dict(model_cfg.residual) if block == "residual" else {})}
 
 
 def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
@@ -213,7 +234,9 @@ def validate(config) -> None:
     _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")
     _require(m.backward in BACKWARDS, "model.backward", f"{m.backward!r}; allowed values are {BACKWARDS}.")
     try:
-        make_cell(m.cell, **_cell_options(m))
+        cell = make_cell(m.cell, **_cell_options(m))
+        if hasattr(cell, "head_size"):  # a cell that splits H into heads (mlstm) checks d_hidden too
+            cell.head_size(m.d_hidden)
     except ValueError as e:
         raise ValueError(f"config.model.cell_options (cell={m.cell!r}): {e}") from None
     spec = _attention_spec(m)

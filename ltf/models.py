@@ -1,8 +1,11 @@
 """Models built from the cells, the scanned layers and attention.
 
   RecurrentStack  stacked layers of one cell kind, optional attention after one layer
-  LanguageModel   tokens -> embedding -> RecurrentStack -> dropout -> logits (weights tied or not)
-  SequenceModel   values (GRU-D's input decay) (+ observation mask) + Δt -> RecurrentStack -> a head
+  ResidualStack   Griffin's residual blocks of a cell and local attention (`ltf.hybrid`)
+  LanguageModel   tokens -> embedding -> the stack -> dropout -> logits (weights tied or not)
+  SequenceModel   values (GRU-D's input decay) (+ observation mask) + Δt -> the stack -> a head
+
+`make_stack(d_in, block=...)` builds either stack; both have the same init / apply interface.
 
 Every model is a frozen dataclass of plain values (hashable, so it can be a static argument
 of `jax.jit`) with pure `init(key) -> params` and `apply(params, ...)`. Parameters are a plain
@@ -12,7 +15,7 @@ dict of arrays: `jax.vmap(model.init)(keys)` gives K seeds at once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +24,8 @@ from ltf import attention
 from ltf.cells import decay
 from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.registry import make_cell
-from ltf.rnn import TokenInputs, dropout, scan_stack
+from ltf.hybrid import ResidualStack
+from ltf.rnn import TokenInputs, dropout, scan_stack, with_times
 from ltf.shapes import dense
 
 HEADS = ("per_step", "last", "attention_pool")
@@ -138,21 +142,23 @@ class RecurrentStack:
                           remat=self.remat, backward=self.backward, resets_BxT=resets_BxT)
 
 
-def with_times(dts_BxTxK, times_BxT=None):
-    """Δt with the absolute time of each step as one more, last column (B x T x K+1); the running
-    sum of Δt's first column when `times_BxT` is None."""
-    if times_BxT is None:
-        times_BxT = jnp.cumsum(dts_BxTxK[..., 0], axis=1)
-    if times_BxT.shape != dts_BxTxK.shape[:2]:
-        raise ValueError(f"times_BxT has shape {times_BxT.shape}; the steps are {dts_BxTxK.shape[:2]} (B x T).")
-    return jnp.concatenate([dts_BxTxK, times_BxT[..., None].astype(dts_BxTxK.dtype)], axis=-1)
+BLOCKS = ("stack", "residual")
 
 
-def _stack_kwargs(options: Mapping[str, Any]) -> dict:
-    """Accepts cell_options as a mapping and stores it as a hashable tuple."""
-    options = dict(options)
+def make_stack(d_in: int, block: str = "stack", **options: Any) -> "RecurrentStack | ResidualStack":
+    """The layers between input and head: "stack", `RecurrentStack` (stacked cells, +attention
+    between them), or "residual", `ltf.hybrid.ResidualStack` (Griffin's residual blocks of the
+    cell and local attention: options pattern, window, conv_width, mlp_expansion). cell_options
+    may be a mapping; it is stored as a hashable tuple."""
     options["cell_options"] = tuple(sorted(dict(options.get("cell_options", ())).items()))
-    return options
+    if block == "stack":
+        return RecurrentStack(d_in=d_in, **options)
+    if block == "residual":
+        if options.pop("attention", None) is not None:
+            raise ValueError("model.attention (the +attention arm) applies to model.block='stack'; the residual "
+                             "blocks have their own local attention: put 'a' in model.pattern.")
+        return ResidualStack(d_in=d_in, **options)
+    raise ValueError(f"model.block={block!r}: allowed values are {BLOCKS}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +179,7 @@ class LanguageModel:
 
     vocab_size: int
     d_embed: int
-    stack: RecurrentStack
+    stack: RecurrentStack | ResidualStack
     tie_weights: bool = False
     init_uniform: float = 0.0  # > 0: every parameter ~ U[-s, s] instead (Zaremba et al. 2014: s = 0.1)
     input_projection: str = "auto"  # auto | per_vocab | per_token (see above)
@@ -181,7 +187,7 @@ class LanguageModel:
     @classmethod
     def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, init_uniform: float = 0.0,
               input_projection: str = "auto", **stack) -> "LanguageModel":
-        stack = RecurrentStack(d_in=d_embed, **_stack_kwargs(stack))
+        stack = make_stack(d_embed, **stack)
         return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights,
                    init_uniform=init_uniform, input_projection=input_projection)
 
@@ -269,7 +275,7 @@ class SequenceModel:
 
     d_values: int
     d_out: int
-    stack: RecurrentStack
+    stack: RecurrentStack | ResidualStack
     head: str = "per_step"
     use_obs_mask: bool = False  # concatenate the observation mask to the values
     input_decay: bool = False  # GRU-D's input decay of the values toward x̄ = 0 (see above)
@@ -281,7 +287,7 @@ class SequenceModel:
         d_in = d_values * (2 if use_obs_mask else 1)
         return cls(d_values=d_values, d_out=d_out, head=head, use_obs_mask=use_obs_mask,
                    input_decay=input_decay, d_static=d_static,
-                   stack=RecurrentStack(d_in=d_in, **_stack_kwargs(stack)))
+                   stack=make_stack(d_in, **stack))
 
     def __post_init__(self):
         if self.head not in HEADS:

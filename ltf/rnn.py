@@ -12,6 +12,12 @@ window) zeroes the carry before step t; no gradient crosses it.
 
 The backward pass is `backward="custom"` (default; `ltf.fast_rnn`: the reverse scan carries only
 (dh, dc) and dW_h is one large matmul after it) or "autodiff" (`jax.grad` of the plain scan).
+
+The linear cells (`cell.linear`: `ltf.cells.linear`, h_t = a_t ⊙ h_{t-1} + b_t with a_t, b_t from
+the inputs alone) run in `ltf.linear_scan` instead, sequentially or as an associative scan (the
+cell's `form`), with the same masks, resets and carried state; `backward` does not apply to them.
+So does the mLSTM (`cell.matrix_memory`: `ltf.cells.mlstm`, a d x d memory per head), in
+`ltf.mlstm_scan`, sequentially or chunkwise (its `form`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from ltf import fast_rnn
+from ltf import fast_rnn, linear_scan, mlstm_scan
 from ltf.cells.base import LSTM, LSTMState, Params
 
 BACKWARDS = ("custom", "autodiff")
@@ -61,6 +67,12 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
         backward: "custom" (`ltf.fast_rnn.recurrence`) or "autodiff" (`jax.grad` of the scan);
             the same values and gradients, the custom one faster on CPU.
         resets_BxT: 1 (or True) where a new sequence starts: the carry is zeroed before that step.
+
+    A linear cell (`cell.linear`) runs in `ltf.linear_scan` in its `form` (sequential or
+    parallel), gradients by autodiff, whatever `backward` says; `remat` there runs the layer in
+    chunks under `jax.checkpoint` (`ltf.linear_scan.layer`); `unroll` unrolls the sequential form.
+    The mLSTM (`cell.matrix_memory`) runs in `ltf.mlstm_scan` likewise (its `form`: sequential or
+    chunkwise; `remat`: chunks of `chunk_size` steps under `jax.checkpoint`).
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward={backward!r}: allowed values are {BACKWARDS}.")
@@ -69,12 +81,31 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     per_vocab = isinstance(xs_BxTxD, TokenInputs)
     dtype = xs_BxTxD.embed_VxD.dtype if per_vocab else xs_BxTxD.dtype
     batch = dts_BxTxK.shape[0]
-    d_hidden = params["w_h"].shape[0]
     if state is None:
-        state = cell.initial_state(batch, d_hidden, dtype)
+        state = cell.initial_state(batch, cell.hidden_size(params), dtype)
     dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(dtype)
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
     resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(dtype)
+    if cell.linear:  # h_t = a_t ⊙ h_{t-1} + b_t: no recurrent matmul, no custom backward pass
+        if per_vocab:
+            zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+                                               jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
+            final, hs_TxBxH = linear_scan.recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
+                                                     unroll=unroll, resets_TxB=resets_TxB)
+        else:
+            final, hs_TxBxH = linear_scan.layer(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK,
+                                                masks_TxB, state, unroll=unroll, remat=remat,
+                                                resets_TxB=resets_TxB)
+        return final, jnp.swapaxes(hs_TxBxH, 0, 1)
+    if cell.matrix_memory:  # C_t = f'C_{t-1} + i' v kᵀ per head: no recurrent matmul either
+        if per_vocab:
+            zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+                                               jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
+        else:
+            zs_TxBxG = fast_rnn.project(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK)
+        final, hs_TxBxH = mlstm_scan.recurrence(cell, zs_TxBxG, masks_TxB, state, resets_TxB=resets_TxB,
+                                                unroll=unroll, remat=remat)
+        return final, jnp.swapaxes(hs_TxBxH, 0, 1)
     if backward == "custom" and not per_vocab:  # the projection inside (remat recomputes it)
         final, hs_TxBxH = fast_rnn.layer(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK, masks_TxB,
                                          state, unroll=unroll, remat=remat, resets_TxB=resets_TxB)
@@ -130,3 +161,13 @@ def scan_stack(cells: Sequence[LSTM], layer_params: Sequence[Params], xs_BxTxD, 
             hs = between_layers(i, hs)
         finals.append(final)
     return finals, hs
+
+
+def with_times(dts_BxTxK, times_BxT=None):
+    """Δt with the absolute time of each step as one more, last column (B x T x K+1); the running
+    sum of Δt's first column when `times_BxT` is None."""
+    if times_BxT is None:
+        times_BxT = jnp.cumsum(dts_BxTxK[..., 0], axis=1)
+    if times_BxT.shape != dts_BxTxK.shape[:2]:
+        raise ValueError(f"times_BxT has shape {times_BxT.shape}; the steps are {dts_BxTxK.shape[:2]} (B x T).")
+    return jnp.concatenate([dts_BxTxK, times_BxT[..., None].astype(dts_BxTxK.dtype)], axis=-1)

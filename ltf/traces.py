@@ -27,6 +27,13 @@ What is reported, for every cell: gates i, f, o ∈ (0, 1) and the candidate g �
   columns of its carry [C, C̄, δ, o]: `cell_traces` reports the first H columns of every carry).
 - `gru` and `grud` report their own gates instead: update "u", reset "r" ∈ (0, 1) and the
   candidate "n" ∈ (−1, 1); their C is h (the GRU has one state vector).
+- `rglru` reports its recurrence gate "r", input gate "i" ∈ (0, 1), the decay "a" = a^{c r} ∈ (0, 1]
+  and its input "u" = x W_u + b_u; `linear_decay` its rate "lambda" > 0, decay "a" = exp(−Δt λ)
+  ∈ (0, 1] and target "u". Their C is h, and there is no recurrent matmul (`cell.linear`).
+- `mlstm` reports, per unit (each unit its head's gates), "i" = exp(ĩ − m_t) ∈ (0, 1] (the
+  stabilised exponential input gate: a write's weight relative to the memory's scale), "f" = σ(f̃)
+  and "o" ∈ (0, 1); its C is the first H entries of the packed [C, n, m] (head 0's memory, rows
+  first: `ltf.cells.mlstm.unpack` the carry for the matrices). No recurrent matmul (`matrix_memory`).
 - A masked step (mask 0) keeps C and h, as in `ltf.rnn`; its gates are what the step would
   have computed from its (padding) input, and mean nothing.
 """
@@ -44,6 +51,9 @@ from ltf.cells.base import LSTM, LSTMState, Params
 from ltf.cells.classic import Adaptive, LSTMNoForget
 from ltf.cells.ctlstm import CTLSTM, pack, unpack
 from ltf.cells.grud import GRU, GRUD
+from ltf.cells.linear import C, RGLRU, LinearDecay
+from ltf.cells.mlstm import MLSTM, split_projection
+from ltf.cells.mlstm import pack as mlstm_pack, unpack as mlstm_unpack
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TimeAware, TLSTM
 from ltf.fast_rnn import carry_in
@@ -147,6 +157,44 @@ def _gru(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     return {"u": u, "r": r, "n": n}, h, h
 
 
+def _rglru(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+    """De et al. 2024 (`ltf.cells.linear`): z = [u, x W_r + b_r, x W_i + b_i]; C is h."""
+    del c_prev_BxH, dt_BxK
+    z = _blocks(cell, z_BxG)
+    r, i = jax.nn.sigmoid(z["r"]), jax.nn.sigmoid(z["i"])  # r_t = σ(x W_r + b_r), i_t = σ(x W_i + b_i)
+    log_a = -C * r * lead(jax.nn.softplus(params["a_param"]), r)  # log a_t = −c r_t softplus(Λ)
+    a = jnp.exp(log_a)
+    h = a * h_prev_BxH + jnp.sqrt(-jnp.expm1(2.0 * log_a)) * (i * z["u"])  # h_t = a_t h + √(1 − a_t²)(i_t u_t)
+    return {"u": z["u"], "r": r, "i": i, "a": a}, h, h
+
+
+def _linear_decay(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+    """Time-aware linear forgetting (`ltf.cells.linear`): z = [u, x W_λ + b_λ]; C is h."""
+    del params, c_prev_BxH
+    z = _blocks(cell, z_BxG)
+    rate = jax.nn.softplus(z["lambda"])  # λ_t = softplus(x W_λ + b_λ)
+    a = jnp.exp(-dt_BxK[:, :1] * rate)  # a_t = exp(−Δt_t λ_t)
+    h = a * h_prev_BxH + (1.0 - a) * z["u"]  # h_t = a_t ⊙ h_{t-1} + (1 − a_t) ⊙ u_t
+    return {"u": z["u"], "lambda": rate, "a": a}, h, h
+
+
+def _mlstm(cell, params, z_BxG, c_prev_BxW, h_prev_BxH, dt_BxK):
+    """Beck et al. 2024 (`ltf.cells.mlstm`): z = [q, k, v, o, ĩ, f̃]; C is the packed [C, n, m]."""
+    del params, h_prev_BxH, dt_BxK
+    q, k, v, z_o, i_pre, f_pre = split_projection(z_BxG, cell.heads)  # k scaled by 1/√d
+    c, n, m = mlstm_unpack(c_prev_BxW, cell.heads)
+    log_f = jax.nn.log_sigmoid(f_pre)
+    m_new = jnp.maximum(log_f + m, i_pre)  # m_t = max(log σ(f̃_t) + m_{t−1}, ĩ_t)
+    i, f_scaled = jnp.exp(i_pre - m_new), jnp.exp(log_f + m - m_new)  # i'_t, f'_t
+    c = f_scaled[..., None, None] * c + i[..., None, None] * jnp.einsum("bni,bnj->bnij", v, k)  # C_t = f'C + i' v kᵀ
+    n = f_scaled[..., None] * n + i[..., None] * k  # n_t = f'n + i' k
+    den = jnp.maximum(jnp.abs(jnp.einsum("bnj,bnj->bn", n, q)), jnp.exp(-m_new))  # max(|nᵀq|, exp(−m_t))
+    o = jax.nn.sigmoid(z_o)
+    h = o * (jnp.einsum("bnij,bnj->bni", c, q) / den[..., None]).reshape(o.shape)  # h_t = σ(o_t) ⊙ C_t q_t / den
+    per_unit = lambda g: jnp.repeat(g, q.shape[-1], axis=-1)  # noqa: E731  a head's gate on its d units
+    return {"i": per_unit(i), "f": per_unit(jax.nn.sigmoid(f_pre)), "o": o}, mlstm_pack(c, n, m_new), h
+
+
 # Exact classes: a subclass may change the equations, so it needs its own entry.
 TRACERS: dict[type, Callable] = {
     LSTM: _lstm,
@@ -158,6 +206,9 @@ TRACERS: dict[type, Callable] = {
     CTLSTM: _ctlstm,
     GRU: _gru,
     GRUD: _gru,
+    RGLRU: _rglru,
+    LinearDecay: _linear_decay,
+    MLSTM: _mlstm,
 }
 
 
@@ -182,7 +233,7 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     step_gates = tracer(cell)
     batch, _, _ = xs_BxTxD.shape
     if state is None:
-        state = cell.initial_state(batch, params["w_h"].shape[0], xs_BxTxD.dtype)
+        state = cell.initial_state(batch, cell.hidden_size(params), xs_BxTxD.dtype)
     xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
     dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
@@ -191,7 +242,8 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B = step_in
         c_in, h_in_BxH = carry_in(cell, params, carry.c, carry.h, dt_BxK)  # the cell's decay, if any
-        z_BxG = z_BxG + h_in_BxH @ cell.recurrent_weight(params)  # z_t = x_t W_x + h' W_h + b (+ φ(Δt) W_Δt)
+        if not (cell.linear or cell.matrix_memory):  # these cells have no recurrent matmul
+            z_BxG = z_BxG + h_in_BxH @ cell.recurrent_weight(params)  # z_t = x_t W_x + h' W_h + b (+ φ(Δt) W_Δt)
         gates, c_BxH, h_BxH = step_gates(cell, params, z_BxG, c_in, h_in_BxH, dt_BxK)
         if m_B is not None:  # a masked step keeps the carry and emits the carried h
             keep = lambda new, old: jnp.where(m_B[:, None] > 0, new, old)  # noqa: E731

@@ -42,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
 
 def _reset_where(reset_B, carry):
     """Zeroes the carried state of the rows that start a new stream."""
-    return jax.tree.map(lambda x: jnp.where(reset_B[:, None], jnp.zeros_like(x), x), carry)
+    return jax.tree.map(lambda x: jnp.where(reset_B.reshape(-1, *[1] * (x.ndim - 1)), jnp.zeros_like(x), x), carry)
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation):

@@ -121,8 +121,9 @@ def test_cell_matches_numpy_reference(name, options):
     np.testing.assert_allclose(state.h, h_ref, rtol=1e-5, atol=1e-5)
 
 
-# Cells whose carried c is wider than H (a multiple of it); every other cell carries c_BxH.
-CARRY_WIDTH = {"ctlstm": 4}
+# Cells whose carried c is wider than H; every other cell carries c_BxH. ctlstm: [C, C̄, δ, o];
+# mlstm (4 heads of d = H/4): [C (4·d·d), n (H), m (4)].
+CARRY_WIDTH = {"ctlstm": 4 * H, "mlstm": 4 * (H // 4) ** 2 + H + 4}
 
 
 class TestCellsChexVariants(chex.TestCase):
@@ -137,7 +138,7 @@ class TestCellsChexVariants(chex.TestCase):
             step = self.variant(cell.step)
             new_state, h = step(params, state, StepInputs(z, jnp.ones((B, 1))))
             chex.assert_shape([new_state.h, h], (B, H))
-            chex.assert_shape(new_state.c, (B, CARRY_WIDTH.get(name, 1) * H))  # ctlstm: [C, C̄, δ, o]
+            chex.assert_shape(new_state.c, (B, CARRY_WIDTH.get(name, H)))
             chex.assert_type([new_state.c, h], jnp.float32)
             chex.assert_tree_all_finite(new_state)
 

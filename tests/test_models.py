@@ -22,9 +22,13 @@ ATTENTION = {
 }
 
 
+# mlstm splits H into heads (4 by default): H = 6 needs 2 or 3 of them.
+CELL_OPTIONS = {"mlstm": {"heads": 2}}
+
+
 def lm(cell="lstm", attention=None, **kw):
     return LanguageModel.build(vocab_size=V, d_embed=E, cell=cell, d_hidden=H, n_layers=2,
-                               attention=attention, **kw)
+                               attention=attention, cell_options=CELL_OPTIONS.get(cell, {}), **kw)
 
 
 def tokens(seed=0):

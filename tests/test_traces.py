@@ -53,6 +53,10 @@ def cell_loop(cell, params, xs, dts, mask, state):
 EXTRA_GATES = {"ctlstm": {"i_bar", "f_bar", "delta"}, "phased": {"k"}}
 # Cells that report other gates than i, f, g, o: the GRU's update u, reset r ∈ (0, 1), candidate n ∈ (−1, 1).
 GRUS = ("gru", "grud")
+# The linear cells (ltf.cells.linear): the decay a ∈ (0, 1], their gates, their input/target u.
+OWN_GATES = {**{name: {"u", "r", "n"} for name in GRUS},
+             "rglru": {"u", "r", "i", "a"}, "linear_decay": {"u", "lambda", "a"},
+             "mlstm": {"i", "f", "o"}}  # mlstm: no candidate g; i = exp(ĩ − m_t), per head
 CASES = [(name, {}) for name in CELLS] + [
     ("adaptive", {"peepholes": True}),
     ("time_aware", {"adaptive": True, "peepholes": True}),
@@ -75,7 +79,7 @@ def test_c_and_h_equal_the_forward_pass(name, options, masked):
     cs_loop, hs_loop = cell_loop(cell, params, xs, dts, mask, state)
     np.testing.assert_allclose(tr.c, cs_loop[..., :H], **TOL)
     np.testing.assert_allclose(tr.h, hs_loop, **TOL)
-    assert set(tr.gates) == ({"u", "r", "n"} if name in GRUS else {"i", "f", "g", "o"} | EXTRA_GATES.get(name, set()))
+    assert set(tr.gates) == OWN_GATES.get(name, {"i", "f", "g", "o"} | EXTRA_GATES.get(name, set()))
     assert all(v.shape == (B, T, H) for v in (*tr.gates.values(), tr.c, tr.h))
 
 
@@ -87,6 +91,18 @@ def test_gates_lie_in_their_ranges(name):
         assert all(np.all((tr.gates[k] > 0) & (tr.gates[k] < 1)) for k in ("u", "r"))
         assert np.all(np.abs(tr.gates["n"]) < 1)
         assert np.ptp(np.asarray(tr.gates["u"])) > 0.1  # they move with the input
+        return
+    if cell.linear:  # a_t = a^{c r_t} or exp(−Δt λ_t) ∈ (0, 1]; rglru's gates r, i ∈ (0, 1); λ > 0
+        assert np.all((tr.gates["a"] > 0) & (tr.gates["a"] <= 1))
+        for k in set(tr.gates) & {"r", "i"}:
+            assert np.all((tr.gates[k] > 0) & (tr.gates[k] < 1)), k
+        assert np.all(tr.gates.get("lambda", 1.0) > 0)
+        assert np.ptp(np.asarray(tr.gates["a"])) > 0.01  # it moves with the input
+        return
+    if cell.matrix_memory:  # mlstm: the stabilised exponential input gate i' = exp(ĩ − m_t) ∈ (0, 1]
+        assert np.all((tr.gates["i"] > 0) & (tr.gates["i"] <= 1))
+        assert np.all((tr.gates["f"] > 0) & (tr.gates["f"] < 1)) and np.all((tr.gates["o"] > 0) & (tr.gates["o"] < 1))
+        assert np.ptp(np.asarray(tr.gates["i"])) > 0.1  # it moves with the input
         return
     for k in ("i", "o") + (("f",) if has_forget_gate(cell) else ()):
         assert np.all((tr.gates[k] > 0) & (tr.gates[k] < 1)), k

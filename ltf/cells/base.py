@@ -24,6 +24,12 @@ Where things are: this module (the protocol, `lstm`), `classic.py` (`lstm_noforg
 `adaptive`), `time_aware.py` (`time_aware`, `tlstm`), `decay.py` (GRU-D's decay), one module
 per further cell, and `registry.py` (`CELLS`, `make_cell`), where a new cell is registered.
 
+The cells of `linear.py` (`rglru`, `linear_decay`) keep this protocol but have no recurrent
+matmul (`linear`): their step is h_t = a_t ⊙ h_{t-1} + b_t with a_t, b_t from z_t and Δt_t alone
+(`coefficients`), which `ltf.linear_scan` runs over all T steps at once. `mlstm.py`'s cell
+(`matrix_memory`) has none either: its carry packs a d x d memory per head, which
+`ltf.mlstm_scan` runs step by step or chunkwise (attention-like matmuls within a chunk).
+
 Parameters that a variant adds over `lstm` (peepholes U, Δt weights W_Δt) start at zero, so
 every arm starts from the same function and differs only in what it can learn.
 """
@@ -87,6 +93,12 @@ class LSTM:
     # the cell reads the absolute time of each step: the model appends it to the Δt input as its
     # last column (so d_time counts it), from the batch's `times` or the window's own clock
     uses_times: ClassVar[bool] = False
+    # the recurrence is linear and diagonal in the state, h_t = a_t ⊙ h_{t-1} + b_t with a_t, b_t
+    # from the inputs alone (`ltf.cells.linear`): `ltf.linear_scan` runs it, not the matmul scans
+    linear: ClassVar[bool] = False
+    # the carry is a matrix memory per head, updated with gates from the inputs alone and no
+    # recurrent matmul (`ltf.cells.mlstm`): `ltf.mlstm_scan` runs it, sequentially or chunkwise
+    matrix_memory: ClassVar[bool] = False
 
     @property
     def changes_carry(self) -> bool:
@@ -145,6 +157,10 @@ class LSTM:
         """The cell as it runs outside training (the model calls this when no dropout rng is
         given): itself, unless the cell behaves differently in training (Phased LSTM's leak)."""
         return self
+
+    def hidden_size(self, params: Params) -> int:
+        """H, the width of h, read from the parameters (every cell answers it)."""
+        return params["w_h"].shape[0]
 
     def initial_state(self, batch_size: int, d_hidden: int, dtype=jnp.float32) -> LSTMState:
         zeros = jnp.zeros((batch_size, d_hidden), dtype)

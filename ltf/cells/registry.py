@@ -12,6 +12,8 @@ from ltf.cells.base import LSTM
 from ltf.cells.classic import Adaptive, LSTMNoForget
 from ltf.cells.ctlstm import CTLSTM
 from ltf.cells.grud import GRU, GRUD
+from ltf.cells.linear import RGLRU, LinearDecay
+from ltf.cells.mlstm import MLSTM
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM, TimeAware
 
@@ -26,6 +28,9 @@ CELLS: dict[str, type[LSTM]] = {
         "ctlstm": CTLSTM,
         "gru": GRU,
         "grud": GRUD,
+        "rglru": RGLRU,
+        "linear_decay": LinearDecay,
+        "mlstm": MLSTM,
 }
 
 
