@@ -13,7 +13,7 @@ Forms (the cell's `form` option):
               (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂), the initial state folded into the first
               pair (b₁ ← a₁h₀ + b₁): depth O(log T), about three times the work of the loop.
   auto        `resolve_form`: "parallel" on GPU and TPU; CPU_FORM on CPU, from the measurement
-              of scripts/bench_linear.py (benchmarks/bench_linear_cpu.md).
+              of scripts/bench_recurrences.py (benchmarks/bench_recurrences_cpu.md).
 
 Layer semantics, folded into (a_t, b_t) before either form runs, so that both share them:
   - a masked step (mask 0) leaves the carry untouched and emits the carried h: a_t = 1, b_t = 0;
@@ -43,8 +43,8 @@ from ltf.cells.base import LSTMState, Params
 from ltf.cells.linear import FORMS, LinearCell
 from ltf.fast_rnn import project
 
-# "auto" on CPU: the faster form there, per token, forward and backward (scripts/bench_linear.py):
-# the sequential scan (see benchmarks/bench_linear_cpu.md).
+# "auto" on CPU: the faster form there, per token, forward and backward (scripts/bench_recurrences.py):
+# the sequential scan (see benchmarks/bench_recurrences_cpu.md).
 CPU_FORM = "sequential"
 ACCELERATOR_FORM = "parallel"
 # Steps per remat chunk: as in ltf.fast_rnn, long enough for large per-chunk matmuls (chunk·B rows).

@@ -53,7 +53,7 @@ from ltf.cells.mlstm import FORMS, MLSTM, pack, split_projection, step, unpack
 
 # "auto" on CPU: the faster form there, per token, forward and backward: chunkwise (L = 64) was 1.95 to
 # 2.3x faster than sequential at B = 4, H = 64, 4 heads, T = 256 and 1,024 (with and without remat),
-# on 2 CPU cores busy with other work: indicative only (benchmarks/bench_mlstm_cpu.md, scripts/bench_mlstm.py).
+# on 2 CPU cores busy with other work: indicative only (benchmarks/bench_recurrences_cpu.md, scripts/bench_recurrences.py).
 CPU_FORM = "chunkwise"
 ACCELERATOR_FORM = "chunkwise"
 

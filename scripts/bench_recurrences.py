@@ -1,35 +1,39 @@
-"""Time per token and memory of the mLSTM's two forms (sequential, chunkwise) against the LSTM, over T.
+"""Time per token and memory of the recurrences' forms (sequential, parallel, chunkwise) against
+the LSTM, over long T: one layer, forward and backward.
 
-  python scripts/bench_mlstm.py                                   # B = 8, H = 256, 4 heads, T = 1,024 ... 16,384
-  python scripts/bench_mlstm.py --lengths 256,1024 --batch 4 --hidden 64 --repeats 3
-  python scripts/bench_mlstm.py --variants lstm,mlstm:chunkwise/32,mlstm:chunkwise/128 --lengths 4096
-  python scripts/bench_mlstm.py --markdown benchmarks/bench_mlstm_cpu.md --json benchmarks/bench_mlstm_cpu.json
+  python scripts/bench_recurrences.py                   # B = 8, H = 256, T = 1,024 ... 16,384, every variant below
+  python scripts/bench_recurrences.py --variants lstm,mlstm:chunkwise/32,mlstm:chunkwise/128 --lengths 4096
+  python scripts/bench_recurrences.py --variants rglru:parallel,rglru:parallel+remat --lengths 65536   # memory
+  python scripts/bench_recurrences.py --markdown benchmarks/bench_recurrences_cpu.md \
+      --json benchmarks/bench_recurrences_cpu.json
 
-What is timed: `jax.jit(jax.value_and_grad(loss))` of one recurrent layer alone, forward and
-backward, no optimiser: `ltf.rnn.scan_layer` on a fixed random dense B x T x H input (E = H),
-loss = mean(hs ⊙ R) for a fixed random R (as scripts/bench_linear.py times the linear cells).
-Variants (`--variants`, comma-separated): a cell name, then for mlstm ':sequential' or
-':chunkwise' (none: "auto"), '/L' for the chunk length (default the cell's, 64), '+remat':
+What is timed: `jax.jit(jax.value_and_grad(loss))` of one recurrent layer alone, no optimiser:
+`ltf.rnn.scan_layer` on a fixed random dense B x T x H input (E = H), loss = mean(hs ⊙ R) for a
+fixed random R. A variant (`--variants`, comma-separated) is a cell, then ':FORM' for a cell with
+forms (the linear cells: sequential | parallel; mlstm: sequential | chunkwise; none: "auto"),
+'/L' for mlstm's chunk length (default the cell's, 64), '+remat':
 
-  lstm                      the LSTM with ltf's custom backward pass (`ltf.fast_rnn`)
-  lstm+remat                the same, storing only C_{t-1}, h_t
-  mlstm:sequential          `lax.scan` over the steps, autodiff: stores a d x d memory per head and step
-  mlstm:chunkwise           chunks of L steps in the attention-like form, a scan over the chunks
-  mlstm:sequential/64+remat either form with remat: chunks of L steps under jax.checkpoint
+  lstm                    the LSTM with ltf's custom backward pass (`ltf.fast_rnn`)
+  lstm+remat              the same, storing only C_{t-1}, h_t and recomputing the gates in chunks
+  rglru:sequential        `lax.scan` over the steps, gradients by autodiff (`ltf.linear_scan`)
+  rglru:parallel          `lax.associative_scan` over (a_t, b_t)
+  mlstm:chunkwise         chunks of L steps in the attention-like form, a scan over them (`ltf.mlstm_scan`)
+  mlstm:sequential/64+remat   any of them with remat: chunks under jax.checkpoint
 
 Each (variant, T) is compiled and run `--warmup` times first; then `--repeats` rounds, each timing
 every variant of that T once, interleaved, so that another process's load falls on all variants
 alike; the table gives the median. Memory is XLA's plan for the compiled program
 (`compiled.memory_analysis()`): temp_mb the scratch buffers, total_mb that plus arguments and
 outputs. Columns: us_per_token (median step time / B·T, µs), tokens_per_s, x_lstm (time per token
-over lstm's at the same T; below 1 is faster), compile_s, temp_mb, total_mb. Below the table: per
-T, the chunkwise form's speed-up over the sequential one (same remat, default chunk), and the form
-"auto" should take on this backend (the faster at most lengths).
+over lstm's at the same T; below 1 is faster), compile_s, temp_mb, total_mb. Below the table, per
+cell: the other form's speed-up over the sequential one at each T (same remat, default chunk) and
+the form that is faster at most lengths, which "auto" should take on this backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,23 +47,36 @@ sys.path.insert(0, str(REPO))
 
 CPU_LENGTHS = (1024, 2048, 4096, 8192, 16384)
 ACCELERATOR_LENGTHS = CPU_LENGTHS + (32768, 65536)
-VARIANTS = ("lstm", "mlstm:sequential", "mlstm:chunkwise", "mlstm:chunkwise+remat")
+VARIANTS = ("lstm", "lstm+remat", "rglru:sequential", "rglru:parallel", "linear_decay:sequential",
+            "linear_decay:parallel", "mlstm:sequential+remat", "mlstm:chunkwise", "mlstm:chunkwise+remat")
 COLUMNS = ("variant", "B", "T", "H", "us_per_token", "tokens_per_s", "x_lstm", "compile_s", "temp_mb", "total_mb")
 
 
+def _fields(name: str) -> set[str]:
+    from ltf.cells.registry import CELLS
+
+    return {f.name for f in dataclasses.fields(CELLS[name])}
+
+
 def parse_variant(variant: str) -> tuple[str, dict, bool]:
-    """"mlstm:chunkwise/32+remat" -> ("mlstm", {"form": "chunkwise", "chunk_size": 32}, True)."""
+    """"mlstm:chunkwise/32+remat" -> ("mlstm", {"form": "chunkwise", "chunk_size": 32}, True);
+    "rglru:parallel" -> ("rglru", {"form": "parallel"}, False); "lstm" -> ("lstm", {}, False)."""
     from ltf.cells.registry import CELLS
 
     body, plus, suffix = variant.partition("+")
     body, slash, chunk = body.partition("/")
     name, colon, form = body.partition(":")
-    bad = (plus and suffix != "remat") or name not in CELLS or ((colon or slash) and name != "mlstm")
-    bad = bad or (colon and form not in ("sequential", "chunkwise", "auto")) or (slash and not chunk.isdigit())
+    bad = (plus and suffix != "remat") or name not in CELLS
+    if not bad and colon:
+        forms = getattr(sys.modules[CELLS[name].__module__], "FORMS", ())
+        bad = "form" not in _fields(name) or form not in forms
+    if not bad and slash:
+        bad = "chunk_size" not in _fields(name) or not chunk.isdigit()
     if bad:
-        raise ValueError(f"variant {variant!r}: a cell of {tuple(CELLS)}; for mlstm then ':sequential' or "
-                         "':chunkwise', '/L' for a chunk length, then '+remat' if wanted "
-                         "(e.g. 'mlstm:chunkwise/32+remat', 'lstm+remat').")
+        raise ValueError(f"variant {variant!r}: a cell of {tuple(CELLS)}; for a cell with forms then ':FORM' "
+                         "(rglru, linear_decay: sequential | parallel; mlstm: sequential | chunkwise), for mlstm "
+                         "'/L' for a chunk length, then '+remat' if wanted (e.g. 'mlstm:chunkwise/32+remat', "
+                         "'rglru:parallel', 'lstm+remat').")
     options = ({"form": form} if colon else {}) | ({"chunk_size": int(chunk)} if slash else {})
     return name, options, bool(plus)
 
@@ -73,7 +90,7 @@ def build(variant: str, B: int, T: int, H: int, heads: int, *, seed: int = 0):
     from ltf.rnn import scan_layer
 
     name, options, remat = parse_variant(variant)
-    cell = make_cell(name, **({"heads": heads} if name == "mlstm" else {}), **options)
+    cell = make_cell(name, **({"heads": heads} if "heads" in _fields(name) else {}), **options)
     k_params, k_xs, k_r = jax.random.split(jax.random.key(seed), 3)
     params = cell.init(k_params, H, H)
     xs_BxTxH = jax.random.normal(k_xs, (B, T, H), jnp.float32)
@@ -99,12 +116,20 @@ def xla_memory_mb(compiled) -> dict:
     return {"temp_mb": stats.temp_size_in_bytes / 2**20, "total_mb": total / 2**20}
 
 
+def resolved_form(name: str, options: dict) -> str:
+    """The form that runs ("-" for a cell without forms): "auto" resolved on this backend."""
+    from ltf import linear_scan, mlstm_scan
+
+    if "form" not in _fields(name):
+        return "-"
+    scan = mlstm_scan if "chunk_size" in _fields(name) else linear_scan
+    return scan.resolve_form(options.get("form", "auto"))
+
+
 def measure(variants, lengths, *, batch: int, hidden: int, heads: int, repeats: int, warmup: int, seed: int = 0,
             log=print) -> list[dict]:
     """One row per (T, variant): the median time per token over `repeats` interleaved rounds."""
     import jax
-
-    from ltf import mlstm_scan
 
     rows = []
     for T in lengths:
@@ -125,10 +150,10 @@ def measure(variants, lengths, *, batch: int, hidden: int, heads: int, repeats: 
                 times.append(time.perf_counter() - t0)
         for variant, (_, _, info, times) in programs.items():
             name, options, remat = parse_variant(variant)
-            form = mlstm_scan.resolve_form(options.get("form", "auto")) if name == "mlstm" else "-"
             step_s = statistics.median(times)
-            rows.append({"variant": variant, "cell": name, "form": form, "chunk_size": options.get("chunk_size"),
-                         "remat": remat, "B": batch, "T": T, "H": hidden, "heads": heads if name == "mlstm" else None,
+            rows.append({"variant": variant, "cell": name, "form": resolved_form(name, options),
+                         "chunk_size": options.get("chunk_size"), "remat": remat, "B": batch, "T": T, "H": hidden,
+                         "heads": heads if "heads" in _fields(name) else None,
                          "us_per_token": step_s / (batch * T) * 1e6, "tokens_per_s": batch * T / step_s,
                          "step_ms": step_s * 1e3, **info})
             log(f"T={T:>6} {variant:28s} {rows[-1]['us_per_token']:9.3f} µs/token  compile {info['compile_s']:.1f} s")
@@ -140,15 +165,16 @@ def measure(variants, lengths, *, batch: int, hidden: int, heads: int, repeats: 
 
 
 def form_summary(rows: list[dict]) -> list[dict]:
-    """Per T and remat: the chunkwise form's speed-up over the sequential one (default chunk length)."""
+    """Per cell, T and remat: the parallel or chunkwise form's speed-up over the sequential one
+    (rows with the default chunk length only)."""
     out = []
     for r in rows:
-        if r["cell"] == "mlstm" and r["form"] == "chunkwise" and r["chunk_size"] is None:
-            seq = next((s for s in rows if s["cell"] == "mlstm" and s["form"] == "sequential" and s["T"] == r["T"]
-                        and s["remat"] == r["remat"] and s["chunk_size"] is None), None)
+        if r["form"] in ("parallel", "chunkwise") and r["chunk_size"] is None:
+            seq = next((s for s in rows if (s["cell"], s["T"], s["remat"], s["form"], s["chunk_size"])
+                        == (r["cell"], r["T"], r["remat"], "sequential", None)), None)
             if seq is not None:
-                out.append({"T": r["T"], "remat": r["remat"],
-                            "chunkwise_speedup": seq["us_per_token"] / r["us_per_token"]})
+                out.append({"cell": r["cell"], "form": r["form"], "T": r["T"], "remat": r["remat"],
+                            "speedup": seq["us_per_token"] / r["us_per_token"]})
     return out
 
 
@@ -158,7 +184,7 @@ def _cell(v, fmt):
 
 def markdown(rows: list[dict], machine: dict) -> str:
     where = f"{machine['cpu_count']} CPU cores" if machine["backend"] == "cpu" else machine["device"]
-    lines = [f"### mLSTM layer against the LSTM, forward + backward, {where}, load {machine['load_avg_start']} -> "
+    lines = [f"### one recurrent layer, forward + backward, {where}, load {machine['load_avg_start']} -> "
              f"{machine['load_avg_end']}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     formats = {"tokens_per_s": "{:,.0f}", "x_lstm": "{:.2f}", "compile_s": "{:.1f}", "temp_mb": "{:,.1f}",
                "total_mb": "{:,.1f}"}
@@ -166,11 +192,13 @@ def markdown(rows: list[dict], machine: dict) -> str:
         lines.append("| " + " | ".join(_cell(r.get(c), formats.get(c, "{:,.3f}")) for c in COLUMNS) + " |")
     summary = form_summary(rows)
     if summary:
-        faster = sum(s["chunkwise_speedup"] > 1 for s in summary)
-        lines += ["", "Chunkwise over sequential (speed-up per token; above 1: chunkwise is faster):", "",
-                  "- " + ", ".join(f"T = {s['T']:,}{' (remat)' if s['remat'] else ''}: {s['chunkwise_speedup']:.2f}x"
-                                   for s in summary)
-                  + f" -> faster here: {'chunkwise' if faster > len(summary) / 2 else 'sequential'}"]
+        lines += ["", "The other form over the sequential one (speed-up per token; above 1: it is faster):", ""]
+        for cell in dict.fromkeys(s["cell"] for s in summary):
+            mine = [s for s in summary if s["cell"] == cell]
+            faster = sum(s["speedup"] > 1 for s in mine)
+            lines.append(f"- {cell}, {mine[0]['form']}: " + ", ".join(
+                    f"T = {s['T']:,}{' (remat)' if s['remat'] else ''}: {s['speedup']:.2f}x" for s in mine)
+                    + f" -> faster here: {mine[0]['form'] if faster > len(mine) / 2 else 'sequential'}")
     return "\n".join(lines) + "\n"
 
 
