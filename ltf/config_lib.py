@@ -183,6 +183,39 @@ def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
                                **_stack_options(model_cfg))
 
 
+def stack_params(model_cfg, d_in: int) -> int:
+    """The parameters of the recurrent stack a model config builds on inputs of width `d_in`
+    (embedding and head excluded: they depend on the data, not on the arm)."""
+    import jax
+    import numpy as np
+
+    from ltf.models import make_stack
+
+    stack = make_stack(d_in, **_stack_options(model_cfg))
+    shapes = jax.eval_shape(stack.init, jax.random.PRNGKey(0))  # shapes only: nothing is computed
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+
+def matched_width(model_cfg, d_in: int, target: int, *, multiple: int = 1) -> int:
+    """The d_hidden, a multiple of `multiple`, at which `model_cfg`'s stack has the parameter count
+    closest to `target`: arms compared at equal parameters. A stack's count is a quadratic in its
+    width (H x H and D x H matrices, H-vectors): fitted from three widths, solved, and the two
+    nearest widths counted again."""
+    import numpy as np
+
+    def count(width: int) -> int:
+        trial = ml_collections.ConfigDict(model_cfg.to_dict())
+        trial.d_hidden = width
+        return stack_params(trial, d_in)
+
+    widths = [multiple * k for k in (8, 16, 32)]
+    quadratic = np.polyfit(widths, [count(w) for w in widths], 2)
+    roots = np.roots(quadratic - np.array([0, 0, target]))
+    best = max(float(r.real) for r in roots if abs(r.imag) < 1e-9 and r.real > 0)
+    low = max(multiple, int(best // multiple) * multiple)
+    return min((low, low + multiple), key=lambda w: abs(count(w) - target))
+
+
 def build_sequence_model(model_cfg, d_values: int, d_out: int, d_static: int = 0) -> SequenceModel:
     return SequenceModel.build(d_values=d_values, d_out=d_out, head=model_cfg.head,
                                use_obs_mask=model_cfg.use_obs_mask, d_static=d_static,

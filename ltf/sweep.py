@@ -205,14 +205,14 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_config: Callable, *,
-               seeds: int) -> list[dict]:
+               seeds: int, default: Sequence[str] | None = None) -> list[dict]:
     """The ablation a config offers as `get_sweep(arg)`: its `arms` (name -> overrides) x seeds,
     seed-major (all arms of seed 0 come first).
 
-    Choices: arms=a+b (names in `arms`; default all), seeds=N (default `seeds`); every other choice
-    goes to get_config for every run (smoke, chrono, ...), which fails now on one it lacks. The
-    arms set the cell and attention, so those choices are refused."""
-    choices, config_arg = sweep_arg(arg, arms="+".join(arms), seeds=seeds)
+    Choices: arms=a+b (names in `arms`; default `default`, else all), seeds=N (default `seeds`);
+    every other choice goes to get_config for every run (smoke, chrono, ...), which fails now on
+    one it lacks. The arms set the cell and attention, so those choices are refused."""
+    choices, config_arg = sweep_arg(arg, arms="+".join(default or arms), seeds=seeds)
     picked = choices.arms.split("+")
     unknown = [a for a in picked if a not in arms]
     if unknown:

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from ltf.config_lib import load_config
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tlstm_lm.py")
@@ -30,3 +32,38 @@ def test_the_sweep_passes_h512_to_every_run():
     for run in runs:
         config_arg = next(v for k, v in run.items() if isinstance(v, str) and "h512" in v)
         assert load_config(f"{CONFIG}:{config_arg}").model.d_hidden == 512
+
+
+def _module():
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("tlstm_lm", CONFIG)
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # 25 model shapes traced: ~6 s
+def test_the_modern_arms_match_the_lstm_stack_in_parameters():
+    """Issue 18's arms at equal parameters: each recurrent stack within 1% of lstm's (h512 size)."""
+    import ml_collections
+
+    from ltf.config_lib import stack_params
+
+    module = _module()
+    runs = module.get_sweep("h512,arms=lstm+" + "+".join(module.MODERN) + ",seeds=1")
+    assert [r["model.cell"] for r in runs] == ["lstm", "rglru", "linear_decay", "mlstm", "rglru", "lstm"]
+    counts = []
+    for run in runs:
+        config = ml_collections.ConfigDict(load_config(f"{CONFIG}:h512").to_dict())
+        config.update_from_flattened_dict({k: v for k, v in run.items() if k.startswith("model.")})
+        counts.append(stack_params(config.model, config.model.d_embed))
+    assert all(abs(c - counts[0]) <= 0.01 * counts[0] for c in counts), counts
+    mlstm = next(r for r in runs if r["model.cell"] == "mlstm")
+    assert mlstm["model.d_hidden"] % 4 == 0
+    assert all(r["model.d_hidden"] != 512 for r in runs[1:])  # each modern arm at a width of its own
+
+
+def test_the_default_sweep_is_the_six_classic_arms():
+    runs = _module().get_sweep("seeds=1")
+    assert [r["model.cell"] for r in runs] == ["lstm", "lstm_noforget", "adaptive", "time_aware", "time_aware", "tlstm"]
