@@ -286,3 +286,30 @@ def test_initialisation():
 def test_bad_options_name_the_field(options, match):
     with pytest.raises(ValueError, match=match):
         make_cell("phased", **options)
+
+
+def test_a_language_model_keeps_its_clock_across_the_windows_it_carries_its_state_through():
+    """Text has no time: the batches' `times` are positions in the stream, so two windows of T with
+    the state carried give the logits of one window of 2T (with the window's own clock they did
+    not: the phase restarted at every window)."""
+    from ltf.data.lm_batches import lm_batches
+    from ltf.models import LanguageModel
+
+    model = LanguageModel.build(vocab_size=11, d_embed=4, cell="phased", d_hidden=6,
+                                cell_options={"period_init_min": 2.0, "period_init_max": 5.0, "r_on_init": 0.3})
+    params = model.init(jax.random.PRNGKey(0))
+    tokens = np.random.default_rng(0).integers(0, 11, size=2 * 40)
+    long = next(lm_batches(tokens, 2, 16, train=True))
+    short = lm_batches(tokens, 2, 8, train=True)
+
+    def logits(batch, states, times=True):
+        return model.apply(params, batch["inputs"], batch["dt"], None, states,
+                           times_BxT=batch["times"] if times else None)
+
+    whole, _ = logits(long, None)
+    first_batch, second_batch = next(short), next(short)
+    first, states = logits(first_batch, None)
+    second, _ = logits(second_batch, states)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+    restarted, _ = logits(second_batch, states, times=False)  # the window's own clock, 1 ... T
+    assert not np.allclose(restarted, whole[:, 8:], atol=1e-4)

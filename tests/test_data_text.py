@@ -278,6 +278,10 @@ def test_train_batches_continue_rows_and_restart_each_epoch():
     assert [bool(b["reset"].all()) for b in batches] == [True, False, False, False] * 2 + [True]
     assert not any(b["reset"].any() for b in batches if not b["reset"].all())
     np.testing.assert_array_equal(batches[per_epoch]["inputs"], batches[0]["inputs"])
+    for k, b in enumerate(batches[:per_epoch]):  # the clock: the position in the row, across windows
+        assert b["times"].dtype == np.float32
+        np.testing.assert_array_equal(b["times"], np.broadcast_to(np.arange(k * T + 1, (k + 1) * T + 1), (B, T)))
+    np.testing.assert_array_equal(batches[per_epoch]["times"], batches[0]["times"])  # a new epoch, a new clock
 
 
 def test_carry_state_false_resets_every_batch():

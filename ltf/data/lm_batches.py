@@ -10,8 +10,11 @@ starts at s = o + k·T and gives
 so batch k+1 continues every row of batch k (`inputs[k+1][:, 0] == targets[k][:, -1]`) and a
 recurrent state can be carried from one batch to the next. Every batch is a dict of numpy
 arrays of fixed shapes: inputs/targets int32 BxT, mask float32 BxT (1 real, 0 padding),
-dt float32 BxT (all ones for text, padding included), reset bool B (True where a carried
-state must be reset: the first batch of an epoch, or every batch with `carry_state=False`).
+dt float32 BxT (all ones for text, padding included), times float32 BxT (the position in the
+row, s + 1 ... s + T, so that a cell that reads the absolute time (Phased LSTM) sees one clock
+across the windows it carries its state through, not one restarting at every window), reset
+bool B (True where a carried state must be reset: the first batch of an epoch, or every batch
+with `carry_state=False`).
 
 - Training (`train=True`) runs epochs forever. An epoch is one pass over the rows in full
   windows; the last incomplete window is dropped. The window offset o is 0 by default, so
@@ -120,6 +123,7 @@ class LMBatchIterator(Iterator[Batch]):
             "targets": targets_BxT,
             "mask": mask_BxT,
             "dt": np.ones((B, T), np.float32),
+            "times": np.broadcast_to(np.arange(start + 1, start + T + 1, dtype=np.float32), (B, T)).copy(),
             "reset": np.full((B,), k == 0 or not self.carry_state),
         }
 

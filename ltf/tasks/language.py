@@ -55,7 +55,7 @@ class LanguageModelling:
 
     def _sums(self, params, carry, batch, dropout_rng):
         logits, carry = self.model.apply(params, batch["inputs"], batch["dt"], batch["mask"], carry,
-                                         dropout_rng=dropout_rng)
+                                         dropout_rng=dropout_rng, times_BxT=batch.get("times"))
         loss_sum, count = token_cross_entropy(logits, batch["targets"], batch["mask"])
         return carry, {"loss_sum": loss_sum, "count": count}
 
