@@ -41,7 +41,8 @@ buffer. The autodiff path keeps the plain scan (the carried slice would make `ja
 accumulate a T-long cotangent buffer at every step).
 
 `layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
-previous layer's output, stored anyway). Its backward pass goes through the steps in chunks of
+previous layer's output, stored anyway). Its forward pass projects and runs the steps a chunk
+at a time, and its backward pass goes through them in chunks of
 `remat_chunk` (REMAT_CHUNK = 256), last chunk first: per chunk it recomputes zs = project(xs) and
 z = zs + h_{t-1} W_h as two large matmuls (not by rerunning the scan), runs the reverse scan over
 the chunk from the carried (dC, dh), and adds the chunk's share of dW_h, dW_x, ... and dxs. So
@@ -338,18 +339,39 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 # -- remat layer: xs in, residuals C_{t-1}, h_t only; the backward pass chunk by chunk ----------
 
+def _chunked_forward(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0, emit):
+    """The forward pass `chunk` steps at a time, each chunk projected on its own: the
+    pre-activations are never live for all T steps at once (projected whole, the T x B x G zs
+    alone outweighed what remat saves)."""
+    def run(state, piece):
+        xs_LxBxD, dts_LxBxK, masks_LxB, resets_LxB = piece
+        zs_LxBxG = project(cell, params, xs_LxBxD, dts_LxBxK)
+        return forward(cell, unroll, params, zs_LxBxG, dts_LxBxK, masks_LxB, state, emit=emit,
+                       resets_TxB=resets_LxB, carried=True)
+
+    steps = (xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB)
+    n_full, tail = divmod(xs_TxBxD.shape[0], chunk)
+    state, outputs = state0, []
+    if n_full:
+        chunks = jax.tree.map(lambda a: a[:n_full * chunk].reshape((n_full, chunk) + a.shape[1:]), steps)
+        state, full = jax.lax.scan(run, state, chunks)
+        outputs.append(jax.tree.map(lambda a: a.reshape((n_full * chunk,) + a.shape[2:]), full))
+    if tail:
+        state, last = run(state, jax.tree.map(lambda a: a[n_full * chunk:], steps))
+        outputs.append(last)
+    return state, jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0), *outputs)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _remat_layer(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
-    zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    return forward(cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-                   emit=lambda h, z, c_prev: h, resets_TxB=resets_TxB, carried=True)
+    return _chunked_forward(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0,
+                            emit=lambda h, z, c_prev: h)
 
 
 def _remat_layer_fwd(cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0):
-    zs_TxBxG = project(cell, params, xs_TxBxD, dts_TxBxK)
-    final, (hs_TxBxH, c_prev_TxBxH) = forward(
-            cell, unroll, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0,
-            emit=lambda h, z, c_prev: (h, c_prev), resets_TxB=resets_TxB, carried=True)
+    final, (hs_TxBxH, c_prev_TxBxH) = _chunked_forward(
+            cell, unroll, chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0,
+            emit=lambda h, z, c_prev: (h, c_prev))
     residuals = (params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH, hs_TxBxH, state0.h)
     return (final, hs_TxBxH), residuals
 

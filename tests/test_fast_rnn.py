@@ -257,9 +257,19 @@ def test_remat_chunks_bound_the_backward_memory():
         compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs_TxBxD).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
+    def plain_scratch_bytes():
+        def loss(params, xs):
+            return jnp.sum(fast_rnn.layer(cell, params, xs, dts_TxBxK, None, state)[1])
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs_TxBxD).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
     preactivations = n_steps * batch * 4 * d * 4  # bytes of one T x B x G float32 array
     whole, chunked = scratch_bytes(n_steps), scratch_bytes(32)
     assert whole - chunked > preactivations, (whole, chunked)
+    # and less than without remat, which keeps z_t: the forward pass projects a chunk at a time too
+    # (it projected all T at once, and remat then took more memory than the plain pass)
+    plain = plain_scratch_bytes()
+    assert plain - chunked > preactivations / 2, (plain, chunked)
 
 
 def test_remat_chunk_must_be_positive():
