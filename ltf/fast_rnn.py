@@ -108,32 +108,6 @@ def project(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK):
     return zs_NxG.reshape(xs_TxBxD.shape[:2] + zs_NxG.shape[-1:])
 
 
-def project_tokens(cell: LSTM, params: Params, embed_VxD, tokens_TxB, dts_TxBxK):
-    """`project(cell, params, embed[tokens], dts)` computed once per vocabulary entry, not once
-    per token: the pre-activations x_t W_x of token v are row v of the V x G table E W_x.
-
-    Every cell's `project` is affine in its inputs (x W_x plus terms of Δt and biases), so
-        project(x, Δt) = (x W_x) + project(0, Δt),
-    and the table is the derivative of `project` along E (a `jax.jvp`: the linear part alone,
-    computed as E W_x, with no subtraction); where the rest is the biases alone, it is added to
-    the table's V rows, not to the B·T gathered ones. The gradient follows by autodiff: d table is the
-    scatter-add of dz over the tokens, then dW_x = Eᵀ d table and dE = d table W_xᵀ, matmuls of
-    V rows instead of T·B. Worth it when V < T·B; the caller chooses (`LanguageModel.projection_path`).
-    A cell whose `project` is not affine in x would break the identity: `tests/test_fast_rnn.py`
-    checks it for every registered cell.
-    """
-    d_in = embed_VxD.shape[-1]
-    dt0_1xK = jnp.zeros((1, dts_TxBxK.shape[-1]), dts_TxBxK.dtype)
-    _, table_VxG = jax.jvp(lambda x_VxD: cell.project(params, x_VxD, dt0_1xK),
-                           (jnp.zeros_like(embed_VxD),), (embed_VxD,))
-    # what does not depend on x (biases, φ(Δt) W_Δt), from one zero input broadcast over the steps
-    zero_x = jnp.zeros((1,) * (dts_TxBxK.ndim - 1) + (d_in,), embed_VxD.dtype)
-    offsets = cell.project(params, zero_x, dts_TxBxK)
-    if all(n == 1 for n in offsets.shape[:-1]):  # the biases alone: into the table's V rows
-        return (table_VxG + offsets.reshape(1, -1))[tokens_TxB]
-    return table_VxG[tokens_TxB] + offsets
-
-
 def _keep(m_B, new, old):
     """A masked step (m = 0) keeps the old value."""
     return jnp.where(m_B[:, None] > 0, new, old)

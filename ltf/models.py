@@ -170,7 +170,7 @@ class LanguageModel:
     between layers and before the projection, only when a dropout rng is given.
 
     `input_projection`: how the first layer gets x_t W_x. "per_token" multiplies the B·T looked-up
-    embeddings; "per_vocab" gathers rows of the V x G table E W_x (`ltf.fast_rnn.project_tokens`:
+    embeddings; "per_vocab" gathers rows of the V x G table E W_x (`ltf.rnn.project_tokens`:
     the same values and gradients, V rows of matmul instead of B·T); "auto" (default) takes
     per_vocab when V < B·T. Per vocab applies only when nothing stands between the lookup and the
     layer: no embedding dropout in this call (evaluation, or dropout 0) and no remat

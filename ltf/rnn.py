@@ -35,7 +35,7 @@ BACKWARDS = ("custom", "autodiff")
 
 class TokenInputs(NamedTuple):
     """A first layer's input given as an embedding table and token ids, x_t = embed[tokens_t]:
-    the layer then projects it once per vocabulary entry (`ltf.fast_rnn.project_tokens`), not
+    the layer then projects it once per vocabulary entry (`project_tokens`), not
     once per token. The same values and gradients as passing embed[tokens]."""
 
     embed_VxD: jax.Array
@@ -44,6 +44,32 @@ class TokenInputs(NamedTuple):
     def dense(self):
         """x_BxTxD = embed[tokens]."""
         return self.embed_VxD[self.tokens_BxT]
+
+
+def project_tokens(cell: LSTM, params: Params, embed_VxD, tokens_TxB, dts_TxBxK):
+    """`project(cell, params, embed[tokens], dts)` computed once per vocabulary entry, not once
+    per token: the pre-activations x_t W_x of token v are row v of the V x G table E W_x.
+
+    Every cell's `project` is affine in its inputs (x W_x plus terms of Δt and biases), so
+        project(x, Δt) = (x W_x) + project(0, Δt),
+    and the table is the derivative of `project` along E (a `jax.jvp`: the linear part alone,
+    computed as E W_x, with no subtraction); where the rest is the biases alone, it is added to
+    the table's V rows, not to the B·T gathered ones. The gradient follows by autodiff: d table is the
+    scatter-add of dz over the tokens, then dW_x = Eᵀ d table and dE = d table W_xᵀ, matmuls of
+    V rows instead of T·B. Worth it when V < T·B; the caller chooses (`LanguageModel.projection_path`).
+    A cell whose `project` is not affine in x would break the identity: `tests/test_fast_rnn.py`
+    checks it for every registered cell.
+    """
+    d_in = embed_VxD.shape[-1]
+    dt0_1xK = jnp.zeros((1, dts_TxBxK.shape[-1]), dts_TxBxK.dtype)
+    _, table_VxG = jax.jvp(lambda x_VxD: cell.project(params, x_VxD, dt0_1xK),
+                           (jnp.zeros_like(embed_VxD),), (embed_VxD,))
+    # what does not depend on x (biases, φ(Δt) W_Δt), from one zero input broadcast over the steps
+    zero_x = jnp.zeros((1,) * (dts_TxBxK.ndim - 1) + (d_in,), embed_VxD.dtype)
+    offsets = cell.project(params, zero_x, dts_TxBxK)
+    if all(n == 1 for n in offsets.shape[:-1]):  # the biases alone: into the table's V rows
+        return (table_VxG + offsets.reshape(1, -1))[tokens_TxB]
+    return table_VxG[tokens_TxB] + offsets
 
 
 def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
@@ -88,7 +114,7 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(dtype)
     if cell.linear:  # h_t = a_t ⊙ h_{t-1} + b_t: no recurrent matmul, no custom backward pass
         if per_vocab:
-            zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+            zs_TxBxG = project_tokens(cell, params, xs_BxTxD.embed_VxD,
                                                jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
             final, hs_TxBxH = linear_scan.recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state,
                                                      unroll=unroll, resets_TxB=resets_TxB)
@@ -99,7 +125,7 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
         return final, jnp.swapaxes(hs_TxBxH, 0, 1)
     if cell.matrix_memory:  # C_t = f'C_{t-1} + i' v kᵀ per head: no recurrent matmul either
         if per_vocab:
-            zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+            zs_TxBxG = project_tokens(cell, params, xs_BxTxD.embed_VxD,
                                                jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
         else:
             zs_TxBxG = fast_rnn.project(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK)
@@ -113,7 +139,7 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
 
     # all T at once, outside the scan: from the V x G table for token inputs
     if per_vocab:
-        zs_TxBxG = fast_rnn.project_tokens(cell, params, xs_BxTxD.embed_VxD,
+        zs_TxBxG = project_tokens(cell, params, xs_BxTxD.embed_VxD,
                                            jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
     else:
         zs_TxBxG = cell.project(params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK)

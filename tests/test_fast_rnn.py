@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from ltf import fast_rnn
+from ltf import fast_rnn, rnn
 from ltf.cells.base import LSTMState
 from ltf.cells.registry import CELLS, make_cell
 from ltf.rnn import scan_layer
@@ -319,7 +319,7 @@ def test_project_tokens_equals_the_projection_of_the_looked_up_embeddings(name):
         cotangent_TxBxG = jnp.asarray(rng.normal(size=(T, B, n_gates_x_h)))
 
         def per_vocab(params, embed, dts):
-            return jnp.sum(jnp.sin(fast_rnn.project_tokens(cell, params, embed, tokens_TxB, dts)) * cotangent_TxBxG)
+            return jnp.sum(jnp.sin(rnn.project_tokens(cell, params, embed, tokens_TxB, dts)) * cotangent_TxBxG)
 
         def per_token(params, embed, dts):
             return jnp.sum(jnp.sin(fast_rnn.project(cell, params, embed[tokens_TxB], dts)) * cotangent_TxBxG)
