@@ -36,14 +36,10 @@ from ltf import attention
 from ltf.cells.base import LSTM
 from ltf.cells.registry import make_cell
 from ltf.rnn import TokenInputs, dropout, scan_layer, with_times
-from ltf.shapes import dense, lead
+from ltf.shapes import dense, dense_init, lead
 
 KINDS = {"r": "recurrent", "a": "attention"}
 RMS_EPS = 1e-6
-
-
-def _dense_init(key, d_in: int, d_out: int) -> dict:
-    return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}
 
 
 def rms_norm(scale_D, x_BxTxD):
@@ -127,19 +123,19 @@ class ResidualStack:
         keys = iter(jax.random.split(key, 1 + 8 * self.n_layers))
         params: dict = {"norm_out": jnp.ones((D,))}
         if self.d_in != D:
-            params["in"] = _dense_init(next(keys), self.d_in, D)
+            params["in"] = dense_init(next(keys), self.d_in, D)
         cell = make_cell(self.cell, **dict(self.cell_options))
         for i, kind in enumerate(self.kinds):
             block = {"norm_mix": jnp.ones((D,)), "norm_mlp": jnp.ones((D,)),
-                     "mlp": {"gate": _dense_init(next(keys), D, E), "up": _dense_init(next(keys), D, E),
-                             "down": _dense_init(next(keys), E, D)}}
+                     "mlp": {"gate": dense_init(next(keys), D, E), "up": dense_init(next(keys), D, E),
+                             "down": dense_init(next(keys), E, D)}}
             if kind == "r":
                 # the convolution starts as the identity (w_0 = 1): the block begins as the plain
                 # cell on x W_b and learns what to mix in from the previous steps
-                block["mix"] = {"gate": _dense_init(next(keys), D, D), "branch": _dense_init(next(keys), D, D),
+                block["mix"] = {"gate": dense_init(next(keys), D, D), "branch": dense_init(next(keys), D, D),
                                 "conv": {"w": jnp.zeros((self.conv_width, D)).at[0].set(1.0),
                                          "b": jnp.zeros((D,))},
-                                "cell": cell.init(next(keys), D, D), "out": _dense_init(next(keys), D, D)}
+                                "cell": cell.init(next(keys), D, D), "out": dense_init(next(keys), D, D)}
             else:
                 block["mix"] = attention.init(next(keys), D, score="dot")
             params[f"block_{i}"] = block

@@ -39,6 +39,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ltf.cells import base
 from ltf.cells.base import LSTMState, Params
 from ltf.cells.linear import FORMS, LinearCell
 from ltf.fast_rnn import project
@@ -52,13 +53,8 @@ REMAT_CHUNK = 256
 
 
 def resolve_form(form: str, backend: str | None = None) -> str:
-    """"sequential" or "parallel": `form` itself, or for "auto" the default of `backend` (JAX's
-    default backend when None)."""
-    if form not in FORMS:
-        raise ValueError(f"form={form!r}: allowed values are {FORMS}.")
-    if form != "auto":
-        return form
-    return CPU_FORM if (backend or jax.default_backend()) == "cpu" else ACCELERATOR_FORM
+    """"sequential" or "parallel": `form` itself, or for "auto" the default of `backend`."""
+    return base.resolve_form(form, FORMS, CPU_FORM, ACCELERATOR_FORM, backend)
 
 
 # -- the recurrence alone ---------------------------------------------------------------------

@@ -48,6 +48,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ltf.cells import base
 from ltf.cells.base import LSTMState
 from ltf.cells.mlstm import FORMS, MLSTM, pack, split_projection, step, unpack
 
@@ -59,13 +60,8 @@ ACCELERATOR_FORM = "chunkwise"
 
 
 def resolve_form(form: str, backend: str | None = None) -> str:
-    """"sequential" or "chunkwise": `form` itself, or for "auto" the default of `backend` (JAX's
-    default backend when None)."""
-    if form not in FORMS:
-        raise ValueError(f"form={form!r}: allowed values are {FORMS}.")
-    if form != "auto":
-        return form
-    return CPU_FORM if (backend or jax.default_backend()) == "cpu" else ACCELERATOR_FORM
+    """"sequential" or "chunkwise": `form` itself, or for "auto" the default of `backend`."""
+    return base.resolve_form(form, FORMS, CPU_FORM, ACCELERATOR_FORM, backend)
 
 
 def _along(flag, like):

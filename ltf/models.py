@@ -26,7 +26,7 @@ from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.registry import make_cell
 from ltf.hybrid import ResidualStack
 from ltf.rnn import TokenInputs, dropout, scan_stack, with_times
-from ltf.shapes import dense
+from ltf.shapes import dense, dense_init
 
 HEADS = ("per_step", "last", "attention_pool")
 INPUT_PROJECTIONS = ("auto", "per_vocab", "per_token")
@@ -47,10 +47,6 @@ class AttentionSpec:
     def apply_options(self) -> dict:
         return dict(score=self.score, normaliser=self.normaliser, window=self.window,
                     top_k=self.top_k, query_chunk=self.query_chunk)
-
-
-def _dense_init(key, d_in: int, d_out: int) -> dict:
-    return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +217,7 @@ class LanguageModel:
         if self.tie_weights:
             params["out"] = {"b": jnp.zeros((self.vocab_size,))}
         else:
-            params["out"] = _dense_init(k_out, self.stack.d_hidden, self.vocab_size)
+            params["out"] = dense_init(k_out, self.stack.d_hidden, self.vocab_size)
         if self.init_uniform > 0:  # the classic recipe: biases and added weights too
             leaves, treedef = jax.tree.flatten(params)
             keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
@@ -301,9 +297,9 @@ class SequenceModel:
     def init(self, key) -> dict:
         k_stack, k_out, k_pool = jax.random.split(key, 3)
         params = {"stack": self.stack.init(k_stack),
-                  "out": _dense_init(k_out, self.stack.d_hidden + self.d_static, self.d_out)}
+                  "out": dense_init(k_out, self.stack.d_hidden + self.d_static, self.d_out)}
         if self.head == "attention_pool":
-            params["pool"] = _dense_init(k_pool, self.stack.d_hidden, 1)
+            params["pool"] = dense_init(k_pool, self.stack.d_hidden, 1)
         if self.input_decay:  # its own key: the other parameters stay those of the model without it
             params["input_decay"] = decay.init_input_decay(jax.random.fold_in(key, 1), self.d_values)
         return params

@@ -187,8 +187,7 @@ def check_same_data(batches: dict[str, dict], params: Any, fingerprint: str | No
             h.update(f"{key}{value.dtype}{value.shape}".encode())
             h.update(value.tobytes())
         digests[f"first {name} batch"] = h.hexdigest()
-    differ = {name: hosts_that_differ(digest) for name, digest in digests.items()}  # one gather each
-    differ = {name: hosts for name, hosts in differ.items() if hosts}
+    differ = _differing_values(digests)
     if differ:
         raise ValueError(f"hosts: process(es) {sorted(set(sum(differ.values(), [])))} read other data than "
                          f"process 0 (these differ: {', '.join(differ)}): give every host the same files, e.g. "

@@ -1,5 +1,8 @@
 """Shape helpers that keep `jax_numpy_rank_promotion="raise"` happy without noise at call sites."""
 
+import jax
+import jax.numpy as jnp
+
 
 def lead(v, like):
     """v_...F with leading unit axes added to broadcast against like_...xF explicitly."""
@@ -10,3 +13,8 @@ def dense(params: dict, x):
     """x_...xI @ w_IxO + b_O."""
     y = x @ params["w"]
     return y + lead(params["b"], y)
+
+
+def dense_init(key, d_in: int, d_out: int) -> dict:
+    """The parameters of `dense`: w_IxO LeCun normal, b_O zeros."""
+    return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}

@@ -66,6 +66,17 @@ def split_gates(z, n):
     return jnp.split(z, n, axis=-1)
 
 
+def resolve_form(form: str, forms: tuple[str, ...], cpu_form: str, accelerator_form: str,
+                 backend: str | None = None) -> str:
+    """The form a cell's `form` option runs in (the cells with several, `ltf.linear_scan` and
+    `ltf.mlstm_scan`): `form` itself, or for "auto" the default of `backend` (JAX's default when None)."""
+    if form not in forms:
+        raise ValueError(f"form={form!r}: allowed values are {forms}.")
+    if form != "auto":
+        return form
+    return cpu_form if (backend or jax.default_backend()) == "cpu" else accelerator_form
+
+
 @dataclasses.dataclass(frozen=True)
 class LSTM:
     """LSTM with forget gate (Gers, Schmidhuber & Cummins 2000).
