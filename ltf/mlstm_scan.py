@@ -35,10 +35,14 @@ Layer semantics, in both forms:
     it starts from is the zero state with m = 0. No gradient crosses a reset;
   - the final carry is the state after the last real step.
 
-`remat`: the steps run in chunks of L under `jax.checkpoint` (both forms); the backward pass keeps
-the projections and one state per chunk and recomputes each chunk, so the per-step states of the
-sequential form (a d x d matrix per head and step: what `jax.grad` of the plain scan stores) and
-the chunkwise form's L x L weights are live for one chunk at a time.
+`remat` (`layer`): the layer runs in pieces of `remat_chunk` steps (REMAT_CHUNK; chunkwise: rounded
+down to whole chunks of L) under `jax.checkpoint`, a `lax.scan` over the pieces carrying (C, n, m, h); each piece
+projects its own inputs. The backward pass keeps the inputs and one state per piece and
+recomputes each piece, so the projections (4H + 2·heads numbers per token), the per-step states
+of the sequential form (a d x d matrix per head and step: what `jax.grad` of the plain scan
+stores) and the chunkwise form's L x L weights are live for one piece at a time. One layer's
+train step at B = 8, T = 65,536, H = 256: peak RSS 3.8 GB, where checkpointing the chunks alone
+(the projection made outside, for all T) took 10.3 GB (benchmarks/bench_long_mlstm_remat_cpu.md).
 """
 
 from __future__ import annotations
@@ -51,12 +55,15 @@ import jax.numpy as jnp
 from ltf.cells import base
 from ltf.cells.base import LSTMState
 from ltf.cells.mlstm import FORMS, MLSTM, pack, split_projection, step, unpack
+from ltf.fast_rnn import project
 
 # "auto" on CPU: the faster form there, per token, forward and backward: chunkwise (L = 64) was 1.95 to
 # 2.3x faster than sequential at B = 4, H = 64, 4 heads, T = 256 and 1,024 (with and without remat),
 # on 2 CPU cores busy with other work: indicative only (benchmarks/bench_recurrences_cpu.md, scripts/bench_recurrences.py).
 CPU_FORM = "chunkwise"
 ACCELERATOR_FORM = "chunkwise"
+# Steps per remat piece (rounded down to a multiple of chunk_size), as in ltf.fast_rnn and ltf.linear_scan.
+REMAT_CHUNK = 256
 
 
 def resolve_form(form: str, backend: str | None = None) -> str:
@@ -153,44 +160,77 @@ def _chunked(a_Tx, n_chunks: int, chunk: int):
     return a.reshape((n_chunks, chunk) + a_Tx.shape[1:])
 
 
-def recurrence(cell: MLSTM, zs_TxBxG, masks_TxB, state0: LSTMState, *, resets_TxB=None, unroll: int = 1,
-               remat: bool = False):
+def _run(cell: MLSTM, form: str, carry, zs_TxBxG, real_TxB, reset_TxB, unroll: int):
+    """(carry after the last real step, hs_TxBxH) of the steps of zs (time-major, any length) in
+    `form`, from carry (C, n, m, h) unpacked: the sequential scan, or chunks of L = chunk_size."""
+    n_steps = zs_TxBxG.shape[0]
+    # a masked step's input never enters the arithmetic (see the module docstring)
+    zs_TxBxG = jnp.where(real_TxB[..., None], zs_TxBxG, jnp.zeros_like(zs_TxBxG))
+    q, k, v, o, i_pre, f_pre = split_projection(zs_TxBxG, cell.heads)
+    if form == "sequential":
+        return sequential(carry, (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB), unroll=unroll)
+    chunk = min(cell.chunk_size, n_steps)
+    pieces = functools.partial(_chunked, n_chunks=-(-n_steps // chunk), chunk=chunk)
+    log_f = jnp.where(real_TxB[..., None], jax.nn.log_sigmoid(f_pre), 0.0)  # a masked step forgets nothing
+    # batch-major within a chunk, L beside D, for the L x L matmuls per head
+    per_head = lambda a: jnp.moveaxis(pieces(a), 1, 3)  # noqa: E731  N_c x B x N x L x D
+    per_gate = lambda a: jnp.moveaxis(pieces(a), 1, -1)  # noqa: E731  N_c x B x N x L
+    batch_first = lambda a: jnp.moveaxis(pieces(a), 1, 2)  # noqa: E731  N_c x B x L (x H)
+    steps = (per_head(q), per_head(k), per_head(v), batch_first(o), per_gate(i_pre), per_gate(log_f),
+             batch_first(real_TxB), batch_first(reset_TxB))
+    carry, hs_NcxBxLxH = jax.lax.scan(chunk_parallel, carry, steps)
+    hs_NcxLxBxH = jnp.moveaxis(hs_NcxBxLxH, 1, 2)
+    return carry, hs_NcxLxBxH.reshape((-1,) + hs_NcxLxBxH.shape[2:])[:n_steps]
+
+
+def _flags(masks_TxB, resets_TxB, n_steps: int, batch: int):
+    real_TxB = jnp.ones((n_steps, batch), bool) if masks_TxB is None else masks_TxB > 0
+    reset_TxB = jnp.zeros((n_steps, batch), bool) if resets_TxB is None else resets_TxB > 0
+    return real_TxB, reset_TxB
+
+
+def _final(carry) -> LSTMState:
+    c, n, m, h = carry
+    return LSTMState(pack(c, n, m), h)
+
+
+def recurrence(cell: MLSTM, zs_TxBxG, masks_TxB, state0: LSTMState, *, resets_TxB=None, unroll: int = 1):
     """From the projections zs = cell.project(params, xs, dts) (time-major: q, k, v, o, ĩ, f̃).
     Returns (final LSTMState, hs_TxBxH). `masks_TxB`, `resets_TxB` may be None; `unroll` unrolls
     the sequential form's scan over the steps (the scan over chunks is not unrolled)."""
     _check(cell)
-    n_steps, batch = zs_TxBxG.shape[:2]
-    dtype = zs_TxBxG.dtype
-    real_TxB = jnp.ones((n_steps, batch), bool) if masks_TxB is None else masks_TxB > 0
-    reset_TxB = jnp.zeros((n_steps, batch), bool) if resets_TxB is None else resets_TxB > 0
-    # a masked step's input never enters the arithmetic (see the module docstring)
-    zs_TxBxG = jnp.where(real_TxB[..., None], zs_TxBxG, jnp.zeros_like(zs_TxBxG))
-    q, k, v, o, i_pre, f_pre = split_projection(zs_TxBxG, cell.heads)
-    carry0 = (*unpack(state0.c.astype(dtype), cell.heads), state0.h.astype(dtype))
-    form = resolve_form(cell.form)
-    if form == "sequential" and not remat:
-        (c, n, m, h), hs_TxBxH = sequential(carry0, (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB), unroll=unroll)
-        return LSTMState(pack(c, n, m), h), hs_TxBxH
+    real_TxB, reset_TxB = _flags(masks_TxB, resets_TxB, *zs_TxBxG.shape[:2])
+    carry0 = (*unpack(state0.c.astype(zs_TxBxG.dtype), cell.heads), state0.h.astype(zs_TxBxG.dtype))
+    carry, hs_TxBxH = _run(cell, resolve_form(cell.form), carry0, zs_TxBxG, real_TxB, reset_TxB, unroll)
+    return _final(carry), hs_TxBxH
 
-    chunk = min(cell.chunk_size, n_steps)
-    n_chunks = -(-n_steps // chunk)
-    pieces = functools.partial(_chunked, n_chunks=n_chunks, chunk=chunk)
-    if form == "sequential":  # chunks of L steps, each a scan (remat)
-        body = functools.partial(sequential, unroll=unroll)
-        steps = tuple(pieces(a) for a in (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB))
-    else:
-        body = chunk_parallel
-        log_f = jnp.where(real_TxB[..., None], jax.nn.log_sigmoid(f_pre), 0.0)  # a masked step forgets nothing
-        # batch-major within a chunk, L beside D, for the L x L matmuls per head
-        per_head = lambda a: jnp.moveaxis(pieces(a), 1, 3)  # noqa: E731  N_c x B x N x L x D
-        per_gate = lambda a: jnp.moveaxis(pieces(a), 1, -1)  # noqa: E731  N_c x B x N x L
-        batch_first = lambda a: jnp.moveaxis(pieces(a), 1, 2)  # noqa: E731  N_c x B x L (x H)
-        steps = (per_head(q), per_head(k), per_head(v), batch_first(o), per_gate(i_pre), per_gate(log_f),
-                 batch_first(real_TxB), batch_first(reset_TxB))
-    if remat:
-        body = jax.checkpoint(body, prevent_cse=False)
-    (c, n, m, h), hs = jax.lax.scan(body, carry0, steps)
-    if form == "chunkwise":
-        hs = jnp.moveaxis(hs, 1, 2)  # N_c x L x B x H
-    hs_TxBxH = hs.reshape((n_chunks * chunk,) + hs.shape[2:])[:n_steps]
-    return LSTMState(pack(c, n, m), h), hs_TxBxH
+
+def layer(cell: MLSTM, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState, *, resets_TxB=None,
+          unroll: int = 1, remat: bool = False, remat_chunk: int = REMAT_CHUNK):
+    """`cell.project` for all steps (one T·B-row matmul), then `recurrence`; with `remat`, a scan
+    over pieces of `remat_chunk` steps (chunkwise: rounded down to whole chunks) under `jax.checkpoint`,
+    each projecting its own inputs (see the module docstring). Returns (final LSTMState, hs_TxBxH)."""
+    _check(cell)
+    if not remat:
+        return recurrence(cell, project(cell, params, xs_TxBxD, dts_TxBxK), masks_TxB, state0,
+                          resets_TxB=resets_TxB, unroll=unroll)
+    if remat_chunk < 1:
+        raise ValueError(f"remat_chunk={remat_chunk}: must be a positive number of steps.")
+    n_steps, batch = xs_TxBxD.shape[:2]
+    form = resolve_form(cell.form)
+    whole = cell.chunk_size if form == "chunkwise" else 1  # pieces of whole chunks
+    piece = min(n_steps, max(whole, remat_chunk // whole * whole))
+    n_pieces = -(-n_steps // piece)
+    real_TxB, reset_TxB = _flags(masks_TxB, resets_TxB, n_steps, batch)
+    pieces = tuple(_chunked(a, n_pieces, piece) for a in (xs_TxBxD, dts_TxBxK, real_TxB, reset_TxB))
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def run_piece(carry, inputs):
+        xs_LxBxD, dts_LxBxK, real_LxB, reset_LxB = inputs
+        zs_LxBxG = project(cell, params, xs_LxBxD, dts_LxBxK)
+        return _run(cell, form, carry, zs_LxBxG, real_LxB, reset_LxB, unroll)
+
+    dtype = xs_TxBxD.dtype
+    carry0 = (*unpack(state0.c.astype(dtype), cell.heads), state0.h.astype(dtype))
+    carry, hs_NxLxBxH = jax.lax.scan(run_piece, carry0, pieces)
+    return _final(carry), hs_NxLxBxH.reshape((n_pieces * piece,) + hs_NxLxBxH.shape[2:])[:n_steps]

@@ -126,11 +126,13 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     if cell.matrix_memory:  # C_t = f'C_{t-1} + i' v kᵀ per head: no recurrent matmul either
         if per_vocab:
             zs_TxBxG = project_tokens(cell, params, xs_BxTxD.embed_VxD,
-                                               jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
+                                      jnp.swapaxes(xs_BxTxD.tokens_BxT, 0, 1), dts_TxBxK)
+            final, hs_TxBxH = mlstm_scan.recurrence(cell, zs_TxBxG, masks_TxB, state, resets_TxB=resets_TxB,
+                                                    unroll=unroll)
         else:
-            zs_TxBxG = fast_rnn.project(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK)
-        final, hs_TxBxH = mlstm_scan.recurrence(cell, zs_TxBxG, masks_TxB, state, resets_TxB=resets_TxB,
-                                                unroll=unroll, remat=remat)
+            final, hs_TxBxH = mlstm_scan.layer(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK,
+                                               masks_TxB, state, resets_TxB=resets_TxB, unroll=unroll,
+                                               remat=remat)
         return final, jnp.swapaxes(hs_TxBxH, 0, 1)
     if backward == "custom" and not per_vocab:  # the projection inside (remat recomputes it)
         final, hs_TxBxH = fast_rnn.layer(cell, params, jnp.swapaxes(xs_BxTxD, 0, 1), dts_TxBxK, masks_TxB,

@@ -155,6 +155,36 @@ def test_chunkwise_and_remat_equal_sequential_in_float64_and_float32():
     forms_agree({"chunk4": cases["chunk4"]}, jnp.float32, 1e-4, seed=1)
 
 
+# remat in pieces: of 4 steps (two and a tail of 3) for the sequential form; chunk 3 with
+# remat_chunk 7, rounded down to pieces of 6 (two chunks each; the tail: one piece of 5 steps,
+# padded); chunk 4 in one piece longer than T
+@pytest.mark.parametrize("variant, remat_chunk", [("sequential", 4), ("chunk3", 7), ("chunk4", 64)])
+def test_remat_pieces_keep_values_final_carry_and_gradients(variant, remat_chunk):
+    """`mlstm_scan.layer` with remat projects and runs a piece at a time under jax.checkpoint:
+    the same values, final carry and gradients as the plain layer, with padding, a masked step,
+    resets and a carried state."""
+    cell = cell_of(variant)
+    time_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+
+    def loss(remat, mask, resets):
+        def f(params, xs, dts, state):
+            final, hs = mlstm_scan.layer(cell, params, time_major(xs), time_major(dts), time_major(mask), state,
+                                         resets_TxB=time_major(resets), remat=remat, remat_chunk=remat_chunk)
+            return jnp.sum(jnp.sin(hs)) + jnp.sum(jnp.sin(final.c)) + jnp.sum(final.h ** 2), (final, hs)
+        return jax.value_and_grad(f, argnums=(0, 1, 3), has_aux=True)
+
+    with jax.enable_x64(True):
+        params, xs, dts, state, mask, resets = setup(jnp.float64, seed=5)
+        ((value, (final, hs)), grads), ((value_ref, (final_ref, hs_ref)), grads_ref) = [
+            jax.jit(loss(remat, mask, resets))(params, xs, dts, state) for remat in (True, False)]
+        np.testing.assert_allclose(value, value_ref, rtol=1e-12)
+        np.testing.assert_allclose(hs, hs_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(final.c, final_ref.c, rtol=1e-12, atol=1e-14)
+        assert_trees_close(grads, grads_ref, 1e-12)
+        with pytest.raises(ValueError, match="remat_chunk=0"):
+            mlstm_scan.layer(cell, params, time_major(xs), time_major(dts), None, state, remat=True, remat_chunk=0)
+
+
 @pytest.mark.parametrize("variant", ["sequential", "chunk4"])
 def test_check_grads_of_the_layer(variant):
     with jax.enable_x64(True):
