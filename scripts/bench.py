@@ -10,6 +10,8 @@ ltf's cells against Flax and PyTorch.
   python scripts/bench.py --render benchmarks/bench_cpu.json      # the tables again from saved results
   python scripts/bench.py --worker --model layer --impl ltf --cell lstm --size 2x8x8 --steps 2   # one JSON line
   python scripts/bench.py --sizes 8x16384x256 --impls ltf --cells lstm --remat --steps 2 --warmup 0  # memory
+  python scripts/bench.py --models layer --impls ltf --cells lstm,rglru,linear_decay,mlstm --remat \
+      --sizes 8x1024x256,8x65536x256 --steps 2 --warmup 1     # the gated linear recurrences, long T
   bash scripts/gpu_bench.sh                               # on a GPU machine: install, test, bench, train
 
 The models (`--models`, default char_lm): "char_lm" (tokens -> embedding -> one recurrent layer of

@@ -12,7 +12,10 @@ on inputs drawn once (seeded):
 E = H unless d_embed is given; every implementation uses the same E. Implementations ("impl", "cell"):
 
   ltf   lstm, lstm_noforget, adaptive, time_aware, tlstm, phased, ctlstm, gru, grud, and lstm+decay
-        (GRU-D's hidden decay on the lstm: make_cell("lstm", decay=True)). char_lm:
+        (GRU-D's hidden decay on the lstm: make_cell("lstm", decay=True)); the gated linear
+        recurrences rglru, linear_decay and mlstm (4 heads), each in its `form="auto"` (on CPU:
+        sequential for the diagonal ones, chunkwise for mlstm; `scripts/bench_recurrences.py`
+        compares the forms). char_lm:
         ltf.models.LanguageModel, default options but `input_projection`; layer: ltf.rnn.scan_layer
         of ltf.cells.registry.make_cell(cell). Δt = 1 (text has no time); the cells that read the
         clock (`uses_times`: phased) get 1..T as its last column (ltf.models.with_times)
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 MODELS = ("char_lm", "layer")
 LTF_CELLS = ("lstm", "lstm_noforget", "adaptive", "time_aware", "tlstm", "phased", "ctlstm", "gru", "grud",
-             "lstm+decay", "time_aware+attention")
+             "lstm+decay", "time_aware+attention", "rglru", "linear_decay", "mlstm")
 CELL_SUFFIXES = ("attention", "decay")  # "+attention" after the layer (char_lm); "+decay": GRU-D's hidden decay
 INPUT_PROJECTIONS = ("auto", "per_vocab", "per_token")  # ltf.models.LanguageModel(input_projection=...)
 VOCAB = 256
