@@ -21,7 +21,7 @@ Splits are chronological (70/10/20); normalisation uses the training part only; 
 import ml_collections
 
 from ltf.config_lib import (cell_arms, opt_config, parallel_config,
-                            parse_arg, sequence_model_config, train_config)
+                            parse_arg, sequence_model_config, stack_inputs, train_config)
 
 
 def get_config(arg=None):
@@ -58,11 +58,14 @@ ARMS["grud"] = {"model.cell": "grud", "model.input_decay": True}
 
 
 def get_sweep(arg=None):
-    """The eight arms x seeds (default 3); kind=... picks the regular or irregular version:
+    """The eight arms x seeds (default 3); kind=... picks the regular or irregular version. The gated
+    linear recurrences of ltf.config_lib.MODERN_ARMS are arms too when named (arms=lstm+linear_decay+...),
+    each at lstm's parameter count:
 
       python scripts/sweep.py --config configs/forecast.py:kind=subset --workdir runs/taylor_subset \\
           --seeds_per_process 3 --report
     """
     from ltf.sweep import arms_sweep
 
-    return arms_sweep(arg, ARMS, get_config, seeds=3)
+    # one series in, beside its observation mask: the stack reads 2 inputs per step
+    return arms_sweep(arg, ARMS, get_config, seeds=3, matched_inputs=lambda config: stack_inputs(config.model, 1))

@@ -15,7 +15,7 @@ chrono, smoke.
 import ml_collections
 
 from ltf.config_lib import (cell_arms, opt_config, parallel_config,
-                            parse_arg, sequence_model_config, train_config)
+                            parse_arg, sequence_model_config, stack_inputs, train_config)
 from ltf.data.synthetic.frequency import max_steps
 
 
@@ -48,11 +48,13 @@ ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 
 
 def get_sweep(arg=None):
     """The five arms (phased: the paper's own cell, reading the batch's absolute times) x seeds
-    (default 5, as the paper); choose the sampling with sampling=...:
+    (default 5, as the paper); choose the sampling with sampling=...; the gated linear recurrences of
+    ltf.config_lib.MODERN_ARMS are arms too when named, each at lstm's parameter count:
 
       python scripts/sweep.py --config configs/frequency.py:sampling=async --workdir runs/freq_async \\
           --seeds_per_process 5 --report
     """
     from ltf.sweep import arms_sweep
 
-    return arms_sweep(arg, ARMS, get_config, seeds=5)
+    # (time, value) in (ltf.tasks.synthetic.Frequency)
+    return arms_sweep(arg, ARMS, get_config, seeds=5, matched_inputs=lambda config: stack_inputs(config.model, 2))

@@ -51,11 +51,22 @@ ARMS = {f"{cell}{'_chrono' if chrono else ''}": {
 def get_sweep(arg=None):
     """Every cell with and without chrono (lstm_noforget has no forget gate to initialise) x
     seeds (default 3); other choices (task=, seq_len=, smoke) go to get_config. chrono_t_max
-    is the config's seq_len.
+    is the config's seq_len. The gated linear recurrences of ltf.config_lib.MODERN_ARMS (rglru,
+    linear_decay, mlstm, griffin, residual_lstm) are arms too when named, each at lstm's
+    parameter count:
+
+      python scripts/sweep.py --config configs/long_lag.py:seq_len=1000,arms=lstm+lstm_chrono+rglru+mlstm \
+          --workdir runs/adding1000 --report
 
       python scripts/sweep.py --config configs/long_lag.py:task=adding,seq_len=200 --workdir runs/adding200 \\
           --seeds_per_process 3 --report
     """
     from ltf.sweep import arms_sweep
 
-    return arms_sweep(arg, ARMS, get_config, seeds=3)
+    return arms_sweep(arg, ARMS, get_config, seeds=3, matched_inputs=_stack_inputs)
+
+
+def _stack_inputs(config) -> int:
+    """The width of the inputs (ltf.tasks.synthetic): adding reads (value, marker), temporal order
+    a one-hot of 8 symbols."""
+    return 2 if config.task.name == "adding" else 8

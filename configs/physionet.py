@@ -29,7 +29,7 @@ protocol=ltf|published|cv, fold=K, static (the stay's static features beside h i
 import ml_collections
 
 from ltf.config_lib import (cell_arms, opt_config, parallel_config,
-                            parse_arg, sequence_model_config, train_config)
+                            parse_arg, sequence_model_config, stack_inputs, train_config)
 
 # The smoke run needs the real files: tests pass SHARED_DATA/<this> as task.data_dir, or skip.
 SMOKE_DATA = {"task.data_dir": "physionet2012"}
@@ -82,7 +82,9 @@ ARMS["ctlstm"] = {"model.cell": "ctlstm"}  # the continuous-time LSTM, relaxing 
 
 def get_sweep(arg=None):
     """The nine arms x seeds (default 3); with protocol=cv, x the 5 folds as well (fold=0..4,
-    one seed by default, as GRU-D reports mean ± std over folds):
+    one seed by default, as GRU-D reports mean ± std over folds). The gated linear recurrences of
+    ltf.config_lib.MODERN_ARMS are arms too when named (arms=lstm+linear_decay+...), each at
+    lstm's parameter count:
 
       python scripts/sweep.py --config configs/physionet.py --set task.data_dir=PATH/TO/physionet2012 \\
           --workdir runs/physionet --seeds_per_process 3 --report
@@ -94,9 +96,14 @@ def get_sweep(arg=None):
 
     items = [x for x in (arg or "").split(",") if x]
     if "protocol=cv" not in items:
-        return arms_sweep(arg, ARMS, get_config, seeds=3)
+        return arms_sweep(arg, ARMS, get_config, seeds=3, matched_inputs=_stack_inputs)
     if any(x.startswith("fold=") for x in items):
         raise ValueError("sweep choice fold=: with protocol=cv the sweep runs every fold; drop fold=.")
-    runs = arms_sweep(arg, ARMS, get_config, seeds=1)
+    runs = arms_sweep(arg, ARMS, get_config, seeds=1, matched_inputs=_stack_inputs)
     # the folds of an arm are one table row (mean ± std over folds), as the seeds are
     return [{**run, "task.fold": fold, "replicates": ["task.fold"]} for run in runs for fold in range(N_FOLDS)]
+
+
+def _stack_inputs(config) -> int:
+    """The 37 variables (ltf.tasks.series.PhysioNet), beside their observation mask when the model reads it."""
+    return stack_inputs(config.model, 37)

@@ -27,7 +27,7 @@ errors rather than on the last update.
 
 import ml_collections
 
-from ltf.config_lib import opt_config, parallel_config, parse_arg, sequence_model_config, train_config
+from ltf.config_lib import opt_config, parallel_config, parse_arg, sequence_model_config, stack_inputs, train_config
 
 STREAM_LENGTH = 100_000  # symbols per test stream (the paper's)
 
@@ -70,10 +70,12 @@ ARMS.update({f"{cell}{'_chrono' if chrono else ''}": {
 
 
 def get_sweep(arg=None):
-    """The CERG table: every arm x seeds (default 30), run several seeds per process:
+    """The CERG table: every arm x seeds (default 30), run several seeds per process; the gated
+    linear recurrences of ltf.config_lib.MODERN_ARMS are arms too when named, at lstm's parameter count:
 
       python scripts/sweep.py --config configs/reber.py --workdir runs/cerg --seeds_per_process 10 --report
     """
     from ltf.sweep import arms_sweep
 
-    return arms_sweep(arg, ARMS, get_config, seeds=30)
+    # a one-hot of the grammar's 7 symbols in (ltf.tasks.synthetic.CERG)
+    return arms_sweep(arg, ARMS, get_config, seeds=30, matched_inputs=lambda config: stack_inputs(config.model, 7))

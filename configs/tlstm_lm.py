@@ -108,52 +108,20 @@ ARMS = {**cell_arms("lstm", "lstm_noforget", "adaptive", "time_aware", attention
         **cell_arms("tlstm")}
 
 
-# The gated linear recurrences (issue 18) beside them, each at the width where its recurrent
-# stack has as many parameters as `lstm`'s at the config's size (`matched_arms`): "griffin" is
-# Griffin's residual blocks of `rglru` and local attention, "residual_lstm" the same blocks
-# around `lstm` (what the block adds, apart from the cell). Not in the default sweep: arms=...
-MODERN = {
-    "rglru": {"model.cell": "rglru"},
-    "linear_decay": {"model.cell": "linear_decay"},
-    "mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4},
-    "griffin": {"model.cell": "rglru", "model.block": "residual", "model.n_layers": 3},
-    "residual_lstm": {"model.cell": "lstm", "model.block": "residual", "model.n_layers": 3},
-}
-
-
-def matched_arms(config) -> dict[str, dict]:
-    """MODERN's arms with model.d_hidden set so that each stack's parameters match `lstm`'s at the
-    size of `config` (embedding and softmax excluded; mlstm's width a multiple of its heads)."""
-    from ltf.config_lib import matched_width, stack_params
-
-    lstm = ml_collections.ConfigDict(config.model.to_dict())
-    lstm.cell = "lstm"
-    target = stack_params(lstm, lstm.d_embed)
-    arms = {}
-    for name, overrides in MODERN.items():
-        model = ml_collections.ConfigDict(config.to_dict())
-        model.update_from_flattened_dict(overrides)
-        heads = overrides.get("model.cell_options.heads", 1)
-        width = matched_width(model.model, model.model.d_embed, target, multiple=heads)
-        arms[name] = {**overrides, "model.d_hidden": width}
-    return arms
-
-
 def get_sweep(arg=None):
     """The ablation: every arm of ARMS x seeds 0..N-1, seed-major (all arms of seed 0 come first).
 
-    Choices: arms=a+b (names in ARMS or MODERN; default the six of ARMS), seeds=N (default 3);
-    every other choice (smoke, chrono, corpus=...) goes to get_config for every run. Run names and
-    workdirs come from the overrides: W/cell=lstm,seed=0, W/smoke,cell=tlstm,seed=1, ...
+    Choices: arms=a+b (names in ARMS, or the gated linear recurrences of
+    ltf.config_lib.MODERN_ARMS: rglru, linear_decay, mlstm, griffin, residual_lstm, each at the
+    width where its recurrent stack has as many parameters as lstm's at the config's size; default
+    the six of ARMS), seeds=N (default 3); every other choice (smoke, chrono, corpus=...) goes to
+    get_config for every run. Run names and workdirs come from the overrides: W/cell=lstm,seed=0,
+    W/smoke,cell=tlstm,seed=1, ...
 
       python scripts/sweep.py --config configs/tlstm_lm.py --workdir runs/ablation --jobs 2 --report
       python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+tlstm,seeds=2,smoke --workdir /tmp/s
       python scripts/sweep.py --config configs/tlstm_lm.py:arms=lstm+rglru+mlstm+griffin --workdir runs/modern
     """
-    from ltf.sweep import arms_sweep, sweep_arg
+    from ltf.sweep import arms_sweep
 
-    choices, config_arg = sweep_arg(arg, arms="", seeds=3)
-    arms = dict(ARMS)
-    if any(a in MODERN for a in choices.arms.split("+")):  # their widths depend on the config's size
-        arms.update(matched_arms(get_config(config_arg)))
-    return arms_sweep(arg, arms, get_config, seeds=3, default=tuple(ARMS))
+    return arms_sweep(arg, ARMS, get_config, seeds=3, matched_inputs=lambda config: config.model.d_embed)

@@ -96,6 +96,43 @@ def cell_arms(*cells: str, attention: bool = False, attention_window: int | None
     return arms
 
 
+# The gated linear recurrences (issue 18) as sweep arms beside a config's LSTM arms (`ltf.sweep.
+# arms_sweep(..., matched_inputs=...)`), each at the width `matched_arms` gives. "griffin" is
+# Griffin's residual blocks of `rglru` with local attention (model.residual.pattern "rra"),
+# "residual_lstm" the same blocks around `lstm`: what the block adds, apart from the cell.
+MODERN_ARMS = {
+    "rglru": {"model.cell": "rglru"},
+    "linear_decay": {"model.cell": "linear_decay"},
+    "mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4},
+    "griffin": {"model.cell": "rglru", "model.block": "residual", "model.n_layers": 3},
+    "residual_lstm": {"model.cell": "lstm", "model.block": "residual", "model.n_layers": 3},
+}
+
+
+def matched_arms(config, d_in: int, arms: dict[str, dict] | None = None, reference: str = "lstm") -> dict[str, dict]:
+    """`arms` (default MODERN_ARMS), each with model.d_hidden set so that its recurrent stack has
+    as many parameters as the `reference` cell's stack at `config`'s size, on inputs of width
+    `d_in` (embedding and head excluded: they are the same for every arm). mlstm's width is a
+    multiple of its heads."""
+    reference_model = ml_collections.ConfigDict(config.model.to_dict())
+    reference_model.cell = reference
+    target = stack_params(reference_model, d_in)
+    matched = {}
+    for name, overrides in (MODERN_ARMS if arms is None else arms).items():
+        trial = ml_collections.ConfigDict(config.to_dict())
+        trial.update_from_flattened_dict(overrides)
+        heads = overrides.get("model.cell_options.heads", 1)
+        matched[name] = {**overrides,
+                         "model.d_hidden": matched_width(trial.model, d_in, target, multiple=heads)}
+    return matched
+
+
+def stack_inputs(model_cfg, d_values: int) -> int:
+    """The width of a SequenceModel's stack input: the values, and the observation mask beside them
+    with model.use_obs_mask (`ltf.models.SequenceModel.build`)."""
+    return d_values * (2 if model_cfg.get("use_obs_mask", False) else 1)
+
+
 def parallel_config() -> ml_collections.ConfigDict:
     """The `parallel` block (ltf/parallel.py): data parallel over the local devices, and across
     hosts with `distributed` (jax.distributed.initialize). The coordinator's host:port, the

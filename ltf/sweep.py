@@ -205,22 +205,31 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_config: Callable, *,
-               seeds: int, default: Sequence[str] | None = None) -> list[dict]:
+               seeds: int, default: Sequence[str] | None = None,
+               matched_inputs: Callable[[Any], int] | None = None) -> list[dict]:
     """The ablation a config offers as `get_sweep(arg)`: its `arms` (name -> overrides) x seeds,
     seed-major (all arms of seed 0 come first).
 
     Choices: arms=a+b (names in `arms`; default `default`, else all), seeds=N (default `seeds`);
     every other choice goes to get_config for every run (smoke, chrono, ...), which fails now on
-    one it lacks. The arms set the cell and attention, so those choices are refused."""
+    one it lacks. The arms set the cell and attention, so those choices are refused.
+
+    `matched_inputs` (config -> the width of its recurrent stack's input) offers the gated linear
+    recurrences of `config_lib.MODERN_ARMS` as further arms, outside the default: each at the
+    width where its stack's parameters match `lstm`'s at the size of the config the other choices
+    give (`config_lib.matched_arms`)."""
     choices, config_arg = sweep_arg(arg, arms="+".join(default or arms), seeds=seeds)
     picked = choices.arms.split("+")
-    unknown = [a for a in picked if a not in arms]
+    modern = [name for name in config_lib.MODERN_ARMS if matched_inputs is not None and name not in arms]
+    unknown = [a for a in picked if a not in arms and a not in modern]
     if unknown:
-        raise ValueError(f"sweep arms {unknown}: not arms of this sweep; its arms are {list(arms)}.")
+        raise ValueError(f"sweep arms {unknown}: not arms of this sweep; its arms are {list(arms) + modern}.")
     fixed = [c for c in config_arg.split(",") if c.partition("=")[0] in ("cell", "attention", "window")]
     if fixed:
         raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
-    get_config(config_arg)
+    config = get_config(config_arg)
+    if any(a in modern for a in picked):  # their widths depend on the config's size
+        arms = {**config_lib.matched_arms(config, matched_inputs(config)), **arms}
     extra = {CONFIG_ARG: config_arg} if config_arg else {}
     return [{**extra, **arms[arm], SEED: seed} for seed in range(choices.seeds) for arm in picked]
 

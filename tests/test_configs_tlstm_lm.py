@@ -48,10 +48,9 @@ def test_the_modern_arms_match_the_lstm_stack_in_parameters():
     """Issue 18's arms at equal parameters: each recurrent stack within 1% of lstm's (h512 size)."""
     import ml_collections
 
-    from ltf.config_lib import stack_params
+    from ltf.config_lib import MODERN_ARMS, stack_params
 
-    module = _module()
-    runs = module.get_sweep("h512,arms=lstm+" + "+".join(module.MODERN) + ",seeds=1")
+    runs = _module().get_sweep("h512,arms=lstm+" + "+".join(MODERN_ARMS) + ",seeds=1")
     assert [r["model.cell"] for r in runs] == ["lstm", "rglru", "linear_decay", "mlstm", "rglru", "lstm"]
     counts = []
     for run in runs:

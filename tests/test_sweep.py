@@ -80,3 +80,45 @@ def test_the_physionet_cross_validation_sweep_is_arms_by_folds():
     assert [r.overrides["task.fold"] for r in runs[:5]] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="drop fold="):
         sweep.load_sweep(f"{REPO / 'configs' / 'physionet.py'}:protocol=cv,fold=2")
+
+
+# (config, its stack's input width): from the task's own model where it builds offline; PhysioNet
+# reads the challenge's files, so its width is the 37 variables and their observation mask.
+TASK_INPUTS = [("long_lag.py:task=adding", None), ("long_lag.py:task=temporal_order", None),
+               ("frequency.py", None), ("reber.py", None), ("forecast.py", None), ("physionet.py", 37 * 2)]
+
+
+@pytest.mark.parametrize("config_arg, d_in", TASK_INPUTS)
+def test_every_task_offers_the_modern_arms_at_lstm_s_parameters(config_arg, d_in):
+    """Issue 18's arms beside each task's LSTM arms, named on request, not in the default sweep:
+    each at the width (a multiple of mlstm's heads) whose stack's parameter count is nearest
+    lstm's on the task's input width."""
+    import ml_collections
+
+    from ltf.config_lib import load_config, stack_params
+    from ltf.tasks.registry import make_task
+
+    file, _, choices = config_arg.partition(":")
+    path = str(REPO / "configs" / file)
+    with_choices = lambda extra: f"{path}:{','.join(filter(None, (choices, extra)))}"  # noqa: E731
+    if d_in is None:
+        d_in = make_task(load_config(with_choices("smoke,cell=lstm"))).model.stack.d_in
+    default = sweep.load_sweep(with_choices("seeds=1")).runs
+    assert not any(r.overrides.get("model.cell") in ("rglru", "linear_decay", "mlstm") for r in default)
+    runs = sweep.load_sweep(with_choices("arms=lstm+rglru+mlstm+griffin,seeds=1")).runs
+    base = load_config(with_choices(""))
+
+    def count(overrides, width=None):
+        config = ml_collections.ConfigDict(base.to_dict())
+        config.update_from_flattened_dict({k: v for k, v in overrides.items() if k.startswith("model.")})
+        if width is not None:
+            config.model.d_hidden = width
+        return stack_params(config.model, d_in)
+
+    target = count(runs[0].overrides)
+    for run in runs[1:]:
+        width, step = run.overrides["model.d_hidden"], run.overrides.get("model.cell_options.heads", 1)
+        gap = abs(count(run.overrides) - target)
+        # nearest: a neighbouring width is no closer (at reber's 16 units one step of griffin's
+        # width moves its count by ~10%, so no fixed tolerance would hold everywhere)
+        assert gap <= min(abs(count(run.overrides, w) - target) for w in (width - step, width + step)), run.name
