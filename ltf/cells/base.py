@@ -196,7 +196,9 @@ class LSTM:
         c, h = carry
         if self.changes_carry:
             c, h = self.before_step(params, c, h, inputs.dt)
-        z = inputs.z + h @ self.recurrent_weight(params)  # the one recurrent matmul, H x G·H
+        z = inputs.z  # x_t W_x + b: all that the linear cells and mlstm's gates read
+        if not (self.linear or self.matrix_memory):
+            z = z + h @ self.recurrent_weight(params)  # the one recurrent matmul, H x G·H
         c, h = self.gate_update(params, z, c, h, inputs.dt)
         return LSTMState(c, h), h
 

@@ -49,8 +49,9 @@ as for every ltf cell: h_t = (1 − a_t) ⊙ u_t. b_λ: see `LinearDecay.init_ex
 Both cells keep ltf's carry `LSTMState(c, h)` with c = h (one state vector, as the GRU); masks
 and resets treat c and h alike, and a given initial c is never read. `project` is the affine
 x W_x + b (so per-vocabulary projection works); `coefficients` turns z_t (and Δt_t) into
-(a_t, b_t) elementwise; `step` applies one step. There is no W_h: `recurrent_weight` fails, so
-the matmul scans of `ltf.fast_rnn` (and its custom backward pass) refuse these cells.
+(a_t, b_t) elementwise; `step` (the base class's, which skips the recurrent matmul for `linear`
+cells) applies one step. There is no W_h: `recurrent_weight` fails, so the matmul scans of
+`ltf.fast_rnn` (and its custom backward pass) refuse these cells.
 `form` chooses how `ltf.linear_scan` runs them: "sequential" (lax.scan), "parallel"
 (associative scan) or "auto" (per backend, see `ltf.linear_scan.resolve_form`).
 """
@@ -64,7 +65,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ltf.cells.base import LSTM, Array, LSTMState, Params, StepInputs, split_gates
+from ltf.cells.base import LSTM, Array, Params, split_gates
 from ltf.shapes import lead
 
 FORMS = ("auto", "sequential", "parallel")
@@ -145,10 +146,6 @@ class LinearCell(LSTM):
                 f"{self.name} is a linear recurrence (h_t = a_t ⊙ h_{{t-1}} + b_t, a_t and b_t "
                 "from the inputs): it has no recurrent weight W_h, so ltf.fast_rnn's matmul scans do not "
                 "apply; ltf.rnn.scan_layer runs it with ltf.linear_scan.")
-
-    def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        c, h = self.gate_update(params, inputs.z, carry.c, carry.h, inputs.dt)
-        return LSTMState(c, h), h
 
     def gate_update(self, params: Params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK) -> tuple[Array, Array]:
         """(h_t, h_t): c is h."""

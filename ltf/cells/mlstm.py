@@ -47,7 +47,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ltf.cells.base import LSTM, Array, LSTMState, Params, StepInputs
+from ltf.cells.base import LSTM, Array, LSTMState, Params
 
 FORMS = ("auto", "sequential", "chunkwise")
 # xLSTM's forget-gate biases, spread linearly over the heads (see `MLSTM.init`)
@@ -174,10 +174,6 @@ class MLSTM(LSTM):
         raise NotImplementedError(
                 "mlstm has no recurrent weight W_h (its gates read x_t alone, its memory is a matrix): "
                 "ltf.fast_rnn's matmul scans do not apply; ltf.rnn.scan_layer runs it with ltf.mlstm_scan.")
-
-    def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
-        c, h = self.gate_update(params, inputs.z, carry.c, carry.h, inputs.dt)
-        return LSTMState(c, h), h
 
     def gate_update(self, params: Params, z_BxG, c_prev_BxW, h_prev_BxH, dt_BxK) -> tuple[Array, Array]:
         """The whole step from z_t = x_t W_x + b and the packed carry: ([C_t, n_t, m_t], h_t)."""
