@@ -27,11 +27,20 @@ def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int,
     prompt_ids = vocab.encode(prompt)
     if len(prompt_ids) == 0:
         raise ValueError("prompt: encodes to no tokens; give at least one character or word.")
-    apply = jax.jit(lambda p, x, s: model.apply(p, x, states=s))
-    states = model.initial_state(1)
+    apply = jax.jit(lambda p, x, s, t: model.apply(p, x, states=s, times_BxT=t))
+    states, clock = model.initial_state(1), 0
+
+    def read(ids, states):
+        # The absolute time of each token, counted from the first one read (as a training row's
+        # positions are): a cell that reads the clock (phased) sees one text, not a restart per call.
+        nonlocal clock
+        times_1xT = clock + jnp.arange(1, len(ids) + 1, dtype=jnp.float32)[None]
+        clock += len(ids)
+        return apply(params, jnp.asarray(ids, jnp.int32)[None], states, times_1xT)
+
     if warmup:
-        _, states = apply(params, jnp.asarray(vocab.encode(warmup))[None], states)
-    logits, states = apply(params, jnp.asarray(prompt_ids)[None], states)
+        _, states = read(vocab.encode(warmup), states)
+    logits, states = read(prompt_ids, states)
     key = jax.random.PRNGKey(seed)
     out = []
     for _ in range(length):
@@ -39,7 +48,7 @@ def sample(model: LanguageModel, params, vocab: Vocab, prompt: str, length: int,
         last = logits[0, -1]
         token = jnp.argmax(last) if temperature == 0 else jax.random.categorical(sub, last / temperature)
         out.append(int(token))
-        logits, states = apply(params, token.reshape(1, 1).astype(jnp.int32), states)
+        logits, states = read([out[-1]], states)
     return prompt + vocab.decode(out)
 
 
