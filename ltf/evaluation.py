@@ -4,10 +4,14 @@ vocabulary (PTB's test split, which training never read, is evaluated this way).
 
     results = evaluate_run("runs/ptb")                                   # best checkpoint, every split
     results = evaluate_run("runs/ptb", splits=["test"], data_dir="data/ptb")   # {"test": {...}}
+    results = evaluate_run("runs/cerg", splits=["test"], overrides={"data.eval_batches": 10_000})
 
 The evaluation is the trainer's own (`ltf.train.evaluate`: the whole split, the state carried from
 batch to batch, metrics from summed losses), so a run's final validation numbers come back
-exactly. Each call appends one record per split to <workdir>/evaluations.jsonl.
+exactly. `overrides` change config fields for this evaluation only (dotted keys, as `--set` in
+scripts/sweep.py): CERG's test streams are data.eval_batches windows long, so 10,000 windows of 100
+test the nets on streams of 1M symbols, 10x the paper's, continuing the same streams. Each call
+appends one record per split to <workdir>/evaluations.jsonl.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 
@@ -24,6 +28,7 @@ from ltf.config_lib import best_checkpoint
 from ltf.data.corpora import encode_with_vocab
 from ltf.data.vocab import Vocab
 from ltf.runs import read_config, restore_params
+from ltf.sweep import apply_overrides
 from ltf.tasks.language import LanguageModelling
 from ltf.tasks.registry import task_name
 from ltf.train import build, evaluate, make_eval_step
@@ -70,14 +75,16 @@ def _task(config, workdir: Path, data_dir):
 
 def evaluate_run(workdir: str | Path, *, checkpoint: str | int = "best", splits: Sequence[str] | None = None,
                  data_dir: str | Path | None = None, max_batches: int | None = None,
-                 batch_size: int | None = None) -> dict[str, dict]:
+                 batch_size: int | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """{split: metrics} of the run in `workdir` at `checkpoint` (see `pick_step`). `splits`: None
     for every split there is; `data_dir`: other text to read instead of the run's corpus;
     `batch_size`: the rows a language model's split is cut into (default the run's
     data.eval_batch_size). 1 reads a split as one stream with the state carried through all of it,
-    as Zaremba et al.'s code scored PTB's test set (its validation used the 20 training rows)."""
+    as Zaremba et al.'s code scored PTB's test set (its validation used the 20 training rows).
+    `overrides`: {dotted config key: value} for this evaluation (see the module docstring)."""
     workdir = Path(workdir)
     config = read_config(workdir)
+    apply_overrides(config, dict(overrides or {}))
     if batch_size is not None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
@@ -99,6 +106,6 @@ def evaluate_run(workdir: str | Path, *, checkpoint: str | int = "best", splits:
         for split, metrics in results.items():
             record = {"time": when, "step": step, "checkpoint": str(checkpoint), "split": split,
                       "data_dir": None if data_dir is None else str(data_dir), "max_batches": max_batches,
-                      "batch_size": config.data.eval_batch_size, **metrics}
+                      "batch_size": config.data.eval_batch_size, "overrides": dict(overrides or {}), **metrics}
             f.write(json.dumps(json_safe(record)) + "\n")
     return results

@@ -103,3 +103,22 @@ def test_the_script_prints_and_records(run):
     missing = subprocess.run([sys.executable, "scripts/evaluate.py", "--workdir=/nonexistent/run"],
                              capture_output=True, text=True, cwd=REPO, timeout=300)
     assert missing.returncode != 0 and "no config.json" in missing.stderr
+
+
+def test_overrides_lengthen_cerg_s_test_streams_and_are_recorded(tmp_path):
+    """data.eval_batches set for one evaluation continues the same test streams: no stream's
+    error-free length can shrink (an error in the first windows stays where it was), and the
+    streams are longer; the record names the override; an unknown field is named."""
+    config = load_config(str(REPO / "configs" / "reber.py") + ":smoke")
+    train.train_and_evaluate(config, tmp_path / "run")
+    windows, length = config.data.eval_batches, config.data.seq_len
+    short = evaluation.evaluate_run(tmp_path / "run", splits=["test"])["test"]
+    long = evaluation.evaluate_run(tmp_path / "run", splits=["test"],
+                                   overrides={"data.eval_batches": 3 * windows})["test"]
+    assert long["loss"] != short["loss"]  # other symbols were read
+    assert long["error_free_length"] >= short["error_free_length"]
+    assert short["error_free_length"] <= windows * length
+    records = [json.loads(line) for line in (tmp_path / "run" / evaluation.RECORDS_FILE).read_text().splitlines()]
+    assert [r["overrides"] for r in records] == [{}, {"data.eval_batches": 3 * windows}]
+    with pytest.raises(ValueError, match="data has no field 'eval_batchez'"):
+        evaluation.evaluate_run(tmp_path / "run", overrides={"data.eval_batchez": 1})
