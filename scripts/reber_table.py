@@ -2,6 +2,12 @@
 
   python scripts/sweep.py --config configs/reber.py --workdir runs/cerg --seeds_per_process 10
   python scripts/reber_table.py runs/cerg                      # prints; --out FILE writes markdown
+  python scripts/reber_table.py runs/cerg --evaluated data.eval_batches=10000   # from re-evaluations
+
+`--evaluated KEY=VALUE ...` rates each network by its latest test record in
+<run>/evaluations.jsonl made with exactly those overrides (`scripts/evaluate.py --set ...`: e.g.
+test streams of 1M symbols, 10x the paper's) instead of the test metrics its training logged;
+networks without such a record are left out.
 
 A network (one seed) is rated on its final test streams (Gers, Schmidhuber & Cummins 2000):
 "perfect" when every stream is error-free, "good" when the mean error-free length exceeds
@@ -19,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from ltf.evaluation import RECORDS_FILE  # noqa: E402
 from ltf.report import collect  # noqa: E402
+from ltf.sweep import parse_set  # noqa: E402
 
 # The paper's Table 2 (percent perfect / good / bad of 100 networks).
 PAPER = {
@@ -48,14 +56,28 @@ def rate(test: dict, good_length: float = 1_000) -> str:
     return "good" if test["error_free_length"] > good_length else "bad"
 
 
-def table(workdir: Path) -> str:
+def evaluated_test(run_dir: Path, overrides: dict) -> dict | None:
+    """The latest test record in run_dir/evaluations.jsonl made with exactly `overrides`, or None."""
+    import json
+
+    path = run_dir / RECORDS_FILE
+    if not path.exists():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    matching = [r for r in records if r["split"] == "test" and r.get("overrides", {}) == overrides]
+    return matching[-1] if matching else None
+
+
+def table(workdir: Path, evaluated: dict | None = None) -> str:
+    """The markdown table; `evaluated`: rate by re-evaluations with these overrides (see above)."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(RATINGS, 0))
     lengths: dict[str, list[float]] = defaultdict(list)
     for run in collect(workdir):
-        if "test" not in run.final:
-            continue  # unfinished
-        counts[run.arm][rate(run.final["test"])] += 1
-        lengths[run.arm].append(run.final["test"]["error_free_length"])
+        test = run.final.get("test") if evaluated is None else evaluated_test(workdir / run.name, evaluated)
+        if test is None:
+            continue  # unfinished, or not evaluated so
+        counts[run.arm][rate(test)] += 1
+        lengths[run.arm].append(test["error_free_length"])
     lines = ["| arm | n | perfect % | good % | bad % | median error-free length |", "|---|---|---|---|---|---|"]
     for arm, c in counts.items():
         n = sum(c.values())
@@ -75,8 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--evaluated", nargs="+", metavar="KEY=VALUE",
+                        help="rate by the test records of scripts/evaluate.py --set with these overrides")
     args = parser.parse_args()
-    text = table(args.workdir)
+    text = table(args.workdir, parse_set(args.evaluated) if args.evaluated else None)
     print(text)
     if args.out:
         args.out.write_text(text)
