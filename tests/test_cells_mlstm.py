@@ -158,7 +158,8 @@ def test_chunkwise_and_remat_equal_sequential_in_float64_and_float32():
 # remat in pieces: of 4 steps (two and a tail of 3) for the sequential form; chunk 3 with
 # remat_chunk 7, rounded down to pieces of 6 (two chunks each; the tail: one piece of 5 steps,
 # padded); chunk 4 in one piece longer than T
-@pytest.mark.parametrize("variant, remat_chunk", [("sequential", 4), ("chunk3", 7), ("chunk4", 64)])
+@pytest.mark.parametrize("variant, remat_chunk", [("sequential", 4), ("chunk3", 7),
+                                                  pytest.param("chunk4", 64, marks=pytest.mark.slow)])
 def test_remat_pieces_keep_values_final_carry_and_gradients(variant, remat_chunk):
     """`mlstm_scan.layer` with remat projects and runs a piece at a time under jax.checkpoint:
     the same values, final carry and gradients as the plain layer, with padding, a masked step,
