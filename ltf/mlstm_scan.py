@@ -35,9 +35,9 @@ Layer semantics, in both forms:
     it starts from is the zero state with m = 0. No gradient crosses a reset;
   - the final carry is the state after the last real step.
 
-`remat` (`layer`): the layer runs in pieces of `remat_chunk` steps (REMAT_CHUNK; chunkwise: rounded
-down to whole chunks of L) under `jax.checkpoint`, a `lax.scan` over the pieces carrying (C, n, m, h); each piece
-projects its own inputs. The backward pass keeps the inputs and one state per piece and
+`remat` (`layer`): the layer runs in pieces of `remat_chunk` steps (REMAT_CHUNK; chunkwise:
+rounded down to whole chunks of L) under `jax.checkpoint`, a `lax.scan` over the pieces carrying
+(C, n, m, h); each piece projects its own inputs. The backward pass keeps the inputs and one state per piece and
 recomputes each piece, so the projections (4H + 2·heads numbers per token), the per-step states
 of the sequential form (a d x d matrix per head and step: what `jax.grad` of the plain scan
 stores) and the chunkwise form's L x L weights are live for one piece at a time. One layer's
@@ -62,7 +62,7 @@ from ltf.fast_rnn import project
 # on 2 CPU cores busy with other work: indicative only (benchmarks/bench_recurrences_cpu.md, scripts/bench_recurrences.py).
 CPU_FORM = "chunkwise"
 ACCELERATOR_FORM = "chunkwise"
-# Steps per remat piece (rounded down to a multiple of chunk_size), as in ltf.fast_rnn and ltf.linear_scan.
+# Steps per remat piece (chunkwise: rounded down to whole chunks), as in ltf.fast_rnn and ltf.linear_scan.
 REMAT_CHUNK = 256
 
 

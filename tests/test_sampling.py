@@ -12,7 +12,10 @@ from ltf.sampling import sample
 WARMUP, PROMPT = "the cat ", "sat on "
 
 
-@pytest.mark.parametrize("cell, options", [("lstm", {}), ("phased", {"period_init_min": 2.0, "period_init_max": 8.0, "r_on_init": 0.5})])
+PHASED = {"period_init_min": 2.0, "period_init_max": 8.0, "r_on_init": 0.5}
+
+
+@pytest.mark.parametrize("cell, options", [("lstm", {}), ("phased", PHASED)])
 def test_greedy_sampling_continues_the_text_as_one_pass_over_it_would(cell, options):
     """The greedy choice after each sampled token is the argmax of a single apply over warmup +
     prompt + the tokens so far. For `phased`, whose time gate reads the absolute time of each
