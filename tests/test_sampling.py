@@ -10,8 +10,6 @@ from ltf.models import LanguageModel
 from ltf.sampling import sample
 
 WARMUP, PROMPT = "the cat ", "sat on "
-
-
 PHASED = {"period_init_min": 2.0, "period_init_max": 8.0, "r_on_init": 0.5}
 
 
