@@ -43,6 +43,7 @@ from ltf.cells import base
 from ltf.cells.base import LSTMState, Params
 from ltf.cells.linear import FORMS, LinearCell
 from ltf.fast_rnn import project
+from ltf.shapes import time_chunks
 
 # "auto" on CPU: the faster form there, per token, forward and backward (scripts/bench_recurrences.py):
 # the sequential scan (see benchmarks/bench_recurrences_cpu.md).
@@ -146,12 +147,9 @@ def layer(cell: LinearCell, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, stat
     n_steps, batch = xs_TxBxD.shape[:2]
     chunk = min(remat_chunk, n_steps)
     n_chunks = -(-n_steps // chunk)
-    # T padded to whole chunks with masked steps, which leave the carry as it is
-    pad = n_chunks * chunk - n_steps
+    # T padded to whole chunks with masked steps (mask 0), which leave the carry as it is
     masks = jnp.ones((n_steps, batch), xs_TxBxD.dtype) if masks_TxB is None else masks_TxB
-    pieces = jax.tree.map(
-            lambda v: jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1)).reshape((n_chunks, chunk) + v.shape[1:]),
-            (xs_TxBxD, dts_TxBxK, masks, resets_TxB))
+    pieces = jax.tree.map(lambda v: time_chunks(v, n_chunks, chunk), (xs_TxBxD, dts_TxBxK, masks, resets_TxB))
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk_step(h_BxH, piece):

@@ -56,6 +56,7 @@ from ltf.cells import base
 from ltf.cells.base import LSTMState
 from ltf.cells.mlstm import FORMS, MLSTM, pack, split_projection, step, unpack
 from ltf.fast_rnn import project
+from ltf.shapes import time_chunks
 
 # "auto" on CPU: the faster form there, per token, forward and backward: chunkwise (L = 64) was 1.95 to
 # 2.3x faster than sequential at B = 4, H = 64, 4 heads, T = 256 and 1,024 (with and without remat),
@@ -152,14 +153,6 @@ def _check(cell):
                          "other cells run in ltf.rnn / ltf.fast_rnn / ltf.linear_scan.")
 
 
-def _chunked(a_Tx, n_chunks: int, chunk: int):
-    """a_Tx... padded with zeros (masked steps, which leave the carry as it is) to n_chunks·L
-    steps, as n_chunks x L x ... ."""
-    pad = n_chunks * chunk - a_Tx.shape[0]
-    a = jnp.pad(a_Tx, [(0, pad)] + [(0, 0)] * (a_Tx.ndim - 1))
-    return a.reshape((n_chunks, chunk) + a_Tx.shape[1:])
-
-
 def _run(cell: MLSTM, form: str, carry, zs_TxBxG, real_TxB, reset_TxB, unroll: int):
     """(carry after the last real step, hs_TxBxH) of the steps of zs (time-major, any length) in
     `form`, from carry (C, n, m, h) unpacked: the sequential scan, or chunks of L = chunk_size."""
@@ -170,7 +163,7 @@ def _run(cell: MLSTM, form: str, carry, zs_TxBxG, real_TxB, reset_TxB, unroll: i
     if form == "sequential":
         return sequential(carry, (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB), unroll=unroll)
     chunk = min(cell.chunk_size, n_steps)
-    pieces = functools.partial(_chunked, n_chunks=-(-n_steps // chunk), chunk=chunk)
+    pieces = functools.partial(time_chunks, n_chunks=-(-n_steps // chunk), chunk=chunk)
     log_f = jnp.where(real_TxB[..., None], jax.nn.log_sigmoid(f_pre), 0.0)  # a masked step forgets nothing
     # batch-major within a chunk, L beside D, for the L x L matmuls per head
     per_head = lambda a: jnp.moveaxis(pieces(a), 1, 3)  # noqa: E731  N_c x B x N x L x D
@@ -189,6 +182,11 @@ def _flags(masks_TxB, resets_TxB, n_steps: int, batch: int):
     return real_TxB, reset_TxB
 
 
+def _initial(cell: MLSTM, state0: LSTMState, dtype):
+    """(C, n, m, h) unpacked from a layer's initial LSTMState, in the inputs' dtype."""
+    return (*unpack(state0.c.astype(dtype), cell.heads), state0.h.astype(dtype))
+
+
 def _final(carry) -> LSTMState:
     c, n, m, h = carry
     return LSTMState(pack(c, n, m), h)
@@ -200,8 +198,8 @@ def recurrence(cell: MLSTM, zs_TxBxG, masks_TxB, state0: LSTMState, *, resets_Tx
     the sequential form's scan over the steps (the scan over chunks is not unrolled)."""
     _check(cell)
     real_TxB, reset_TxB = _flags(masks_TxB, resets_TxB, *zs_TxBxG.shape[:2])
-    carry0 = (*unpack(state0.c.astype(zs_TxBxG.dtype), cell.heads), state0.h.astype(zs_TxBxG.dtype))
-    carry, hs_TxBxH = _run(cell, resolve_form(cell.form), carry0, zs_TxBxG, real_TxB, reset_TxB, unroll)
+    carry, hs_TxBxH = _run(cell, resolve_form(cell.form), _initial(cell, state0, zs_TxBxG.dtype), zs_TxBxG,
+                           real_TxB, reset_TxB, unroll)
     return _final(carry), hs_TxBxH
 
 
@@ -222,7 +220,7 @@ def layer(cell: MLSTM, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState
     piece = min(n_steps, max(whole, remat_chunk // whole * whole))
     n_pieces = -(-n_steps // piece)
     real_TxB, reset_TxB = _flags(masks_TxB, resets_TxB, n_steps, batch)
-    pieces = tuple(_chunked(a, n_pieces, piece) for a in (xs_TxBxD, dts_TxBxK, real_TxB, reset_TxB))
+    pieces = tuple(time_chunks(a, n_pieces, piece) for a in (xs_TxBxD, dts_TxBxK, real_TxB, reset_TxB))
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def run_piece(carry, inputs):
@@ -230,7 +228,5 @@ def layer(cell: MLSTM, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState
         zs_LxBxG = project(cell, params, xs_LxBxD, dts_LxBxK)
         return _run(cell, form, carry, zs_LxBxG, real_LxB, reset_LxB, unroll)
 
-    dtype = xs_TxBxD.dtype
-    carry0 = (*unpack(state0.c.astype(dtype), cell.heads), state0.h.astype(dtype))
-    carry, hs_NxLxBxH = jax.lax.scan(run_piece, carry0, pieces)
+    carry, hs_NxLxBxH = jax.lax.scan(run_piece, _initial(cell, state0, xs_TxBxD.dtype), pieces)
     return _final(carry), hs_NxLxBxH.reshape((n_pieces * piece,) + hs_NxLxBxH.shape[2:])[:n_steps]

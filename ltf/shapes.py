@@ -15,6 +15,14 @@ def dense(params: dict, x):
     return y + lead(params["b"], y)
 
 
+def time_chunks(a_Tx, n_chunks: int, chunk: int):
+    """a_Tx... padded at the end with zeros to n_chunks·chunk steps, as n_chunks x chunk x ...
+    (the layers' remat pieces and mLSTM's chunks; zero masks make the padding masked steps)."""
+    pad = n_chunks * chunk - a_Tx.shape[0]
+    a = jnp.pad(a_Tx, [(0, pad)] + [(0, 0)] * (a_Tx.ndim - 1))
+    return a.reshape((n_chunks, chunk) + a_Tx.shape[1:])
+
+
 def dense_init(key, d_in: int, d_out: int) -> dict:
     """The parameters of `dense`: w_IxO LeCun normal, b_O zeros."""
     return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}

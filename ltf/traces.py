@@ -242,7 +242,7 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     def body(carry: LSTMState, step_in):
         z_BxG, dt_BxK, m_B = step_in
         c_in, h_in_BxH = carry_in(cell, params, carry.c, carry.h, dt_BxK)  # the cell's decay, if any
-        if not (cell.linear or cell.matrix_memory):  # these cells have no recurrent matmul
+        if cell.has_recurrent_matmul:
             z_BxG = z_BxG + h_in_BxH @ cell.recurrent_weight(params)  # z_t = x_t W_x + h' W_h + b (+ φ(Δt) W_Δt)
         gates, c_BxH, h_BxH = step_gates(cell, params, z_BxG, c_in, h_in_BxH, dt_BxK)
         if m_B is not None:  # a masked step keeps the carry and emits the carried h

@@ -18,6 +18,7 @@ Wilson interval for the proportion, since a few dozen seeds leave wide bounds.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
@@ -58,8 +59,6 @@ def rate(test: dict, good_length: float = 1_000) -> str:
 
 def evaluated_test(run_dir: Path, overrides: dict) -> dict | None:
     """The latest test record in run_dir/evaluations.jsonl made with exactly `overrides`, or None."""
-    import json
-
     path = run_dir / RECORDS_FILE
     if not path.exists():
         return None

@@ -112,6 +112,11 @@ class LSTM:
     matrix_memory: ClassVar[bool] = False
 
     @property
+    def has_recurrent_matmul(self) -> bool:
+        """The step adds h' W_h to z_t (every cell but the linear and matrix-memory ones)."""
+        return not (self.linear or self.matrix_memory)
+
+    @property
     def changes_carry(self) -> bool:
         """before_step is not the identity: the custom backward pass differentiates it per step."""
         return self.decay
@@ -197,7 +202,7 @@ class LSTM:
         if self.changes_carry:
             c, h = self.before_step(params, c, h, inputs.dt)
         z = inputs.z  # x_t W_x + b: all that the linear cells and mlstm's gates read
-        if not (self.linear or self.matrix_memory):
+        if self.has_recurrent_matmul:
             z = z + h @ self.recurrent_weight(params)  # the one recurrent matmul, H x G·H
         c, h = self.gate_update(params, z, c, h, inputs.dt)
         return LSTMState(c, h), h
