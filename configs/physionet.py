@@ -46,6 +46,7 @@ def get_config(arg=None):
         name="physionet", data_dir=ml_collections.config_dict.placeholder(str), extra_sets=(), split_seed=0,
         dt=choices.dt, protocol=choices.protocol, fold=choices.fold,
         use_static=choices.static,  # age, gender, height, weight, ICU type (+ observed flags) into the head
+        winsorise=0.0,  # > 0: clip each variable to the training split's q, 1 - q quantiles (entry errors)
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=202, batch_size=64, eval_batch_size=128))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": 100.0}),

@@ -86,6 +86,35 @@ def test_normaliser_statistics_and_never_observed_variable(tmp_path):
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
 
 
+def test_winsorise_clips_every_split_to_the_training_quantiles(tmp_path):
+    write_set(tmp_path / "one", n=40)
+    plain = pn.load_physionet(tmp_path / "one")
+    data = pn.load_physionet(tmp_path / "one", winsorise=0.1)
+    hr = data.splits["train"].values[:, V["HR"]].astype(np.float64)
+    hr = hr[np.isfinite(hr)]
+    low, high = np.quantile(hr, 0.1), np.quantile(hr, 0.9)
+    np.testing.assert_allclose((data.bounds.low[V["HR"]], data.bounds.high[V["HR"]]), (low, high))
+    clipped = np.clip(hr, low, high)  # the normaliser is fitted on the clipped training values
+    np.testing.assert_allclose(data.normaliser.mean[V["HR"]], clipped.mean(), rtol=1e-6)
+    np.testing.assert_allclose(data.normaliser.std[V["HR"]], clipped.std(), rtol=1e-5)
+    assert data.bounds.low[V["Albumin"]] == -np.inf  # never observed: no bounds, no NaN warnings
+    for split in ("train", "validation", "test"):  # every split clipped to the same bounds
+        batch = data.take(split, np.arange(len(data.splits[split])))
+        seen = batch["obs_mask"][..., V["HR"]] > 0
+        z = batch["inputs"][..., V["HR"]][seen]
+        raw = (z * data.normaliser.std[V["HR"]]) + data.normaliser.mean[V["HR"]]
+        assert raw.min() >= low - 1e-3 and raw.max() <= high + 1e-3, split
+        rows = np.arange(len(data.splits[split]))
+        np.testing.assert_array_equal(seen, plain.take(split, rows)["obs_mask"][..., V["HR"]] > 0)
+    # held-out values never move the bounds
+    held_out = set(data.splits["validation"].record_ids) | set(data.splits["test"].record_ids)
+    write_set(tmp_path / "two", n=40, scale=lambda rid: 10.0 if rid in held_out else 1.0)
+    moved = pn.load_physionet(tmp_path / "two", winsorise=0.1)
+    np.testing.assert_array_equal(data.bounds.high, moved.bounds.high)
+    with pytest.raises(ValueError, match="winsorise=0.5"):
+        pn.load_physionet(tmp_path / "one", winsorise=0.5)
+
+
 def test_batches_shapes_padding_and_static(tmp_path):
     write_set(tmp_path, n=40)
     (tmp_path / "set-a" / "200000.txt").write_text(record(200000, np.random.default_rng(1), 4,

@@ -140,7 +140,8 @@ class PhysioNet(_SplitBatches):
         from ltf.data.series.physionet import load_physionet  # noqa: PLC0415
 
         self.data = load_physionet(t.data_dir, extra_sets=tuple(t.extra_sets), seed=t.split_seed,
-                                   protocol=t.get("protocol", "ltf"), fold=t.get("fold", 0))
+                                   protocol=t.get("protocol", "ltf"), fold=t.get("fold", 0),
+                                   winsorise=t.get("winsorise", 0.0))
         self.eval_splits = ("validation", "test") + tuple(s for s in self.data.splits
                                                           if s not in ("train", "validation", "test"))
         if t.dt not in ("event", "per_variable"):

@@ -13,7 +13,11 @@ a `np.random.default_rng(seed)` permutation, seed 0 by default, class 0 drawn fi
 round(f·n) stays to train and validation, the rest to test), "published" (20% test, then 80/20
 train/validation, as Rubanova et al. 2019 and mTAND) or "cv" (GRU-D's 5 folds, one as test). Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
 Normalisation: per variable, mean and std over all observations in the training stays; the
-static Age, Height and Weight likewise; validation, test and other sets never enter them.
+static Age, Height and Weight likewise; validation, test and other sets never enter them. With
+`winsorise=q` every value is first clipped to the training observations' q and 1 - q quantiles
+(per variable), before the normalisers are fitted and in every split: set A holds entry errors
+(pH 735 for 7.35, temperatures of -17.8 °C) whose z-scores reach 120 and whose weight in the
+std squeezes the normal range of pH into 0.01 of a unit.
 
 Preparation: data_dir is the manual folder of the TFDS builder `physionet2012`
 (ltf.data.tfds.physionet2012: one example a stay, a split for each set in the folder). It is
@@ -107,9 +111,33 @@ def _stack(examples) -> dict:
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
-def _features(padded: dict, norm: Normaliser | None) -> Batch:
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Per-feature clipping bounds [D]: the training split's q and 1 - q quantiles."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def fit(cls, values_NxD, q: float) -> Bounds:
+        if not 0.0 < q < 0.5:
+            raise ValueError(f"winsorise={q}: the quantile clipped off each tail must be in (0, 0.5); "
+                             "0 turns clipping off")
+        x = np.asarray(values_NxD, np.float64)
+        seen = np.isfinite(x).any(axis=0)  # a feature never observed keeps no bounds
+        low = np.nanquantile(np.where(seen, x, 0.0), q, axis=0)
+        high = np.nanquantile(np.where(seen, x, 0.0), 1.0 - q, axis=0)
+        return cls(np.where(seen, low, -np.inf), np.where(seen, high, np.inf))
+
+    def apply(self, x):
+        return np.clip(x, self.low, self.high)  # NaN (unobserved) stays NaN
+
+
+def _features(padded: dict, norm: Normaliser | None, bounds: Bounds | None = None) -> Batch:
     """Per-event features of padded stays: times [B,T], values [B,T,37], length [B]."""
     t_BxT, raw_BxTxV = padded["times"], padded["values"]
+    if bounds is not None:
+        raw_BxTxV = bounds.apply(raw_BxTxV)
     valid_BxT = np.arange(t_BxT.shape[1]) < padded["length"][:, None]
     obs_BxTxV = valid_BxT[..., None] & np.isfinite(raw_BxTxV)
     x_BxTxV = raw_BxTxV if norm is None else norm.apply(np.where(obs_BxTxV, raw_BxTxV, 0.0))
@@ -139,8 +167,10 @@ def stay_arrays(stays: Stays, i: int, normaliser: Normaliser | None = None) -> d
 _CONT = [STATIC.index(k) for k in ("Age", "Height", "Weight")]
 
 
-def _static_features(s_Bx5: np.ndarray, norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
-    cont = norm.apply(s_Bx5[:, _CONT])
+def _static_features(s_Bx5: np.ndarray, norm: Normaliser,
+                     bounds: Bounds | None = None) -> tuple[np.ndarray, np.ndarray]:
+    cont_raw = s_Bx5[:, _CONT] if bounds is None else bounds.apply(s_Bx5[:, _CONT])
+    cont = norm.apply(cont_raw)
     gender = s_Bx5[:, [STATIC.index("Gender")]]
     icu = s_Bx5[:, STATIC.index("ICUType")]
     onehot = (icu[:, None] == np.arange(1, 5)) * 1.0
@@ -163,12 +193,14 @@ class PhysioNetData:
     fractions: tuple[float, float, float]
     protocol: str = "ltf"
     fold: int = 0
+    bounds: Bounds | None = None         # [37] when winsorised (`load_physionet(winsorise=q)`)
+    static_bounds: Bounds | None = None  # [3] likewise
 
     def _batch(self, padded: dict) -> Batch:
         """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
-        batch = _features(padded, self.normaliser)
-        batch["static"], batch["static_mask"] = _static_features(padded["static"],
-                                                                 self.static_normaliser)
+        batch = _features(padded, self.normaliser, self.bounds)
+        batch["static"], batch["static_mask"] = _static_features(padded["static"], self.static_normaliser,
+                                                                 self.static_bounds)
         batch["example_mask"] = padded["example_mask"]
         batch = {k: v.astype(np.float32) for k, v in batch.items()}
         for k in MASK_KEYS:  # padding rows count in no loss or metric
@@ -235,13 +267,13 @@ def _extra_source(item, data_dir) -> tuple[Path, str]:
 
 def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
                    seed: int = DEFAULT_SEED, protocol: str = "ltf", fold: int = 0,
-                   max_len: int | None = None, cache_dir=None) -> PhysioNetData:
+                   max_len: int | None = None, cache_dir=None, winsorise: float = 0.0) -> PhysioNetData:
     """Set A from data_dir split train/validation/test by `protocol` ("ltf": `fractions`,
     "published": 20% test then 80/20, "cv": fold `fold` of 5 as test; `ltf.data.series.splits`),
     plus `extra_sets` for evaluation: each
     a letter ("b"), a set name ("set-c") or the path of a set-x/ folder or set-x.tar.gz (its
     Outcomes-x.txt beside it). Each folder is prepared as a TFDS dataset once (see the module
-    docstring)."""
+    docstring). `winsorise=q` > 0 clips every value to the training split's q, 1 - q quantiles."""
     locate_set(data_dir, "a")  # a clear error when set A is missing
     wanted = [(Path(data_dir).resolve(), "a")] + [_extra_source(x, data_dir) for x in extra_sets]
     folders: dict[Path, list[str]] = {}
@@ -255,13 +287,17 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
     for folder, letter in wanted[1:]:
         splits[f"set-{letter}"] = loaded[folder, f"set-{letter}"]
     train = splits["train"]
-    norm = Normaliser.fit(train.values, axis=0)
-    static_norm = Normaliser.fit(train.static[:, _CONT], axis=0)
+    bounds = static_bounds = None
+    if winsorise:
+        bounds, static_bounds = Bounds.fit(train.values, winsorise), Bounds.fit(train.static[:, _CONT], winsorise)
+    values, static = train.values, train.static[:, _CONT]
+    norm = Normaliser.fit(values if bounds is None else bounds.apply(values), axis=0)
+    static_norm = Normaliser.fit(static if static_bounds is None else static_bounds.apply(static), axis=0)
     longest = max(int(s.lengths.max(initial=0)) for s in splits.values())
     if max_len is not None and max_len < longest:
         raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
     return PhysioNetData(splits, norm, static_norm, max(max_len or longest, 1), seed,
-                         tuple(fractions), protocol, fold)
+                         tuple(fractions), protocol, fold, bounds, static_bounds)
 
 
 def describe(stays: Stays) -> dict:
