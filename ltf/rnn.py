@@ -109,7 +109,8 @@ def scan_layer(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     batch = dts_BxTxK.shape[0]
     if state is None:
         state = cell.initial_state(batch, cell.hidden_size(params), dtype)
-    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(dtype)
+    # what the steps read of time, for all T steps at once (the identity for most cells)
+    dts_TxBxK = cell.time_features(params, jnp.swapaxes(dts_BxTxK, 0, 1).astype(dtype))
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
     resets_TxB = None if resets_BxT is None else jnp.swapaxes(resets_BxT, 0, 1).astype(dtype)
     if cell.linear:  # h_t = a_t ⊙ h_{t-1} + b_t: no recurrent matmul, no custom backward pass

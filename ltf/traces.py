@@ -136,10 +136,10 @@ def _ctlstm(cell, params, z_BxG, c_in_Bx4H, h_in_BxH, dt_BxK):
 
 def _phased(cell, params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
     """Neil et al. 2016: the peephole LSTM's c̃_t, h̃_t, blended with the carry by the time gate k_t
-    at t, the last column of Δt."""
+    at t (`dt_BxK` holds the cell's time features: k_t from φ_t = ((t − s) mod τ)/τ)."""
     gates, c_tilde_BxH, h_tilde_BxH = _forget_gate_lstm(_blocks(cell, z_BxG), c_prev_BxH,
                                                         **cell.peephole_weights(params))
-    k_BxH = cell.time_gate(params, dt_BxK[:, -1])  # k_t from φ_t = ((t − s) mod τ)/τ
+    k_BxH = dt_BxK  # Phased.time_features
     gates["k"] = k_BxH
     c_BxH = k_BxH * c_tilde_BxH + (1.0 - k_BxH) * c_prev_BxH  # c_t = k ⊙ c̃_t + (1 − k) ⊙ c_{t−1}
     h_BxH = k_BxH * h_tilde_BxH + (1.0 - k_BxH) * h_prev_BxH  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
@@ -235,7 +235,7 @@ def cell_traces(cell: LSTM, params: Params, xs_BxTxD, dts_BxTxK, mask_BxT=None,
     if state is None:
         state = cell.initial_state(batch, cell.hidden_size(params), xs_BxTxD.dtype)
     xs_TxBxD = jnp.swapaxes(xs_BxTxD, 0, 1)
-    dts_TxBxK = jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype)
+    dts_TxBxK = cell.time_features(params, jnp.swapaxes(dts_BxTxK, 0, 1).astype(xs_BxTxD.dtype))
     masks_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
     zs_TxBxG = cell.project(params, xs_TxBxD, dts_TxBxK)  # the cell's own h-independent part
 

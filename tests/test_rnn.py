@@ -27,8 +27,8 @@ def setup(name, seed=0):
 def python_loop(cell, params, xs, dts):
     state, hs = cell.initial_state(B, H), []
     for t in range(xs.shape[1]):
-        z = cell.project(params, xs[:, t], dts[:, t])
-        state, h = cell.step(params, state, StepInputs(z, dts[:, t]))
+        z = cell.project(params, xs[:, t], cell.time_features(params, dts[:, t]))
+        state, h = cell.step(params, state, StepInputs(z, dts[:, t]))  # step: the raw Δt
         hs.append(h)
     return state, jnp.stack(hs, axis=1)
 

@@ -4,8 +4,14 @@ Every cell is a small frozen dataclass of static options with pure methods over 
 of parameters:
 
     params     = cell.init(key, d_in, d_hidden)                 # plain dict of arrays
-    zs         = cell.project(params, xs_...xD, dts_...xK)       # what does not depend on the carry
-    carry, h_t = cell.step(params, carry, StepInputs(z_t, dt_t))
+    feats      = cell.time_features(params, dts_...xK)          # what the steps read of time
+    zs         = cell.project(params, xs_...xD, feats)           # what does not depend on the carry
+    carry, h_t = cell.step(params, carry, StepInputs(z_t, dt_t))  # dt_t: the raw Δt_t
+
+What the steps read of time is `time_features`, computed for all steps at once before the scan
+(the identity for most cells: the gaps Δt themselves; Phased LSTM's time gate k_t, a function of
+the absolute time and the parameters alone). `project`, `before_step` and `gate_update` read
+those features; `step` takes the raw Δt and computes them itself.
 
 `step` is three parts, which `ltf.fast_rnn` runs (and differentiates) separately:
 
@@ -184,6 +190,16 @@ class LSTM:
 
     # -- the h-independent part, for all steps at once -----------------------------------
 
+    def time_features(self, params: Params, dts):
+        """What the steps read of time, for any leading shape: dts_...xK (the model's Δt input,
+        with the absolute time as its last column for a cell that `uses_times`) -> ..._xK'. The
+        identity here. A cell whose per-step time features depend on the parameters and the
+        times alone computes them here, for all steps at once outside the scan, so that the
+        scan's steps (and the custom backward pass's reverse steps) do not; their gradient
+        then flows by ordinary autodiff through the cotangent of the scan's Δt input."""
+        del params
+        return dts
+
     def project(self, params: Params, xs, dts) -> Array:
         """z = x W_x + b for any leading shape: xs_...xD, dts_...xK -> z_...xG."""
         del dts
@@ -198,13 +214,15 @@ class LSTM:
         return {}
 
     def step(self, params: Params, carry: LSTMState, inputs: StepInputs):
+        """One step from the raw Δt_t (`inputs.dt`, dt_BxK): the time features are computed here."""
         c, h = carry
+        dt = self.time_features(params, inputs.dt)
         if self.changes_carry:
-            c, h = self.before_step(params, c, h, inputs.dt)
+            c, h = self.before_step(params, c, h, dt)
         z = inputs.z  # x_t W_x + b: all that the linear cells and mlstm's gates read
         if self.has_recurrent_matmul:
             z = z + h @ self.recurrent_weight(params)  # the one recurrent matmul, H x G·H
-        c, h = self.gate_update(params, z, c, h, inputs.dt)
+        c, h = self.gate_update(params, z, c, h, dt)
         return LSTMState(c, h), h
 
     def recurrent_weight(self, params: Params) -> Array:

@@ -121,17 +121,24 @@ class Phased(LSTM):
         return jnp.full(params["log_tau"].shape, self.r_on_init, params["log_tau"].dtype)
 
     def phase(self, params: Params, t_B: Array) -> Array:
-        """φ_BxH = ((t − s) mod τ) / τ, in [0, 1)."""
-        tau_1xH = jnp.exp(params["log_tau"])[None]
-        return jnp.mod(t_B[:, None] - params["shift"][None], tau_1xH) / tau_1xH
+        """φ_...xH = ((t − s) mod τ) / τ, in [0, 1), at the absolute times t_... (any leading shape)."""
+        tau_H = jnp.exp(params["log_tau"])
+        t_x1 = t_B[..., None]
+        return jnp.mod(t_x1 - lead(params["shift"], t_x1), lead(tau_H, t_x1)) / lead(tau_H, t_x1)
 
     def time_gate(self, params: Params, t_B: Array) -> Array:
-        """k_BxH at the absolute times t_B."""
+        """k_...xH at the absolute times t_... (any leading shape)."""
         return time_gate(self.phase(params, t_B), self.open_ratio(params), self.leak)
 
+    def time_features(self, params: Params, dts):
+        """k_...xH at every step's absolute time (the last column of Δt), for all steps at once:
+        the time gate depends on t and the rhythm alone, so the scan's steps only blend with it."""
+        return self.time_gate(params, dts[..., -1])
+
     def gate_update(self, params: Params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
+        """`dt_BxK` holds the time features: k_BxH (`time_features`)."""
         c_tilde_BxH, h_tilde_BxH = lstm_update(z_BxG, c_prev_BxH, **self.peephole_weights(params))  # c̃_t, h̃_t
-        k_BxH = self.time_gate(params, dt_BxK[:, -1])  # k_t at t, the last column of Δt
+        k_BxH = dt_BxK  # k_t at t
         c_BxH = k_BxH * c_tilde_BxH + (1.0 - k_BxH) * c_prev_BxH  # c_t = k ⊙ c̃_t + (1 − k) ⊙ c_{t−1}
         h_BxH = k_BxH * h_tilde_BxH + (1.0 - k_BxH) * h_prev_BxH  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
         return c_BxH, h_BxH
