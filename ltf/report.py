@@ -9,7 +9,7 @@ Writes into the sweep workdir W:
                          mean ± sample std (ddof=1; "—" for one seed), wall time per run
     results.csv          the same per arm, every final metric (loss, bpc/perplexity) and split,
                          the arm's overrides as columns; full precision, std empty for one seed
-    learning_curves.png  validation metric against step, per arm: mean over seeds, band min–max
+    learning_curves.png  validation metric against step, per arm: mean over seeds (or folds), band min–max
     final_<metric>.png   final validation metric per arm: bar = mean, error bar = std, dots = seeds
 
 A run counts when its metrics hold the validation record at its final step (train.steps in its
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ltf.sweep import RUN_FILE, SWEEP_FILE, Run
+from ltf.sweep import RUN_FILE, SEED, SWEEP_FILE, Run
 from ltf.writers import CONFIG_FILE, read_metrics
 
 METRICS = ("bpc", "perplexity", "loss")  # the first one the runs log is the default
@@ -138,11 +138,26 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
+def replicates_word(results: Sequence[RunResult]) -> str:
+    """What the runs of one arm differ in, for "mean ± std over ...": "seeds", or the override
+    keys that vary within an arm (GRU-D's cross-validation: "folds (`task.fold`)")."""
+    keys = set()
+    for arm in {r.arm for r in results}:
+        overrides = [r.overrides for r in results if r.arm == arm]
+        for k in set().union(*overrides):
+            if len({json.dumps(o.get(k), sort_keys=True, default=str) for o in overrides}) > 1:
+                keys.add(k)
+    words = ["seeds" if k == SEED else ("folds (`task.fold`)" if k == "task.fold" else f"`{k}`")
+             for k in sorted(keys, key=lambda k: (k != SEED, k))]
+    return " and ".join(words) or "seeds"
+
+
 def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdir: Path) -> list[Path]:
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, and no global backend change
     from matplotlib.ticker import MaxNLocator
 
     finished = [r for r in results if r.final]
+    over = replicates_word(results)
     shown = [row for row in rows if row.get(f"validation_{metric}_mean") is not None]
     if not shown:
         return []
@@ -161,7 +176,7 @@ def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdi
             ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="step", ylabel=f"validation {metric}",
-           title=f"validation {metric}: mean over seeds, band min–max")
+           title=f"validation {metric}: mean over {over}, band min–max")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     curves_png = workdir / "learning_curves.png"
@@ -180,7 +195,7 @@ def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdi
                 va="center", fontsize="small")
     ax.set_xlim(0, 1.3 * max(m + s for m, s in zip(means, stds)))  # room for the labels
     ax.set_yticks(y, [f"{row['arm']} (n={row['n']})" for row in shown], fontsize="small")
-    ax.set(xlabel=f"final validation {metric} (bar: mean, error bar: std over seeds, dots: seeds)")
+    ax.set(xlabel=f"final validation {metric} (bar: mean, error bar: std over {over}, dots: runs)")
     ax.grid(axis="x", alpha=0.3)
     bars_png = workdir / f"final_{metric}.png"
     fig.savefig(bars_png, dpi=120)
@@ -212,7 +227,7 @@ def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = Non
     when = ("at each run's best validation checkpoint (`train.test_at='best'`: test scored with it)" if selected
             else "(step `train.steps`)")
     lines = [f"# Sweep results{f': `{title}`' if title else ''}", "",
-             f"Final `{metric}` {when} as mean ± sample std over seeds ({DASH} for one seed); "
+             f"Final `{metric}` {when} as mean ± sample std over {replicates_word(results)} ({DASH} for one run); "
              "wall time per run: process start to exit, summed over resumed attempts (seeds trained "
              "in one process share its time equally).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

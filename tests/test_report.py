@@ -104,3 +104,25 @@ def test_with_test_at_the_best_checkpoint_validation_is_read_there_too(tmp_path)
     (result,) = report.collect(tmp_path)
     assert result.final["validation"]["bpc"] == 5.0 and result.final["test"]["bpc"] == 2.5  # step 10's
     assert "best validation checkpoint" in report.write_report(tmp_path)["md"].read_text()
+
+
+def test_the_table_names_what_an_arm_s_runs_differ_in(tmp_path):
+    assert report.replicates_word(report.collect(_cv_like(tmp_path / "seeds", fold=False))) == "seeds"
+    workdir = _cv_like(tmp_path / "cv", fold=True)
+    assert report.replicates_word(report.collect(workdir)) == "folds (`task.fold`)"
+    md = report.write_report(workdir)["md"].read_text()
+    assert "mean ± sample std over folds (`task.fold`)" in md and "over seeds" not in md
+    assert "| `cell=grud` | 3 | 2.1000 ± 0.1000 |" in md
+
+
+def _cv_like(workdir, *, fold: bool):
+    """Three runs of one arm, differing in the seed, or (one seed) in task.fold as GRU-D's CV does."""
+    entries = []
+    for i, val in enumerate((2.0, 2.1, 2.2)):
+        entry = write_run(workdir, f"cell=grud,{'fold' if fold else 'seed'}={i}", "cell=grud",
+                          0 if fold else i, val, None, [1.0], True)
+        if fold:
+            entry["overrides"]["task.fold"] = i
+        entries.append(entry)
+    (workdir / SWEEP_FILE).write_text(json.dumps({"config": "configs/physionet.py", "runs": entries}))
+    return workdir
