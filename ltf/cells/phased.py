@@ -20,6 +20,10 @@ k blends the peephole LSTM's update (c̃_t, h̃_t: `lstm_update` with U_f, U_i, 
 so a closed unit (k = 0) keeps c and h exactly, and gradients pass it unchanged. With k ≡ 1 the
 cell is `adaptive` with peepholes=True (tests/test_cells_phased.py).
 
+k_t depends on t and the rhythm alone, never on the carry: `time_features` computes it for all
+T steps at once before the scan, and the steps (and the custom backward pass's reverse steps)
+only blend with it; τ, s and r_on get their gradients by autodiff through that one computation.
+
 Parameters beside the LSTM's: log τ (so τ = exp(log τ) > 0 always; the authors' code takes |τ|),
 the shift s (unconstrained; only s mod τ matters) and, with `learn_r_on` (default, as the
 authors' frequency-task code, which trains τ, s and r_on), logit r_on (r_on = σ(ρ) ∈ (0, 1)
