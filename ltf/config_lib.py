@@ -302,6 +302,9 @@ def validate(config) -> None:
     _require(o.name in OPTIMIZERS, "opt.name", f"{o.name!r}; allowed values are {OPTIMIZERS}.")
     _require(o.schedule in SCHEDULES, "opt.schedule", f"{o.schedule!r}; allowed values are {SCHEDULES}.")
     _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")
+    _require(not o.weight_decay or o.name == "adamw", "opt.weight_decay",  # adam and sgd would ignore it
+             f"{o.weight_decay} applies to opt.name='adamw' only (got {o.name!r}); set "
+             "--config.opt.name=adamw, or weight_decay=0.")
     _require(m.backward in BACKWARDS, "model.backward", f"{m.backward!r}; allowed values are {BACKWARDS}.")
     try:
         cell = make_cell(m.cell, **_cell_options(m))

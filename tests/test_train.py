@@ -109,6 +109,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     ("model.cell", "no_such_cell", "model.cell.*allowed values"),
     ("model.d_hidden", 0, "model.d_hidden"),
     ("opt.name", "rmsprop", "opt.name"),
+    ("opt.weight_decay", 0.1, r"opt.weight_decay.*'adamw' only \(got 'adam'\)"),  # adam would ignore it
     ("model.attention.normaliser", "sparse", "model.attention.normaliser"),
 ])
 def test_bad_config_values_name_the_field(field, value, match):
