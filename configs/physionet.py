@@ -75,9 +75,12 @@ ARMS["time_aware_dt_per_variable"] = {"model.cell": "time_aware", "task.dt": "pe
 ARMS["grud"] = {"model.cell": "grud", "task.dt": "per_variable", "model.cell_options.d_time": 37,
                 "model.input_decay": True}
 # Phased LSTM with its periods drawn within a stay's 48 hours (1 to 48 h, log-uniform), not the
-# cell's default e..e^6 time units, most of which would leave a unit closed for the whole stay.
+# cell's default e..e^6 time units, most of which would leave a unit closed for the whole stay;
+# open half of each period (r_on = 0.5): with the paper's 0.05 a stay's few dozen events mostly
+# fall in closed phases (published split, static features, 1,200 steps, 3 seeds: validation
+# AUROC 0.742 at r_on = 0.05, 0.801 at 0.5; results/README.md).
 ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_min": 1.0,
-                  "model.cell_options.period_init_max": 48.0}
+                  "model.cell_options.period_init_max": 48.0, "model.cell_options.r_on_init": 0.5}
 ARMS["ctlstm"] = {"model.cell": "ctlstm"}  # the continuous-time LSTM, relaxing over each gap (hours)
 
 
