@@ -15,7 +15,8 @@ train/validation, as Rubanova et al. 2019 and mTAND) or "cv" (GRU-D's 5 folds, o
 Normalisation: per variable, mean and std over all observations in the training stays; the
 static Age, Height and Weight likewise; validation, test and other sets never enter them. With
 `winsorise=q` every value is first clipped to the training observations' q and 1 - q quantiles
-(per variable), before the normalisers are fitted and in every split: set A holds entry errors
+(per variable), once, in the stays of every split as they are loaded, before the normalisers are
+fitted (`PhysioNetData.splits` then holds the clipped values): set A holds entry errors
 (pH 735 for 7.35, temperatures of -17.8 °C) whose z-scores reach 120 and whose weight in the
 std squeezes the normal range of pH into 0.01 of a unit.
 
@@ -111,6 +112,9 @@ def _stack(examples) -> dict:
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
+_CONT = [STATIC.index(k) for k in ("Age", "Height", "Weight")]
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """Per-feature clipping bounds [D]: the training split's q and 1 - q quantiles."""
@@ -125,19 +129,22 @@ class Bounds:
                              "0 turns clipping off")
         x = np.asarray(values_NxD, np.float64)
         seen = np.isfinite(x).any(axis=0)  # a feature never observed keeps no bounds
-        low = np.nanquantile(np.where(seen, x, 0.0), q, axis=0)
-        high = np.nanquantile(np.where(seen, x, 0.0), 1.0 - q, axis=0)
+        low, high = np.nanquantile(np.where(seen, x, 0.0), [q, 1.0 - q], axis=0)
         return cls(np.where(seen, low, -np.inf), np.where(seen, high, np.inf))
 
     def apply(self, x):
-        return np.clip(x, self.low, self.high)  # NaN (unobserved) stays NaN
+        return np.clip(x, self.low, self.high).astype(np.asarray(x).dtype)  # NaN (unobserved) stays NaN
+
+    def apply_to(self, stays: Stays, static_bounds: Bounds) -> Stays:
+        """The stays with their values (and static Age, Height, Weight) clipped."""
+        static = stays.static.copy()
+        static[:, _CONT] = static_bounds.apply(static[:, _CONT])
+        return dataclasses.replace(stays, values=self.apply(stays.values), static=static)
 
 
-def _features(padded: dict, norm: Normaliser | None, bounds: Bounds | None = None) -> Batch:
+def _features(padded: dict, norm: Normaliser | None) -> Batch:
     """Per-event features of padded stays: times [B,T], values [B,T,37], length [B]."""
     t_BxT, raw_BxTxV = padded["times"], padded["values"]
-    if bounds is not None:
-        raw_BxTxV = bounds.apply(raw_BxTxV)
     valid_BxT = np.arange(t_BxT.shape[1]) < padded["length"][:, None]
     obs_BxTxV = valid_BxT[..., None] & np.isfinite(raw_BxTxV)
     x_BxTxV = raw_BxTxV if norm is None else norm.apply(np.where(obs_BxTxV, raw_BxTxV, 0.0))
@@ -164,13 +171,8 @@ def stay_arrays(stays: Stays, i: int, normaliser: Normaliser | None = None) -> d
             "dt": f["dt"][0], "dt_var": f["dt_var"][0]}
 
 
-_CONT = [STATIC.index(k) for k in ("Age", "Height", "Weight")]
-
-
-def _static_features(s_Bx5: np.ndarray, norm: Normaliser,
-                     bounds: Bounds | None = None) -> tuple[np.ndarray, np.ndarray]:
-    cont_raw = s_Bx5[:, _CONT] if bounds is None else bounds.apply(s_Bx5[:, _CONT])
-    cont = norm.apply(cont_raw)
+def _static_features(s_Bx5: np.ndarray, norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
+    cont = norm.apply(s_Bx5[:, _CONT])
     gender = s_Bx5[:, [STATIC.index("Gender")]]
     icu = s_Bx5[:, STATIC.index("ICUType")]
     onehot = (icu[:, None] == np.arange(1, 5)) * 1.0
@@ -193,14 +195,13 @@ class PhysioNetData:
     fractions: tuple[float, float, float]
     protocol: str = "ltf"
     fold: int = 0
-    bounds: Bounds | None = None         # [37] when winsorised (`load_physionet(winsorise=q)`)
+    bounds: Bounds | None = None         # [37] the splits were clipped to (`load_physionet(winsorise=q)`)
     static_bounds: Bounds | None = None  # [3] likewise
 
     def _batch(self, padded: dict) -> Batch:
         """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
-        batch = _features(padded, self.normaliser, self.bounds)
-        batch["static"], batch["static_mask"] = _static_features(padded["static"], self.static_normaliser,
-                                                                 self.static_bounds)
+        batch = _features(padded, self.normaliser)
+        batch["static"], batch["static_mask"] = _static_features(padded["static"], self.static_normaliser)
         batch["example_mask"] = padded["example_mask"]
         batch = {k: v.astype(np.float32) for k, v in batch.items()}
         for k in MASK_KEYS:  # padding rows count in no loss or metric
@@ -286,13 +287,14 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
     splits = {s: set_a.subset(idx, s) for s, idx in split_idx.items()}
     for folder, letter in wanted[1:]:
         splits[f"set-{letter}"] = loaded[folder, f"set-{letter}"]
-    train = splits["train"]
     bounds = static_bounds = None
-    if winsorise:
+    if winsorise:  # clipped once here, not in every batch
+        train = splits["train"]
         bounds, static_bounds = Bounds.fit(train.values, winsorise), Bounds.fit(train.static[:, _CONT], winsorise)
-    values, static = train.values, train.static[:, _CONT]
-    norm = Normaliser.fit(values if bounds is None else bounds.apply(values), axis=0)
-    static_norm = Normaliser.fit(static if static_bounds is None else static_bounds.apply(static), axis=0)
+        splits = {name: bounds.apply_to(stays, static_bounds) for name, stays in splits.items()}
+    train = splits["train"]
+    norm = Normaliser.fit(train.values, axis=0)
+    static_norm = Normaliser.fit(train.static[:, _CONT], axis=0)
     longest = max(int(s.lengths.max(initial=0)) for s in splits.values())
     if max_len is not None and max_len < longest:
         raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
