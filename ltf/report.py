@@ -152,12 +152,13 @@ def replicates_word(results: Sequence[RunResult]) -> str:
     return " and ".join(words) or "seeds"
 
 
-def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdir: Path) -> list[Path]:
+def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdir: Path,
+             over: str) -> list[Path]:
+    """`over`: what an arm's runs differ in (`replicates_word`)."""
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, and no global backend change
     from matplotlib.ticker import MaxNLocator
 
     finished = [r for r in results if r.final]
-    over = replicates_word(results)
     shown = [row for row in rows if row.get(f"validation_{metric}_mean") is not None]
     if not shown:
         return []
@@ -220,14 +221,15 @@ def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = Non
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
-    figures = _figures(results, rows, metric, workdir)
+    over = replicates_word(results)
+    figures = _figures(results, rows, metric, workdir, over)
     has_test = any(row.get(f"test_{metric}_mean") is not None for row in rows)
     head = ["arm", "n", f"validation {metric}"] + ([f"test {metric}"] if has_test else []) + ["wall time / run"]
     selected = any(r.final.get("test", {}).get("checkpoint_step") is not None for r in results)
     when = ("at each run's best validation checkpoint (`train.test_at='best'`: test scored with it)" if selected
             else "(step `train.steps`)")
     lines = [f"# Sweep results{f': `{title}`' if title else ''}", "",
-             f"Final `{metric}` {when} as mean ± sample std over {replicates_word(results)} ({DASH} for one run); "
+             f"Final `{metric}` {when} as mean ± sample std over {over} ({DASH} for one run); "
              "wall time per run: process start to exit, summed over resumed attempts (seeds trained "
              "in one process share its time equally).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
