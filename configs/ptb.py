@@ -33,7 +33,8 @@ from this code), dropout on each layer's input and before the softmax with a new
 step. Differences: (1) its test set is read as one stream, the state carried through all of
 it; ltf evaluates it in eval_batch_size rows unless `scripts/evaluate.py --batch_size 1` is asked
 for; (2) each gate there has two biases (of the input and of the recurrent Linear), each
-U[-0.1, 0.1], so their sum starts with twice the variance of ltf's one; (3) its rows start at
+U[-0.1, 0.1], so their sum starts with twice the variance of ltf's one and, under SGD, moves
+twice as fast (--config.model.two_gate_biases=True builds exactly that); (3) its rows start at
 round((i - 1) s / B) where ltf's start at i floor(s / B), and its validation scores 184 whole
 windows a row, 3,680 of the 3,687 predictions that ltf scores.
 
@@ -89,6 +90,7 @@ def get_config(arg=None):
         locked_dropout=False,  # the paper draws a new mask at every step
         tie_weights=False,
         init_uniform=init_scale,
+        two_gate_biases=False,  # True: the Lua code's two biases per gate (difference (2) above)
         unroll=1,
         remat=False,
         backward="custom",

@@ -217,7 +217,7 @@ def _block_options(model_cfg) -> dict:
 def build_language_model(model_cfg, vocab_size: int) -> LanguageModel:
     return LanguageModel.build(vocab_size=vocab_size, d_embed=model_cfg.d_embed,
                                tie_weights=model_cfg.tie_weights, init_uniform=model_cfg.get("init_uniform", 0.0),
-                               **_stack_options(model_cfg))
+                               two_gate_biases=model_cfg.get("two_gate_biases", False), **_stack_options(model_cfg))
 
 
 def stack_params(model_cfg, d_in: int) -> int:
@@ -300,6 +300,10 @@ def validate(config) -> None:
     _require(m.get("init_uniform", 0.0) >= 0, "model.init_uniform",
              f"{m.get('init_uniform')} must be >= 0 (0: the default initialisers; 0.1: Zaremba et al.).")
     _require(o.name in OPTIMIZERS, "opt.name", f"{o.name!r}; allowed values are {OPTIMIZERS}.")
+    if m.get("two_gate_biases", False):  # Zaremba et al.'s Lua LSTM; the pair is exact for SGD only
+        _require(o.name == "sgd" and m.get("init_uniform", 0.0) > 0 and m.get("block", "stack") == "stack",
+                 "model.two_gate_biases", f"True needs opt.name='sgd', model.init_uniform > 0 and "
+                 f"model.block='stack' (got {o.name!r}, {m.get('init_uniform', 0.0)}, {m.get('block', 'stack')!r}).")
     _require(o.schedule in SCHEDULES, "opt.schedule", f"{o.schedule!r}; allowed values are {SCHEDULES}.")
     _require(o.lr > 0, "opt.lr", f"{o.lr} must be positive.")
     _require(not o.weight_decay or o.name == "adamw", "opt.weight_decay",  # adam and sgd would ignore it

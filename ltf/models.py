@@ -157,6 +157,17 @@ def make_stack(d_in: int, block: str = "stack", **options: Any) -> "RecurrentSta
     raise ValueError(f"model.block={block!r}: allowed values are {BLOCKS}.")
 
 
+def is_gate_bias(path) -> bool:
+    """Whether a parameter's key path is a recurrent layer's gate bias, `stack/layer_k/b`."""
+    keys = [getattr(k, "key", None) for k in path]
+    return len(keys) == 3 and keys[0] == "stack" and str(keys[1]).startswith("layer_") and keys[2] == "b"
+
+
+def gate_bias_mask(params):
+    """True at the gate biases of the recurrent layers (`is_gate_bias`), False elsewhere."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_gate_bias(path), params)
+
+
 @dataclasses.dataclass(frozen=True)
 class LanguageModel:
     """Embedding -> stacked recurrent layers (+attention) -> dropout -> output projection.
@@ -179,13 +190,16 @@ class LanguageModel:
     tie_weights: bool = False
     init_uniform: float = 0.0  # > 0: every parameter ~ U[-s, s] instead (Zaremba et al. 2014: s = 0.1)
     input_projection: str = "auto"  # auto | per_vocab | per_token (see above)
+    # Zaremba's Lua LSTM: each gate has two biases (of its input and of its recurrent Linear), so
+    # the gate bias starts as the sum of two U[-s, s] draws; `ltf.optim` steps it as the pair.
+    two_gate_biases: bool = False
 
     @classmethod
     def build(cls, *, vocab_size: int, d_embed: int, tie_weights: bool = False, init_uniform: float = 0.0,
-              input_projection: str = "auto", **stack) -> "LanguageModel":
+              input_projection: str = "auto", two_gate_biases: bool = False, **stack) -> "LanguageModel":
         stack = make_stack(d_embed, **stack)
         return cls(vocab_size=vocab_size, d_embed=d_embed, stack=stack, tie_weights=tie_weights,
-                   init_uniform=init_uniform, input_projection=input_projection)
+                   init_uniform=init_uniform, input_projection=input_projection, two_gate_biases=two_gate_biases)
 
     def __post_init__(self):
         if self.vocab_size < 1 or self.d_embed < 1:
@@ -197,6 +211,9 @@ class LanguageModel:
             raise ValueError(f"init_uniform={self.init_uniform}: must be >= 0 (0: the default initialisers).")
         if self.input_projection not in INPUT_PROJECTIONS:
             raise ValueError(f"input_projection={self.input_projection!r}: allowed values are {INPUT_PROJECTIONS}.")
+        if self.two_gate_biases and not (self.init_uniform > 0 and isinstance(self.stack, RecurrentStack)):
+            raise ValueError("two_gate_biases=True is Zaremba et al.'s parameterisation: it needs init_uniform > 0 "
+                             "(both biases ~ U[-s, s]) and the plain stack (block='stack').")
 
     def projection_path(self, n_tokens: int, *, training: bool) -> str:
         """"per_vocab" or "per_token": how `apply` projects the embeddings of a call with n_tokens
@@ -224,6 +241,12 @@ class LanguageModel:
             s = self.init_uniform
             leaves = [jax.random.uniform(k, x.shape, x.dtype, -s, s) for k, x in zip(keys, leaves)]
             params = jax.tree.unflatten(treedef, leaves)
+        if self.two_gate_biases:  # b = b_x + b_h, the second drawn like the first
+            k_second, s = jax.random.fold_in(key, 2), self.init_uniform
+            for i in range(self.stack.n_layers):
+                layer = params["stack"][f"layer_{i}"]
+                layer["b"] = layer["b"] + jax.random.uniform(jax.random.fold_in(k_second, i), layer["b"].shape,
+                                                             layer["b"].dtype, -s, s)
         return params
 
     def initial_state(self, batch_size: int) -> list[LSTMState]:

@@ -21,7 +21,14 @@ def learning_rate_schedule(opt, total_steps: int) -> optax.Schedule:
     raise ValueError(f"config.opt.schedule: {opt.schedule!r}; allowed values are constant, cosine, step.")
 
 
-def make_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(opt, total_steps: int, *, pairs=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """optax's optimiser of `opt` with its clipping and schedule.
+
+    pairs: None, or a function params -> bool pytree marking parameters that stand for the sum of
+    two (Zaremba et al.'s two biases per gate, `LanguageModel.two_gate_biases`). Both halves of
+    b = b_1 + b_2 get b's gradient g, so the pair adds 2‖g‖² to the clipping norm and b moves by
+    2·lr·g: scaling g by √2 before the clip and again after is exactly that, for SGD.
+    """
     schedule = learning_rate_schedule(opt, total_steps)
     if opt.name == "adam":
         base = optax.adam(schedule, b1=opt.b1, b2=opt.b2)
@@ -32,4 +39,9 @@ def make_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation,
     else:
         raise ValueError(f"config.opt.name: {opt.name!r}; allowed values are adam, adamw, sgd.")
     chain = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm else []
+    if pairs is not None:
+        if opt.name != "sgd":  # Adam normalises the step: a pair is not a rescaled gradient there
+            raise ValueError(f"two biases per gate are stepped as a pair for opt.name='sgd' only (got {opt.name!r}).")
+        as_pair = optax.masked(optax.scale(2.0 ** 0.5), pairs)
+        chain = [as_pair, *chain, as_pair]
     return optax.chain(*chain, base), schedule

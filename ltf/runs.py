@@ -38,8 +38,7 @@ def restore_params(workdir: str | Path, model, config, *, step: int | None = Non
     """(params, step) of the run's checkpoint `step` (None: the latest). The train state built from
     `model` and `config` is the template that the checkpoint fills, so a checkpoint that does not
     match fails with `ltf.checkpoint.CheckpointMismatchError`."""
-    from ltf.optim import make_optimizer
-    from ltf.train import init_state  # the template of what was saved
+    from ltf.train import init_state, run_optimizer  # the template of what was saved
 
     with Checkpointer(Path(workdir) / "checkpoints") as ckpt:
         steps = ckpt.all_steps()
@@ -47,7 +46,7 @@ def restore_params(workdir: str | Path, model, config, *, step: int | None = Non
             raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/ yet.")
         if step is not None and step not in steps:
             raise FileNotFoundError(f"{workdir}: no checkpoint at step {step}; there are {sorted(steps)}.")
-        tx, _ = make_optimizer(config.opt, config.train.steps)
+        tx, _ = run_optimizer(config)
         state, _, _ = ckpt.restore(init_state(model, tx, config), step=step)
     return state.params, int(state.step)
 

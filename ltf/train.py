@@ -22,6 +22,7 @@ import optax
 
 from ltf import config_lib, parallel
 from ltf.checkpoint import Checkpointer
+from ltf.models import gate_bias_mask
 from ltf.optim import make_optimizer
 from ltf.tasks.base import Task
 from ltf.tasks.registry import make_task
@@ -109,8 +110,15 @@ def build(config):
     """Task (data, model, loss) and optimiser from a config (validated first)."""
     config_lib.validate(config)
     task = make_task(config)
-    tx, schedule = make_optimizer(config.opt, config.train.steps)
+    tx, schedule = run_optimizer(config)
     return task, tx, schedule
+
+
+def run_optimizer(config):
+    """(optax optimiser, schedule) of a run: `config.opt`, with the gate biases stepped as pairs
+    where the model has two per gate (`model.two_gate_biases`)."""
+    pairs = gate_bias_mask if config.model.get("two_gate_biases", False) else None
+    return make_optimizer(config.opt, config.train.steps, pairs=pairs)
 
 
 class Seeds:

@@ -1,10 +1,11 @@
 """configs/ptb.py: the three sizes of Zaremba et al. (2014) as published, and each one's smoke run."""
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import REPO
-from ltf import train
+from ltf import runs, train
 from ltf.config_lib import load_config
 
 CONFIG = str(REPO / "configs" / "ptb.py")
@@ -40,3 +41,30 @@ def test_the_larger_sizes_run_their_smoke_setting(size, tmp_path):
     assert c.model.dropout == PAPER[size][3]
     metrics = train.train_and_evaluate(c, tmp_path)
     assert np.isfinite(metrics["validation"]["perplexity"])
+
+
+def test_two_gate_biases_start_as_a_sum_of_two_draws_and_a_run_restores(tmp_path):
+    """The Lua code's b_x + b_h: the layers' gate biases gain a second U[-s, s] draw (everything
+    else as with one bias), the run trains, and its checkpoint restores with the paired optimiser."""
+    c = load_config(f"{CONFIG}:smoke")
+    paired = c.copy_and_resolve_references()
+    paired.model.two_gate_biases = True
+    (task_one, _, _), (task_two, _, _) = train.build(c), train.build(paired)
+    p_one, p_two = task_one.model.init(jax.random.PRNGKey(0)), task_two.model.init(jax.random.PRNGKey(0))
+    s = c.model.init_uniform
+    for name in p_one["stack"]:
+        second = np.asarray(p_two["stack"][name]["b"] - p_one["stack"][name]["b"])
+        assert np.abs(second).max() <= s and second.std() > s / 3  # U[-s, s] has std s/√3
+        np.testing.assert_array_equal(p_two["stack"][name]["w_h"], p_one["stack"][name]["w_h"])
+    np.testing.assert_array_equal(p_two["embed"], p_one["embed"])
+    metrics = train.train_and_evaluate(paired, tmp_path)
+    assert np.isfinite(metrics["validation"]["perplexity"])
+    run = runs.load_run(tmp_path)
+    assert set(run.params["stack"]) == set(p_two["stack"])
+
+
+def test_two_gate_biases_need_sgd():
+    c = load_config(f"{CONFIG}:smoke")
+    c.model.two_gate_biases, c.opt.name = True, "adam"
+    with pytest.raises(ValueError, match="model.two_gate_biases"):
+        train.build(c)
