@@ -10,9 +10,10 @@ pmdarima): a week in, a day out.
 Choices (after the colon): series=NAME (ltf.data.series.regular.SERIES), kind=regular|subset|poisson (the
 irregular versions: keep a fraction `keep` of the points, or observe at Poisson times of rate
 `rate` per step; drawn once from task.data_seed, the same for every run), L=, H=, cell=,
-attention=, window=W, chrono, residual=none|seasonal_naive, window_norm, smoke. The model sees
-values, the observation mask and Δt. `residual=seasonal_naive` makes the model predict the
-correction to the seasonal naive forecast; `window_norm` standardises each window by its own
+attention=, window=W, chrono, residual=none|seasonal_naive|seasonal_change, window_norm, smoke. The
+model sees values, the observation mask and Δt. `residual=seasonal_naive` makes the model predict
+the correction to the seasonal naive forecast (`seasonal_change`: to the seasonal naive plus the
+last season's change, ltf.baselines); `window_norm` standardises each window by its own
 mean and std (ltf.tasks.series.Forecast): what forecasters do, for every arm alike.
 Splits are chronological (70/10/20); normalisation uses the training part only; errors
 (mse, mae) are reported on the original scale.

@@ -7,7 +7,11 @@ before the window when the look-back is too short):
 - `seasonal_naive` with season m: ŷ_{o+h} = the last observation at time <= o + h - m·(1 + ⌊h/m⌋)
   (h = 0..H-1), i.e. the value one season back, the textbook y_{o+h-m(k+1)}, k = ⌊h/m⌋, on a
   regular series; on an irregular one the latest observation at or before that time.
-  Either falls back to the training mean where no observation precedes the time.
+- `seasonal_change`: the seasonal naive plus the change over the last season before the origin,
+  ŷ_{o+h} = seasonal_naive_{o+h} + (y_{o-1} − y_{o-1-m}): on a series that trends (co2 rises by
+  ~1.5 ppm a year) the seasonal naive lags by a season's rise, which this removes. Exact on a
+  linear trend plus any pattern of period m.
+  Each falls back to the training mean where no observation precedes the time.
 
 PhysioNet 2012: logistic regression on per-variable summaries of each stay (`SummaryLogistic`):
 for each of the 37 variables the last, mean, min and max value and log(1 + count), then the
@@ -57,17 +61,24 @@ def seasonal_naive(data: ForecastData, split: str, season: int) -> np.ndarray:
     return _latest_at_or_before(data, t_KxH)
 
 
+def seasonal_change(data: ForecastData, split: str, season: int) -> np.ndarray:
+    """[K,H] forecasts: the seasonal naive shifted by the last season's change (see the docstring)."""
+    origin_K = data.splits[split].starts + data.L
+    season_ago_K = _latest_at_or_before(data, (origin_K - 1 - season)[:, None].astype(np.float64))
+    return seasonal_naive(data, split, season) + (last_value(data, split)[:, :1] - season_ago_K)
+
+
 def forecast_baselines(data: ForecastData, season: int | None = None) -> dict:
-    """{split: {"last_value": {mse, mae, count}, "seasonal_naive": ...}} on the original scale
-    (seasonal naive only with a season)."""
+    """{split: {"last_value": {mse, mae, count}, "seasonal_naive": ..., "seasonal_change": ...}}
+    on the original scale (the seasonal ones only with a season)."""
     out = {}
     for split, ws in data.splits.items():
         if not len(ws):
             continue
         row = {"last_value": metrics.forecast_errors(last_value(data, split), ws.y_true)}
         if season:
-            row["seasonal_naive"] = metrics.forecast_errors(seasonal_naive(data, split, season),
-                                                            ws.y_true)
+            for name, forecast in (("seasonal_naive", seasonal_naive), ("seasonal_change", seasonal_change)):
+                row[name] = metrics.forecast_errors(forecast(data, split, season), ws.y_true)
         out[split] = row
     return out
 

@@ -3,9 +3,10 @@
   python scripts/forecast_baselines.py --config configs/forecast.py:kind=subset
   python scripts/forecast_baselines.py --config configs/forecast.py:series=sunspots_monthly,L=264,H=12
 
-Last value (the last observed value of the look-back, repeated) and seasonal naive (the value
-one season earlier), MSE and MAE on the original scale per split (`ltf.baselines`), as a
-markdown table to set beside the sweep's report.
+Last value (the last observed value of the look-back, repeated), seasonal naive (the value
+one season earlier) and seasonal change (the seasonal naive plus the last season's change: what
+a trend adds), MSE and MAE on the original scale per split (`ltf.baselines`), as a markdown
+table to set beside the sweep's report.
 """
 
 from __future__ import annotations

@@ -24,11 +24,23 @@ def test_naive_forecasts_hand_example():
     expect = y[o[:, None] + h - 4 * (1 + h // 4)]
     np.testing.assert_array_equal(baselines.seasonal_naive(data, "test", 4), expect)
     table = baselines.forecast_baselines(data, season=4)
-    assert set(table["test"]) == {"last_value", "seasonal_naive"}
+    assert set(table["test"]) == {"last_value", "seasonal_naive", "seasonal_change"}
     assert table["test"]["seasonal_naive"]["mae"] == pytest.approx(
         np.abs(expect - ws.y_true).mean())
     with pytest.raises(ValueError, match="season"):
         baselines.seasonal_naive(data, "test", None)
+
+
+def test_the_seasonal_change_is_exact_on_a_trend_where_the_seasonal_naive_lags_a_season():
+    """y = slope·t + a pattern of period m: the seasonal naive is off by slope·m·(1 + ⌊h/m⌋),
+    the seasonal naive plus the last season's change by slope·m·⌊h/m⌋ (zero within a season)."""
+    m, slope = 5, 0.3
+    t = np.arange(80.0)
+    y = slope * t + np.array([0.0, 3, -1, 4, 2])[t.astype(int) % m]
+    data = make_windows(y, 12, 4, fractions=(0.5, 0.25, 0.25))  # H = 4 < m
+    truth = data.splits["test"].y_true
+    np.testing.assert_allclose(baselines.seasonal_change(data, "test", m), truth, atol=1e-9)
+    np.testing.assert_allclose(baselines.seasonal_naive(data, "test", m), truth - slope * m, atol=1e-9)
 
 
 def test_naive_forecasts_on_irregular_observations():

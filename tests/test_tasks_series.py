@@ -53,11 +53,13 @@ def _untrained_errors(spec):
     return task, task.eval_scalars([{k: float(v) for k, v in o.items()} for o in outputs])
 
 
-@pytest.mark.parametrize("kind", ["regular", "subset", "poisson"])
-def test_with_the_seasonal_residual_a_zero_output_is_the_seasonal_naive(kind):
-    """ŷ = naive + out: a head that outputs 0 scores exactly the seasonal naive baseline."""
-    task, errors = _untrained_errors(f"forecast.py:smoke,kind={kind},residual=seasonal_naive,window_norm")
-    naive = baselines.forecast_baselines(task.data, task.season)["test"]["seasonal_naive"]
+@pytest.mark.parametrize("kind, residual", [("regular", "seasonal_naive"), ("subset", "seasonal_naive"),
+                                            ("poisson", "seasonal_naive"), ("regular", "seasonal_change"),
+                                            ("poisson", "seasonal_change")])
+def test_with_a_seasonal_residual_a_zero_output_is_that_baseline(kind, residual):
+    """ŷ = naive + out: a head that outputs 0 scores exactly the baseline it corrects."""
+    task, errors = _untrained_errors(f"forecast.py:smoke,kind={kind},residual={residual},window_norm")
+    naive = baselines.forecast_baselines(task.data, task.season)["test"][residual]
     assert errors["mae"] == pytest.approx(naive["mae"], rel=1e-4)
     assert errors["mse"] == pytest.approx(naive["mse"], rel=1e-4)
 

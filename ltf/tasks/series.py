@@ -44,7 +44,7 @@ class _SplitBatches:
         return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
 
 
-RESIDUALS = ("none", "seasonal_naive")
+RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines' forecasts
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
 
 
@@ -56,6 +56,8 @@ class Forecast(_SplitBatches):
       forecast (`ltf.baselines.seasonal_naive`, the value one season back, from the same
       observations), ŷ = naive + out, so that an untrained head (out ≈ 0) already forecasts
       as well as the baseline and training only has to learn what the season does not say;
+      residual="seasonal_change" likewise over the seasonal naive plus the last season's change
+      (`ltf.baselines.seasonal_change`: the level a trend or a shift has reached);
     - window_norm=True: each window's inputs are standardised by their own mean μ_w and std
       σ_w (over its observed values; RevIN-style instance normalisation, Kim et al. 2022), and
       the output is scaled back: ŷ = μ_w + σ_w·out, or naive + σ_w·out with the residual.
@@ -73,15 +75,16 @@ class Forecast(_SplitBatches):
         self.residual, self.window_norm = t.get("residual", "none"), bool(t.get("window_norm", False))
         if self.residual not in RESIDUALS:
             raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {RESIDUALS}.")
-        if self.residual == "seasonal_naive":
+        if self.residual != "none":
             # Here, not at the top: ltf.baselines imports the PhysioNet data module (grain, TFDS: ~1 s).
-            from ltf.baselines import seasonal_naive  # noqa: PLC0415
+            from ltf import baselines  # noqa: PLC0415
 
             if not self.season:
-                raise ValueError(f"config.task.residual='seasonal_naive': the series {t.series!r} has no "
+                raise ValueError(f"config.task.residual={self.residual!r}: the series {t.series!r} has no "
                                  "season; use residual='none'.")
+            forecast = getattr(baselines, self.residual)
             for split, windows in self.data.splits.items():  # the baseline, normalised like the targets
-                naive_KxH = self.data.normaliser.apply(seasonal_naive(self.data, split, self.season))
+                naive_KxH = self.data.normaliser.apply(forecast(self.data, split, self.season))
                 windows.arrays["naive"] = naive_KxH.astype(np.float32).reshape(len(windows), t.H)
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; forecasting needs 'last' or "
@@ -102,7 +105,7 @@ class Forecast(_SplitBatches):
             x_BxLx1 = jnp.where(obs_BxLx1 > 0, (x_BxLx1 - loc_Bx1[:, None]) / scale_Bx1[:, None], 0.0)
         out_BxH, carry = self.model.apply(params, x_BxLx1, batch["dt"], batch["mask"], obs_BxLx1, carry,
                                           dropout_rng=dropout_rng, times_BxT=batch.get("times"))
-        base_BxH = batch["naive"] if self.residual == "seasonal_naive" else loc_Bx1
+        base_BxH = batch["naive"] if self.residual != "none" else loc_Bx1
         return base_BxH + scale_Bx1 * out_BxH, carry
 
     def _sums(self, pred_BxH, batch):

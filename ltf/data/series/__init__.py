@@ -6,7 +6,7 @@ Forecasting (numpy batches with inputs, mask, dt, targets and loc/scale to undo 
     obs = make_irregular(series, "subset", keep=0.3, seed=0)  # irregular.py: or "poisson"
     data = make_windows(obs, L=96, H=48)                    # windows.py: splits, normaliser
     batch = next(data.batches("train", 32))
-    baselines.forecast_baselines(data, series.season)       # ltf.baselines: last value, seasonal naive
+    baselines.forecast_baselines(data, series.season)       # ltf.baselines: last value, seasonal naive (+ change)
 
 Classification, PhysioNet/CinC 2012 in-hospital mortality:
 
