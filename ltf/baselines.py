@@ -63,9 +63,13 @@ def seasonal_naive(data: ForecastData, split: str, season: int) -> np.ndarray:
 
 def seasonal_change(data: ForecastData, split: str, season: int) -> np.ndarray:
     """[K,H] forecasts: the seasonal naive shifted by the last season's change (see the docstring)."""
-    origin_K = data.splits[split].starts + data.L
-    season_ago_K = _latest_at_or_before(data, (origin_K - 1 - season)[:, None].astype(np.float64))
-    return seasonal_naive(data, split, season) + (last_value(data, split)[:, :1] - season_ago_K)
+    last_Kx1 = (data.splits[split].starts + data.L - 1)[:, None].astype(np.float64)  # o - 1
+    change_Kx1 = _latest_at_or_before(data, last_Kx1) - _latest_at_or_before(data, last_Kx1 - season)
+    return seasonal_naive(data, split, season) + change_Kx1
+
+
+# name -> forecast(data, split, season): the baselines that need a season (also `task.residual`'s choices)
+SEASONAL_FORECASTS = {"seasonal_naive": seasonal_naive, "seasonal_change": seasonal_change}
 
 
 def forecast_baselines(data: ForecastData, season: int | None = None) -> dict:
@@ -77,7 +81,7 @@ def forecast_baselines(data: ForecastData, season: int | None = None) -> dict:
             continue
         row = {"last_value": metrics.forecast_errors(last_value(data, split), ws.y_true)}
         if season:
-            for name, forecast in (("seasonal_naive", seasonal_naive), ("seasonal_change", seasonal_change)):
+            for name, forecast in SEASONAL_FORECASTS.items():
                 row[name] = metrics.forecast_errors(forecast(data, split, season), ws.y_true)
         out[split] = row
     return out

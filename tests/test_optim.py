@@ -32,7 +32,7 @@ def test_cosine_warms_up_then_decays_and_step_halves_after_its_start():
 def _two_layer_loss(params, b_of):
     """A small nonlinear loss of a stack's gate biases and weights, b read through `b_of`."""
     total = 0.0
-    for name, layer in params["stack"].items():
+    for layer in params["stack"].values():
         total = total + jnp.sum(jnp.tanh(layer["w_x"] * b_of(layer)) ** 2) + jnp.sum(b_of(layer) ** 3)
     return total + jnp.sum(params["out"]["b"] ** 2)
 

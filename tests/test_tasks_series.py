@@ -173,3 +173,10 @@ def test_a_forecast_with_the_residual_and_window_norm_trains(tmp_path):
     final = train.train_and_evaluate(config("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm"),
                                      tmp_path)
     assert np.isfinite(final["test"]["mae"]) and final["test"]["mae"] > 0
+
+
+def test_every_seasonal_baseline_is_a_residual_choice():
+    """RESIDUALS is spelled out (ltf.baselines is slow to import); it must name every seasonal forecast."""
+    from ltf.tasks.series import RESIDUALS
+
+    assert RESIDUALS == ("none", *baselines.SEASONAL_FORECASTS)

@@ -44,7 +44,7 @@ class _SplitBatches:
         return self.data.batches(split, self.data_cfg.eval_batch_size, train=False)
 
 
-RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines' forecasts
+RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines.SEASONAL_FORECASTS
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
 
 
@@ -82,7 +82,7 @@ class Forecast(_SplitBatches):
             if not self.season:
                 raise ValueError(f"config.task.residual={self.residual!r}: the series {t.series!r} has no "
                                  "season; use residual='none'.")
-            forecast = getattr(baselines, self.residual)
+            forecast = baselines.SEASONAL_FORECASTS[self.residual]
             for split, windows in self.data.splits.items():  # the baseline, normalised like the targets
                 naive_KxH = self.data.normaliser.apply(forecast(self.data, split, self.season))
                 windows.arrays["naive"] = naive_KxH.astype(np.float32).reshape(len(windows), t.H)
