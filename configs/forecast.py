@@ -10,11 +10,12 @@ pmdarima): a week in, a day out.
 Choices (after the colon): series=NAME (ltf.data.series.regular.SERIES), kind=regular|subset|poisson (the
 irregular versions: keep a fraction `keep` of the points, or observe at Poisson times of rate
 `rate` per step; drawn once from task.data_seed, the same for every run), L=, H=, cell=,
-attention=, window=W, chrono, residual=none|seasonal_naive|seasonal_change, window_norm, smoke. The
-model sees values, the observation mask and Δt. `residual=seasonal_naive` makes the model predict
+attention=, window=W, chrono, residual=none|seasonal_naive|seasonal_change, window_norm, loss=mse|mae,
+smoke. The model sees values, the observation mask and Δt. `residual=seasonal_naive` makes the model predict
 the correction to the seasonal naive forecast (`seasonal_change`: to the seasonal naive plus the
 last season's change, ltf.baselines); `window_norm` standardises each window by its own
-mean and std (ltf.tasks.series.Forecast): what forecasters do, for every arm alike.
+mean and std (ltf.tasks.series.Forecast): what forecasters do, for every arm alike. `loss=mae`
+trains on (and selects the checkpoint by) the absolute error that the tables rank by.
 Splits are chronological (70/10/20); normalisation uses the training part only; errors
 (mse, mae) are reported on the original scale.
 """
@@ -27,7 +28,8 @@ from ltf.config_lib import (cell_arms, opt_config, parallel_config,
 
 def get_config(arg=None):
     choices = parse_arg(arg, series="taylor", kind="regular", keep=0.3, rate=0.3, L=336, H=48, cell="lstm",
-                        attention="", window=0, chrono=False, residual="none", window_norm=False, smoke=False)
+                        attention="", window=0, chrono=False, residual="none", window_norm=False, loss="mse",
+                        smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.task = ml_collections.ConfigDict(dict(
@@ -35,7 +37,7 @@ def get_config(arg=None):
         data_seed=0, L=choices.L, H=choices.H, fractions=(0.7, 0.1, 0.2),
         # Poisson times fall between grid steps: one input step per observation (ltf.data.series.windows)
         layout="events" if choices.kind == "poisson" else "grid",
-        residual=choices.residual, window_norm=choices.window_norm,
+        residual=choices.residual, window_norm=choices.window_norm, loss=choices.loss,
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=choices.L, batch_size=32, eval_batch_size=64))
     c.model = sequence_model_config(ml_collections.ConfigDict({**choices, "chrono_t_max": float(choices.L)}),

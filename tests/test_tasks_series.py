@@ -28,8 +28,9 @@ def config(spec):
     return load_config(str(REPO / "configs" / spec))
 
 
-def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding():
-    task = make_task(config("forecast.py:smoke,kind=subset,keep=0.5"))
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding(loss):
+    task = make_task(config(f"forecast.py:smoke,kind=subset,keep=0.5,loss={loss}"))
     batch = next(iter(task.eval_batches("test")))
     pred = np.random.default_rng(0).normal(size=batch["targets"].shape).astype(np.float32)
     sums = {k: float(v) for k, v in task._sums(jnp.asarray(pred), {k: jnp.asarray(v) for k, v in batch.items()}).items()}
@@ -39,7 +40,16 @@ def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding():
     got = task.scalars(sums)
     assert got["mse"] == pytest.approx(expected["mse"], rel=1e-4)
     assert got["mae"] == pytest.approx(expected["mae"], rel=1e-4)
-    assert got["loss"] == pytest.approx(np.sum((pred - batch["targets"]) ** 2 * weight) / weight.sum(), rel=1e-4)
+    err = np.abs(pred - batch["targets"]) * weight  # the training loss, on the normalised scale
+    expected_loss = np.sum(err if loss == "mae" else err**2) / weight.sum()
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_an_unknown_forecast_loss_names_the_field_and_the_choices():
+    c = config("forecast.py:smoke")
+    c.task.loss = "huber"
+    with pytest.raises(ValueError, match=r"config.task.loss: 'huber'; allowed values are \('mse', 'mae'\)"):
+        make_task(c)
 
 
 def _untrained_errors(spec):
@@ -169,9 +179,9 @@ def test_the_baselines_script_scores_the_configs_own_windows():
     assert f"| last_value | test | {test['mse']:.4g} | {test['mae']:.4g} |" in out.stdout
 
 
-def test_a_forecast_with_the_residual_and_window_norm_trains(tmp_path):
-    final = train.train_and_evaluate(config("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm"),
-                                     tmp_path)
+def test_a_forecast_with_the_residual_window_norm_and_mae_loss_trains(tmp_path):
+    c = config("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm,loss=mae")
+    final = train.train_and_evaluate(c, tmp_path)
     assert np.isfinite(final["test"]["mae"]) and final["test"]["mae"] > 0
 
 

@@ -1,7 +1,7 @@
 """Time series (`ltf.data.series`) as training tasks (`ltf.tasks.base.Task`).
 
     config.task.name   data                                               head        metrics
-    forecast           a series (regular or irregular version) in          last step   loss (MSE, normalised),
+    forecast           a series (regular or irregular version) in          last step   loss (MSE or MAE, normalised),
                        windows of L inputs -> the next H values                         mse, mae (original scale)
     physionet          PhysioNet/CinC 2012 set A (+ B, C): in-hospital    last step   loss (BCE), auroc, auprc
                        death from the first 48 h                          or pooled
@@ -45,6 +45,7 @@ class _SplitBatches:
 
 
 RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines.SEASONAL_FORECASTS
+LOSSES = ("mse", "mae")  # the training loss, on the normalised scale
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
 
 
@@ -60,7 +61,11 @@ class Forecast(_SplitBatches):
       (`ltf.baselines.seasonal_change`: the level a trend or a shift has reached);
     - window_norm=True: each window's inputs are standardised by their own mean μ_w and std
       σ_w (over its observed values; RevIN-style instance normalisation, Kim et al. 2022), and
-      the output is scaled back: ŷ = μ_w + σ_w·out, or naive + σ_w·out with the residual.
+      the output is scaled back: ŷ = μ_w + σ_w·out, or naive + σ_w·out with the residual;
+    - loss="mae": train on the absolute error, the metric forecasts are ranked by. Squared
+      error is minimised by the conditional mean, absolute error by the median: where the
+      errors are heavy-tailed (demand seen at sparse times), MSE lets a few large misses set the
+      fit, and the run's model selection (`train.select_by="loss"`) follows the MAE too.
     """
 
     eval_splits = ("validation", "test")
@@ -75,6 +80,9 @@ class Forecast(_SplitBatches):
         self.residual, self.window_norm = t.get("residual", "none"), bool(t.get("window_norm", False))
         if self.residual not in RESIDUALS:
             raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {RESIDUALS}.")
+        self.loss_name = t.get("loss", "mse")
+        if self.loss_name not in LOSSES:
+            raise ValueError(f"config.task.loss: {self.loss_name!r}; allowed values are {LOSSES}.")
         if self.residual != "none":
             # Here, not at the top: ltf.baselines imports the PhysioNet data module (grain, TFDS: ~1 s).
             from ltf import baselines  # noqa: PLC0415
@@ -112,7 +120,8 @@ class Forecast(_SplitBatches):
         weight_BxH = batch["target_mask"] * batch["example_mask"][:, None]
         err_BxH = (pred_BxH - batch["targets"]) * weight_BxH
         raw_BxH = err_BxH * batch["scale"]  # the error in the series' units: (p - y)·scale
-        return {"loss_sum": jnp.sum(err_BxH**2), "count": jnp.sum(weight_BxH),
+        loss_BxH = jnp.abs(err_BxH) if self.loss_name == "mae" else err_BxH**2
+        return {"loss_sum": jnp.sum(loss_BxH), "count": jnp.sum(weight_BxH),
                 "se_sum": jnp.sum(raw_BxH**2), "ae_sum": jnp.sum(jnp.abs(raw_BxH))}
 
     def loss(self, params, carry, batch, dropout_rng):
