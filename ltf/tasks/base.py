@@ -15,6 +15,11 @@ A task may also have `data_fingerprint() -> str`, a digest of all of its data, w
 of a multi-host run compare at the start (`ltf.parallel.check_same_data`; without it they compare
 the first batch of each split).
 
+A task may also have `prediction(params, carry, batch) -> (carry, pred)` and `outputs_from(pred,
+batch) -> outputs`: a per-example quantity that can be averaged between models, and the outputs
+that eval_outputs would give from it. `ltf.ensemble` scores the mean prediction of several runs
+with them (the time-series tasks have them).
+
 Every batch is a dict of arrays with at least `mask` [B, T] (1 on real steps) and `reset` [B]
 (True where a row starts a new stream; the trainer zeroes those rows' carried state first).
 `sums` are per-batch statistics that add up over batches (a loss sum and a count, never a mean,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -46,6 +47,7 @@ class _SplitBatches:
 
 RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines.SEASONAL_FORECASTS
 LOSSES = ("mse", "mae")  # the training loss, on the normalised scale
+PROB_FLOOR = 1e-6  # an ensemble's mean probability, kept off 0 and 1 so that its logit is finite
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
 
 
@@ -133,6 +135,13 @@ class Forecast(_SplitBatches):
         pred, carry = self._predict(params, carry, batch, None)
         return carry, self._sums(pred, batch)
 
+    def prediction(self, params, carry, batch):  # ltf.ensemble: the forecast ŷ [B,H] (normalised scale)
+        pred, carry = self._predict(params, carry, batch, None)
+        return carry, pred
+
+    def outputs_from(self, pred_BxH, batch):
+        return self._sums(jnp.asarray(pred_BxH, jnp.float32), batch)
+
     def scalars(self, sums):
         n = max(sums["count"], 1.0)
         return {"loss": sums["loss_sum"] / n, "mse": sums["se_sum"] / n, "mae": sums["ae_sum"] / n}
@@ -191,10 +200,21 @@ class PhysioNet(_SplitBatches):
         sums = self._sums(logits, batch)
         return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (carry, sums)
 
+    def _outputs(self, logits_B, batch):
+        return {**self._sums(logits_B, batch), "logits_B": logits_B, "labels_B": batch["targets"],
+                "weight_B": batch["example_mask"]}
+
     def eval_outputs(self, params, carry, batch):
         logits, carry = self._logits(params, carry, batch, None)
-        return carry, {**self._sums(logits, batch), "logits_B": logits, "labels_B": batch["targets"],
-                       "weight_B": batch["example_mask"]}
+        return carry, self._outputs(logits, batch)
+
+    def prediction(self, params, carry, batch):  # ltf.ensemble: P(death) [B], averaged between members
+        logits, carry = self._logits(params, carry, batch, None)
+        return carry, jax.nn.sigmoid(logits)
+
+    def outputs_from(self, prob_B, batch):
+        p_B = jnp.clip(jnp.asarray(prob_B, jnp.float32), PROB_FLOOR, 1.0 - PROB_FLOOR)
+        return self._outputs(jnp.log(p_B) - jnp.log1p(-p_B), batch)  # the logit of the mean probability
 
     def scalars(self, sums):
         return {"loss": sums["loss_sum"] / max(sums["count"], 1.0)}

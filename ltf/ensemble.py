@@ -1,0 +1,135 @@
+"""Ensembles of trained runs: the members' predictions averaged, then scored as one model.
+
+    evaluate_ensemble(["runs/f/cell=grud,seed=0", "runs/f/cell=grud,seed=1"])   # {split: metrics}
+    ensembles_of_sweep("runs/forecast")    # {arm: {"members": [...], "splits": {split: metrics}}}
+
+Seeds of one arm disagree most where data are scarce (a sparsely observed series, 2,560 ICU
+stays): their mean forecast, or mean probability, has the variance of one model divided by up
+to K, the oldest lever of forecasting competitions. An ensemble is a different model from any
+member, so ltf reports it beside the arms (`scripts/ensemble.py`), never in their place.
+
+A task takes part by having two members (ltf.tasks.series: `Forecast`, `PhysioNet`):
+
+    task.prediction(params, carry, batch) -> (carry, pred)   # per example, a quantity to average:
+                                                             # ŷ [B,H], or P(death) [B]
+    task.outputs_from(pred, batch) -> outputs                # what eval_outputs returns, from pred
+
+Members are scored at their best validation checkpoint (`ltf.evaluation.pick_step`) on the
+batches of the first member's task. Their `task` and `data` config sections must agree (the same
+series, split, windows and batches), else the error names the field and the two runs; the model,
+seed and training may differ, so an ensemble of different arms is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from ltf.evaluation import pick_step
+from ltf.runs import read_config, restore_params
+from ltf.sweep import SWEEP_FILE
+from ltf.tasks.registry import task_name
+from ltf.train import _reset_where, build
+
+SECTIONS = ("task", "data")  # must agree between members: they define the examples scored
+
+
+def _differences(a: dict, b: dict, prefix: str) -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} against {vb!r}")
+    return out
+
+
+def check_members_agree(workdirs: Sequence[Path], configs: Sequence) -> None:
+    """Raises ValueError naming the first field of `task` or `data` where a member differs from the first."""
+    def section(config, name):
+        return config[name].to_dict() if name in config else {}
+
+    for workdir, config in zip(workdirs[1:], configs[1:]):
+        for name in SECTIONS:
+            diffs = _differences(section(configs[0], name), section(config, name), f"{name}.")
+            if diffs:
+                raise ValueError(f"ensemble members disagree on {diffs[0]} ({workdirs[0]} against {workdir}): "
+                                 "members must score the same examples; give runs of one task and data config.")
+
+
+def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[object, int, dict]:
+    """(task, step, {split: [pred of each batch]}) of one member at its `checkpoint`."""
+    task, _, _ = build(config)
+    if not hasattr(task, "prediction"):
+        raise ValueError(f"{workdir}: task {task_name(config)!r} has no `prediction`; ensembles are for "
+                         "tasks that define it (forecast, physionet; see ltf/ensemble.py).")
+    splits = list(task.eval_splits if splits is None else splits)
+    unknown = [s for s in splits if s not in task.eval_splits]
+    if unknown:
+        raise ValueError(f"split {unknown[0]!r}: the task has {list(task.eval_splits)}")
+    step = pick_step(workdir, checkpoint)
+    params, step = restore_params(workdir, task.model, config, step=step)
+
+    @jax.jit
+    def predict(params, carry, batch):
+        return task.prediction(params, _reset_where(batch["reset"], carry), batch)
+
+    preds = {}
+    for split in splits:
+        carry, preds[split] = task.model.initial_state(config.data.eval_batch_size), []
+        for batch in task.eval_batches(split):
+            carry, pred = predict(params, carry, batch)
+            preds[split].append(np.asarray(pred, np.float64))
+    return task, step, preds
+
+
+def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int = "best",
+                      splits: Sequence[str] | None = None) -> dict:
+    """{"members": [{"workdir", "step"}], "splits": {split: metrics}}: the members' mean prediction
+    scored as the task scores one model. `splits`: None for the task's evaluation splits."""
+    workdirs = [Path(w) for w in workdirs]
+    if len(workdirs) < 2:
+        raise ValueError(f"an ensemble needs at least 2 runs; got {[str(w) for w in workdirs]}")
+    configs = [read_config(w) for w in workdirs]
+    check_members_agree(workdirs, configs)
+    first_task, members, per_member = None, [], []
+    for workdir, config in zip(workdirs, configs):
+        task, step, preds = _member_predictions(workdir, config, checkpoint, splits)
+        first_task = first_task or task  # the batches every member's predictions are scored on
+        members.append({"workdir": str(workdir), "step": step})
+        per_member.append(preds)
+    results = {}
+    for split in per_member[0]:
+        outputs = []
+        for k, batch in enumerate(first_task.eval_batches(split)):
+            mean_pred = np.mean([preds[split][k] for preds in per_member], axis=0)
+            outputs.append(jax.tree.map(np.asarray, first_task.outputs_from(mean_pred, batch)))
+        results[split] = first_task.eval_scalars(outputs)
+    return {"members": members, "splits": results}
+
+
+def arms_of_sweep(sweep_dir: str | Path) -> dict[str, list[Path]]:
+    """{arm: [its runs' directories]} of a sweep (W/sweep.json), runs without a checkpoint left out."""
+    sweep_dir = Path(sweep_dir)
+    sweep_file = sweep_dir / SWEEP_FILE
+    if not sweep_file.exists():
+        raise FileNotFoundError(f"{sweep_file} is missing: give a workdir written by scripts/sweep.py.")
+    arms: dict[str, list[Path]] = {}
+    for run in json.loads(sweep_file.read_text())["runs"]:
+        run_dir = sweep_dir / run["name"]
+        if (run_dir / "config.json").exists() and (run_dir / "checkpoints").exists():
+            arms.setdefault(run["arm"], []).append(run_dir)
+    return arms
+
+
+def ensembles_of_sweep(sweep_dir: str | Path, *, checkpoint: str | int = "best",
+                       splits: Sequence[str] | None = None) -> dict[str, dict]:
+    """{arm: evaluate_ensemble(its runs)} for each arm of a sweep with at least 2 trained runs."""
+    return {arm: evaluate_ensemble(runs, checkpoint=checkpoint, splits=splits)
+            for arm, runs in arms_of_sweep(sweep_dir).items() if len(runs) >= 2}
