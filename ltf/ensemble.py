@@ -4,8 +4,8 @@
     ensembles_of_sweep("runs/forecast")    # {arm: {"members": [...], "splits": {split: metrics}}}
 
 Seeds of one arm disagree most where data are scarce (a sparsely observed series, 2,560 ICU
-stays): their mean forecast, or mean probability, has the variance of one model divided by up
-to K, the oldest lever of forecasting competitions. An ensemble is a different model from any
+stays): averaging their forecasts, or probabilities, removes part of that disagreement (forecast
+combination, a standard lever of forecasters). An ensemble is a different model from any
 member, so ltf reports it beside the arms (`scripts/ensemble.py`), never in their place.
 
 A task takes part by having two members (ltf.tasks.series: `Forecast`, `PhysioNet`):
@@ -15,9 +15,10 @@ A task takes part by having two members (ltf.tasks.series: `Forecast`, `PhysioNe
     task.outputs_from(pred, batch) -> outputs                # what eval_outputs returns, from pred
 
 Members are scored at their best validation checkpoint (`ltf.evaluation.pick_step`) on the
-batches of the first member's task. Their `task` and `data` config sections must agree (the same
-series, split, windows and batches), else the error names the field and the two runs; the model,
-seed and training may differ, so an ensemble of different arms is allowed.
+batches of the first member's task. Their batches must hold the same examples (EXAMPLE_KEYS:
+the same targets, normalised alike, in the same order), else the error names the split and the
+config fields where the runs differ; the model, its inputs (task.dt), seed and training may
+differ, so an ensemble of different arms is allowed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ltf.sweep import SWEEP_FILE
 from ltf.tasks.registry import task_name
 from ltf.train import _reset_where, build
 
-SECTIONS = ("task", "data")  # must agree between members: they define the examples scored
+SECTIONS = ("task", "data")  # named in the error when members score other examples
+EXAMPLE_KEYS = ("targets", "target_mask", "loc", "scale", "example_mask", "record_id")  # what a batch scores
 
 
 def _differences(a: dict, b: dict, prefix: str) -> list[str]:
@@ -50,21 +52,28 @@ def _differences(a: dict, b: dict, prefix: str) -> list[str]:
     return out
 
 
-def check_members_agree(workdirs: Sequence[Path], configs: Sequence) -> None:
-    """Raises ValueError naming the first field of `task` or `data` where a member differs from the first."""
+def _config_differences(a, b) -> list[str]:
+    """The fields of the `task` and `data` sections where two run configs differ."""
     def section(config, name):
         return config[name].to_dict() if name in config else {}
 
-    for workdir, config in zip(workdirs[1:], configs[1:]):
-        for name in SECTIONS:
-            diffs = _differences(section(configs[0], name), section(config, name), f"{name}.")
-            if diffs:
-                raise ValueError(f"ensemble members disagree on {diffs[0]} ({workdirs[0]} against {workdir}): "
-                                 "members must score the same examples; give runs of one task and data config.")
+    return [d for name in SECTIONS for d in _differences(section(a, name), section(b, name), f"{name}.")]
 
 
-def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[object, int, dict]:
-    """(task, step, {split: [pred of each batch]}) of one member at its `checkpoint`."""
+def _same_examples(a: list[dict], b: list[dict]) -> str | None:
+    """None if two members' batches of a split hold the same examples, else what differs first."""
+    if len(a) != len(b):
+        return f"{len(a)} batches against {len(b)}"
+    for k, (x, y) in enumerate(zip(a, b)):
+        for key in x:
+            if x[key].shape != y[key].shape or not np.array_equal(x[key], y[key]):
+                return f"batch {k}: `{key}` differs"
+    return None
+
+
+def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[object, int, dict, dict]:
+    """(task, step, {split: [pred of each batch]}, {split: [the examples of each batch]}) of one
+    member at its `checkpoint`."""
     task, _, _ = build(config)
     if not hasattr(task, "prediction"):
         raise ValueError(f"{workdir}: task {task_name(config)!r} has no `prediction`; ensembles are for "
@@ -80,13 +89,14 @@ def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[obje
     def predict(params, carry, batch):
         return task.prediction(params, _reset_where(batch["reset"], carry), batch)
 
-    preds = {}
+    preds, examples = {}, {}
     for split in splits:
-        carry, preds[split] = task.model.initial_state(config.data.eval_batch_size), []
+        carry, preds[split], examples[split] = task.model.initial_state(config.data.eval_batch_size), [], []
         for batch in task.eval_batches(split):
             carry, pred = predict(params, carry, batch)
             preds[split].append(np.asarray(pred, np.float64))
-    return task, step, preds
+            examples[split].append({k: np.asarray(batch[k]) for k in EXAMPLE_KEYS if k in batch})
+    return task, step, preds, examples
 
 
 def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int = "best",
@@ -97,11 +107,19 @@ def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int =
     if len(workdirs) < 2:
         raise ValueError(f"an ensemble needs at least 2 runs; got {[str(w) for w in workdirs]}")
     configs = [read_config(w) for w in workdirs]
-    check_members_agree(workdirs, configs)
-    first_task, members, per_member = None, [], []
+    first_task, members, per_member, first_examples = None, [], [], None
     for workdir, config in zip(workdirs, configs):
-        task, step, preds = _member_predictions(workdir, config, checkpoint, splits)
+        task, step, preds, examples = _member_predictions(workdir, config, checkpoint, splits)
         first_task = first_task or task  # the batches every member's predictions are scored on
+        first_examples = first_examples or examples
+        for split in first_examples:
+            why = _same_examples(first_examples[split], examples.get(split, []))
+            if why:
+                diffs = _config_differences(configs[0], config)
+                raise ValueError(
+                    f"ensemble members score other {split} examples ({why}): {workdirs[0]} against {workdir}"
+                    + (f"; their configs differ in {'; '.join(diffs)}" if diffs else "")
+                    + ". Give runs of one series (or data set), split and data.eval_batch_size.")
         members.append({"workdir": str(workdir), "step": step})
         per_member.append(preds)
     results = {}

@@ -75,12 +75,16 @@ def test_the_ensemble_scores_the_mean_forecast(forecast_runs):
     assert got["mae"] <= np.mean(alone) + 1e-6
 
 
-def test_members_of_other_windows_are_refused_with_the_field(forecast_runs, tmp_path):
+def test_members_must_score_the_same_examples_but_may_read_them_differently(forecast_runs, tmp_path):
     _, (run0, _) = forecast_runs
-    other = _trained("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm", tmp_path / "other",
-                     keep=0.5)
-    with pytest.raises(ValueError, match=r"disagree on task.keep: 0.3 against 0.5"):
+    other = _trained("forecast.py:smoke,kind=subset,residual=seasonal_naive,window_norm", tmp_path / "other", H=3)
+    with pytest.raises(ValueError, match=r"score other validation examples .*differ in task.H: 2 against 3"):
         evaluate_ensemble([run0, other])
+    # other inputs to the same targets: a longer window, fewer points kept (the subset thins the
+    # inputs, not the targets), no window normalisation
+    reads_otherwise = _trained("forecast.py:smoke,kind=subset,residual=seasonal_naive", tmp_path / "reads", L=9,
+                               keep=0.5)
+    assert np.isfinite(evaluate_ensemble([run0, reads_otherwise], splits=["test"])["splits"]["test"]["mae"])
     with pytest.raises(ValueError, match="at least 2 runs"):
         evaluate_ensemble([run0])
 
@@ -122,3 +126,8 @@ def test_the_script_writes_one_row_per_arm(forecast_runs):
     test_mae = written[arm]["splits"]["test"]["mae"]
     assert f"| `{arm}` | 2 | " in out.stdout and f"{test_mae:.4f} |" in out.stdout
     assert (root / "ensembles.md").read_text().count(f"`{arm}`") == 1
+    # run directories hold commas: --workdir is repeatable and takes patterns
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "ensemble.py"), "--workdir", str(runs[0]),
+                          "--workdir", str(root / "*seed=1")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"| `runs` | 2 | " in out.stdout and f"{test_mae:.4f} |" in out.stdout
