@@ -21,6 +21,7 @@ def test_each_size_is_the_papers(size):
     assert (c.model.d_hidden, c.model.d_embed, c.model.n_layers, c.data.seq_len, c.data.batch_size) == (
         units, units, 2, T, 20)
     assert (c.model.init_uniform, c.model.dropout, c.model.locked_dropout) == (scale, dropout, False)
+    assert c.model.two_gate_biases  # as the paper's Lua code builds each gate: b_x + b_h
     epoch = (929_589 - 1) // (20 * T)  # one pass over ptb.train.txt
     assert c.train.steps == epochs * epoch and c.train.eval_every == epoch
     # lr 1 and the clip on the loss summed over T steps = lr T and clip / T on ltf's mean
@@ -46,9 +47,9 @@ def test_the_larger_sizes_run_their_smoke_setting(size, tmp_path):
 def test_two_gate_biases_start_as_a_sum_of_two_draws_and_a_run_restores(tmp_path):
     """The Lua code's b_x + b_h: the layers' gate biases gain a second U[-s, s] draw (everything
     else as with one bias), the run trains, and its checkpoint restores with the paired optimiser."""
-    c = load_config(f"{CONFIG}:smoke")
-    paired = c.copy_and_resolve_references()
-    paired.model.two_gate_biases = True
+    paired = load_config(f"{CONFIG}:smoke")  # two biases per gate: the config's default
+    c = paired.copy_and_resolve_references()
+    c.model.two_gate_biases = False
     (task_one, _, _), (task_two, _, _) = train.build(c), train.build(paired)
     p_one, p_two = task_one.model.init(jax.random.PRNGKey(0)), task_two.model.init(jax.random.PRNGKey(0))
     s = c.model.init_uniform
@@ -65,6 +66,6 @@ def test_two_gate_biases_start_as_a_sum_of_two_draws_and_a_run_restores(tmp_path
 
 def test_two_gate_biases_need_sgd():
     c = load_config(f"{CONFIG}:smoke")
-    c.model.two_gate_biases, c.opt.name = True, "adam"
+    c.opt.name = "adam"
     with pytest.raises(ValueError, match="model.two_gate_biases"):
         train.build(c)
