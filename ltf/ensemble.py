@@ -71,9 +71,8 @@ def _same_examples(a: list[dict], b: list[dict]) -> str | None:
     return None
 
 
-def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[object, int, dict, dict]:
-    """(task, step, {split: [pred of each batch]}, {split: [the examples of each batch]}) of one
-    member at its `checkpoint`."""
+def _member_task(workdir: Path, config, splits) -> tuple[object, list[str], dict]:
+    """(task, splits, {split: [the examples of each batch]}) of one member, before any checkpoint."""
     task, _, _ = build(config)
     if not hasattr(task, "prediction"):
         raise ValueError(f"{workdir}: task {task_name(config)!r} has no `prediction`; ensembles are for "
@@ -82,21 +81,26 @@ def _member_predictions(workdir: Path, config, checkpoint, splits) -> tuple[obje
     unknown = [s for s in splits if s not in task.eval_splits]
     if unknown:
         raise ValueError(f"split {unknown[0]!r}: the task has {list(task.eval_splits)}")
-    step = pick_step(workdir, checkpoint)
-    params, step = restore_params(workdir, task.model, config, step=step)
+    examples = {split: [{k: np.asarray(b[k]) for k in EXAMPLE_KEYS if k in b} for b in task.eval_batches(split)]
+                for split in splits}
+    return task, splits, examples
+
+
+def _predictions(task, workdir: Path, config, checkpoint, splits) -> tuple[int, dict]:
+    """(step, {split: [pred of each batch]}) of one member at its `checkpoint`."""
+    params, step = restore_params(workdir, task.model, config, step=pick_step(workdir, checkpoint))
 
     @jax.jit
     def predict(params, carry, batch):
         return task.prediction(params, _reset_where(batch["reset"], carry), batch)
 
-    preds, examples = {}, {}
+    preds = {}
     for split in splits:
-        carry, preds[split], examples[split] = task.model.initial_state(config.data.eval_batch_size), [], []
+        carry, preds[split] = task.model.initial_state(config.data.eval_batch_size), []
         for batch in task.eval_batches(split):
             carry, pred = predict(params, carry, batch)
             preds[split].append(np.asarray(pred, np.float64))
-            examples[split].append({k: np.asarray(batch[k]) for k in EXAMPLE_KEYS if k in batch})
-    return task, step, preds, examples
+    return step, preds
 
 
 def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int = "best",
@@ -107,12 +111,11 @@ def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int =
     if len(workdirs) < 2:
         raise ValueError(f"an ensemble needs at least 2 runs; got {[str(w) for w in workdirs]}")
     configs = [read_config(w) for w in workdirs]
-    first_task, members, per_member, first_examples = None, [], [], None
+    first_task, first_examples, members, per_member = None, None, [], []
     for workdir, config in zip(workdirs, configs):
-        task, step, preds, examples = _member_predictions(workdir, config, checkpoint, splits)
-        first_task = first_task or task  # the batches every member's predictions are scored on
-        first_examples = first_examples or examples
-        for split in first_examples:
+        task, member_splits, examples = _member_task(workdir, config, splits)
+        first_task, first_examples = first_task or task, first_examples or examples
+        for split in first_examples:  # checked before any checkpoint is read
             why = _same_examples(first_examples[split], examples.get(split, []))
             if why:
                 diffs = _config_differences(configs[0], config)
@@ -120,10 +123,11 @@ def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int =
                     f"ensemble members score other {split} examples ({why}): {workdirs[0]} against {workdir}"
                     + (f"; their configs differ in {'; '.join(diffs)}" if diffs else "")
                     + ". Give runs of one series (or data set), split and data.eval_batch_size.")
+        step, preds = _predictions(task, workdir, config, checkpoint, member_splits)
         members.append({"workdir": str(workdir), "step": step})
         per_member.append(preds)
     results = {}
-    for split in per_member[0]:
+    for split in per_member[0]:  # scored on the first member's batches
         outputs = []
         for k, batch in enumerate(first_task.eval_batches(split)):
             mean_pred = np.mean([preds[split][k] for preds in per_member], axis=0)
