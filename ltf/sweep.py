@@ -237,17 +237,17 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
 # -- a seed group's workdirs (what `scripts/train.py --seeds` fills in) ----------------------
 
 
-_SENTINEL_SEED = 918273645
-
-
 def seed_template(run: Run) -> str | None:
     """The run's name with its seed as `{seed}` (what `train.py --seeds` fills in), or None when
-    the seed does not appear in the name as itself (a name cut and hashed, a seed not an int)."""
+    the name does not end in its seed as itself (a name cut and hashed, a seed not an int).
+
+    Read from the run's own name: a longer stand-in seed could push a name near MAX_NAME over it
+    and into a hash, and so keep the seeds of such an arm from sharing a process."""
     if not isinstance(run.seed, int) or isinstance(run.seed, bool):
         return None
-    entry = {CONFIG_ARG: run.config_arg, **run.overrides, SEED: _SENTINEL_SEED}
-    name = run_name(entry)
-    if name.count(str(_SENTINEL_SEED)) != 1:
+    seed = str(run.seed)
+    # the name the sweep gives with the seed as the last key, so that it ends in "seed=<seed>"
+    entry = {CONFIG_ARG: run.config_arg, **{k: v for k, v in run.overrides.items() if k != SEED}, SEED: run.seed}
+    if run_name(entry) != run.name or not run.name.endswith(f"{SEED}={seed}"):
         return None
-    template = name.replace(str(_SENTINEL_SEED), "{seed}")
-    return template if template.replace("{seed}", str(run.seed)) == run.name else None
+    return run.name[:-len(seed)] + "{seed}"

@@ -122,3 +122,19 @@ def test_every_task_offers_the_modern_arms_at_lstm_s_parameters(config_arg, d_in
         # nearest: a neighbouring width is no closer (at reber's 16 units one step of griffin's
         # width moves its count by ~10%, so no fixed tolerance would hold everywhere)
         assert gap <= min(abs(count(run.overrides, w) - target) for w in (width - step, width + step)), run.name
+
+
+def test_seed_templates_hold_up_to_the_name_limit_and_not_past_it():
+    """An arm whose names sit just under MAX_NAME still groups its seeds (the template is read from
+    the run's own name); a name cut and hashed does not carry its seed and stays alone."""
+    pad = "v" * (sweep.MAX_NAME - len("cell=lstm,d_embed=,seed=0"))
+    runs = sweep.expand(str(CONFIG), [{"config_arg": "smoke", "model.cell": "lstm", "seed": s} for s in (0, 1)])
+    assert [sweep.seed_template(r) for r in runs] == ["smoke,cell=lstm,seed={seed}"] * 2
+    near = sweep.Run(name=f"cell=lstm,d_embed={pad},seed=0", arm=f"cell=lstm,d_embed={pad}", config=str(CONFIG),
+                     config_arg="", overrides={"model.cell": "lstm", "model.d_embed": pad, "seed": 0}, steps=0)
+    assert len(near.name) == sweep.MAX_NAME and sweep.run_name({**near.overrides}) == near.name
+    assert sweep.seed_template(near) == near.name[:-1] + "{seed}"  # a 9-digit stand-in seed would hash it
+    over = sweep.run_name({"model.cell": "lstm", "model.d_embed": pad + "vv", "seed": 0})
+    far = sweep.Run(name=over, arm="", config=str(CONFIG), config_arg="",
+                    overrides={"model.cell": "lstm", "model.d_embed": pad + "vv", "seed": 0}, steps=0)
+    assert sweep.seed_template(far) is None
