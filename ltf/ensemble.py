@@ -23,7 +23,6 @@ differ, so an ensemble of different arms is allowed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -31,10 +30,11 @@ import jax
 import numpy as np
 
 from ltf.evaluation import pick_step
+from ltf.report import sweep_runs
 from ltf.runs import read_config, restore_params
 from ltf.sweep import SWEEP_FILE
 from ltf.tasks.registry import task_name
-from ltf.train import _reset_where, build
+from ltf.train import build, evaluate, make_eval_step
 
 SECTIONS = ("task", "data")  # named in the error when members score other examples
 EXAMPLE_KEYS = ("targets", "target_mask", "loc", "scale", "example_mask", "record_id")  # what a batch scores
@@ -89,17 +89,10 @@ def _member_task(workdir: Path, config, splits) -> tuple[object, list[str], dict
 def _predictions(task, workdir: Path, config, checkpoint, splits) -> tuple[int, dict]:
     """(step, {split: [pred of each batch]}) of one member at its `checkpoint`."""
     params, step = restore_params(workdir, task.model, config, step=pick_step(workdir, checkpoint))
-
-    @jax.jit
-    def predict(params, carry, batch):
-        return task.prediction(params, _reset_where(batch["reset"], carry), batch)
-
-    preds = {}
-    for split in splits:
-        carry, preds[split] = task.model.initial_state(config.data.eval_batch_size), []
-        for batch in task.eval_batches(split):
-            carry, pred = predict(params, carry, batch)
-            preds[split].append(np.asarray(pred, np.float64))
+    predict_step = jax.jit(make_eval_step(task, task.prediction))
+    carry = task.model.initial_state(config.data.eval_batch_size)
+    preds = {split: [np.asarray(p, np.float64) for p in evaluate(predict_step, params, carry, task.eval_batches(split))]
+             for split in splits}
     return step, preds
 
 
@@ -137,13 +130,14 @@ def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int =
 
 
 def arms_of_sweep(sweep_dir: str | Path) -> dict[str, list[Path]]:
-    """{arm: [its runs' directories]} of a sweep (W/sweep.json), runs without a checkpoint left out."""
+    """{arm: [its runs' directories]} of a sweep (as its report lists them), runs without a checkpoint left out."""
     sweep_dir = Path(sweep_dir)
-    sweep_file = sweep_dir / SWEEP_FILE
-    if not sweep_file.exists():
-        raise FileNotFoundError(f"{sweep_file} is missing: give a workdir written by scripts/sweep.py.")
+    runs = sweep_runs(sweep_dir)
+    if not runs:
+        raise FileNotFoundError(f"{sweep_dir}: no {SWEEP_FILE} and no runs in it; give a workdir written by "
+                                "scripts/sweep.py.")
     arms: dict[str, list[Path]] = {}
-    for run in json.loads(sweep_file.read_text())["runs"]:
+    for run in runs:
         run_dir = sweep_dir / run["name"]
         if (run_dir / "config.json").exists() and (run_dir / "checkpoints").exists():
             arms.setdefault(run["arm"], []).append(run_dir)

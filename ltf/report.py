@@ -53,7 +53,8 @@ def _read_json(path: Path, default: Any = None) -> Any:
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def _runs(workdir: Path) -> list[dict]:
+def sweep_runs(workdir: Path) -> list[dict]:
+    """The run records of a sweep workdir: W/sweep.json's, else those of its W/*/sweep_run.json."""
     if (workdir / SWEEP_FILE).exists():
         return _read_json(workdir / SWEEP_FILE)["runs"]
     return [_read_json(p) for p in sorted(workdir.glob(f"*/{RUN_FILE}"))]
@@ -62,7 +63,7 @@ def _runs(workdir: Path) -> list[dict]:
 def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> list[RunResult]:
     """Every run's curve, final metrics and wall time, read from W/<run>/."""
     workdir = Path(workdir)
-    entries = [r.record() if isinstance(r, Run) else r for r in (_runs(workdir) if runs is None else runs)]
+    entries = [r.record() if isinstance(r, Run) else r for r in (sweep_runs(workdir) if runs is None else runs)]
     results = []
     for entry in entries:
         run_dir = workdir / entry["name"]

@@ -63,11 +63,14 @@ def make_train_step(task: Task, tx: optax.GradientTransformation):
     return train_step
 
 
-def make_eval_step(task: Task):
-    """(params, carry, batch) -> (carry, outputs), not jitted."""
+def make_eval_step(task: Task, outputs=None):
+    """(params, carry, batch) -> (carry, outputs), not jitted. `outputs`: the task's method that
+    gives them, (params, carry, batch) -> (carry, outputs); default `task.eval_outputs`
+    (`ltf.ensemble` passes `task.prediction`)."""
+    outputs = outputs or task.eval_outputs
 
     def eval_step(params, carry, batch):
-        return task.eval_outputs(params, _reset_where(batch["reset"], carry), batch)
+        return outputs(params, _reset_where(batch["reset"], carry), batch)
 
     return eval_step
 
