@@ -18,7 +18,7 @@ Names. A run's name, and its workdir `W/<name>`, come from its entry alone: the 
 choices, then `key=value` per override in the entry's order, the key shortened to its last dotted
 part (`model.attention.window` -> `window`) unless two keys of the entry share it; characters
 other than letters, digits and `._,=+-` become `_`; names over MAX_NAME characters are cut and
-end in a hash of the whole. So `{"config_arg": "smoke", "model.cell": "lstm", "seed": 1}` runs
+end in a hash of the whole (of all but the seed, which stays at the end: `run_name`). So `{"config_arg": "smoke", "model.cell": "lstm", "seed": 1}` runs
 in `W/smoke,cell=lstm,seed=1`, a smoke run never shares a workdir with a full one, and adding
 runs to a sweep renames none. Two entries that give one name are an error.
 
@@ -49,6 +49,7 @@ CONFIG_ARG = "config_arg"
 SEED = "seed"
 REPLICATES = "replicates"  # entry key: the override keys that vary within an arm besides the seed
 MAX_NAME = 96
+_SEED_ROOM = len(",seed=") + 10  # what a cut name keeps free for its seed
 SWEEP_FILE, RUN_FILE = "sweep.json", "sweep_run.json"  # the records ltf.report reads
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
 
@@ -84,19 +85,44 @@ def _short_keys(keys: Sequence[str]) -> dict[str, str]:
     return short
 
 
-def run_name(entry: Mapping[str, Any]) -> str:
-    """The workdir name of a sweep entry (see the module docstring): deterministic and safe."""
+def _name_parts(entry: Mapping[str, Any]) -> list[str]:
     parts = [c for c in str(entry.get(CONFIG_ARG) or "").split(",") if c]
     keys = [k for k in entry if k != CONFIG_ARG]
     short = _short_keys(keys)
-    parts += [f"{short[k]}={_format_value(entry[k])}" for k in keys]
-    whole = ",".join(parts) or "default"
+    return parts + [f"{short[k]}={_format_value(entry[k])}" for k in keys]
+
+
+def _safe(whole: str) -> str:
     name = _UNSAFE.sub("_", whole)
-    if name[0] in ".-":
-        name = "_" + name
-    if len(name) > MAX_NAME:
-        name = name[:MAX_NAME - 9] + "-" + hashlib.sha1(whole.encode()).hexdigest()[:8]
-    return name
+    return "_" + name if name[0] in ".-" else name
+
+
+def _cut(whole: str, keep: int) -> str:
+    return _safe(whole)[:keep] + "-" + hashlib.sha1(whole.encode()).hexdigest()[:8]
+
+
+def run_name(entry: Mapping[str, Any]) -> str:
+    """The workdir name of a sweep entry (see the module docstring): deterministic and safe.
+
+    A name over MAX_NAME is cut and hashed; when the entry's last key is the seed, the hash covers
+    the rest and `seed=N` stays at the end, at a cut that leaves room for 10 digits, so that every
+    seed of an arm shares one name but for its seed (`seed_template`) and can train in one process."""
+    parts = _name_parts(entry)
+    whole = ",".join(parts) or "default"
+    name = _safe(whole)
+    if len(name) <= MAX_NAME:
+        return name
+    keys = [k for k in entry if k != CONFIG_ARG]
+    if keys and keys[-1] == SEED:
+        return _cut(",".join(parts[:-1]), MAX_NAME - 9 - _SEED_ROOM) + "," + _safe(parts[-1])
+    return _cut(whole, MAX_NAME - 9)
+
+
+def legacy_run_name(entry: Mapping[str, Any]) -> str:
+    """The name ltf gave an entry until December 2026, when a long name's hash covered its seed too
+    (so that its seeds could not share a process); `ltf.sweep_runner` renames such workdirs."""
+    whole = ",".join(_name_parts(entry)) or "default"
+    return _safe(whole) if len(_safe(whole)) <= MAX_NAME else _cut(whole, MAX_NAME - 9)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
@@ -239,7 +265,7 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
 
 def seed_template(run: Run) -> str | None:
     """The run's name with its seed as `{seed}` (what `train.py --seeds` fills in), or None when
-    the name does not end in its seed as itself (a name cut and hashed, a seed not an int).
+    the name does not end in its seed as itself (a seed not an int, or not the entry's last key).
 
     Read from the run's own name: a longer stand-in seed could push a name near MAX_NAME over it
     and into a hash, and so keep the seeds of such an arm from sharing a process."""

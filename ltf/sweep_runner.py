@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ltf.run_lock import RunLock, holder
-from ltf.sweep import RUN_FILE, SEED, SWEEP_FILE, Run, Sweep, seed_template
+from ltf.sweep import CONFIG_ARG, RUN_FILE, SEED, SWEEP_FILE, Run, Sweep, legacy_run_name, seed_template
 from ltf.writers import json_safe, read_metrics
 
 LOG_FILE, DONE_FILE = "log.txt", "DONE"
@@ -78,6 +78,41 @@ def status(run: Run, run_dir: Path) -> str:
     return f"at step {max(steps)}" if steps else "to do"
 
 
+def rename_legacy_dirs(runs: Sequence[Run], workdir: Path, out: Callable[[str], None],
+                       dry_run: bool = False) -> list[tuple[str, str]]:
+    """Moves the workdirs of runs named as ltf named them until December 2026 (a long name whose
+    hash covered the seed: `ltf.sweep.legacy_run_name`) to their names now, so that a sweep
+    started before resumes them instead of training them again. Skipped, and said, where the new
+    name exists too or another worker holds the old one. Returns (old, new) per run moved."""
+    moved = []
+    for run in runs:
+        old = legacy_run_name({CONFIG_ARG: run.config_arg, **run.overrides})
+        src, dst = workdir / old, workdir / run.name
+        if old == run.name or not src.is_dir():
+            continue
+        if dst.exists():
+            out(f"note: {src} is this run's workdir under its old name, and {dst} exists too; "
+                f"using {dst.name} and leaving the old one as it is.")
+            continue
+        if dry_run:
+            out(f"would rename {old} -> {run.name} (run names now keep their seed out of the hash)")
+            continue
+        lock = RunLock.acquire(src)
+        if lock is None:
+            out(f"note: not renaming {src}: another worker holds it ({holder(src)}); run again once it ends.")
+            continue
+        try:
+            src.rename(dst)
+            record = dst / RUN_FILE
+            if record.exists():  # ltf.report reads the name from here when sweep.json is absent
+                _write_json(record, {**json.loads(record.read_text()), "name": run.name})
+        finally:
+            lock.release()
+        out(f"renamed {old} -> {run.name} (run names now keep their seed out of the hash)")
+        moved.append((old, run.name))
+    return moved
+
+
 def train_command(run: Run, run_dir: Path, train_script: Path = TRAIN_SCRIPT) -> list[str]:
     """scripts/train.py with the run's config and its overrides as --config.x=v flags."""
     return _command(run, f"--workdir={run_dir}", train_script)
@@ -86,7 +121,8 @@ def train_command(run: Run, run_dir: Path, train_script: Path = TRAIN_SCRIPT) ->
 def group_command(runs: Sequence[Run], workdir: Path, train_script: Path = TRAIN_SCRIPT) -> list[str]:
     """scripts/train.py training the seeds of one arm at once (`--seeds`), each in its own run dir."""
     template = seed_template(runs[0])
-    assert template is not None and all(r.arm == runs[0].arm for r in runs), "not one arm's seeds"
+    assert template is not None and all(r.arm == runs[0].arm and seed_template(r) == template for r in runs), \
+        "not one arm's seeds"
     seedless = dataclasses.replace(runs[0], overrides={k: v for k, v in runs[0].overrides.items() if k != SEED})
     return _command(seedless, f"--workdir={workdir / template}", train_script,
                     f"--seeds={','.join(str(r.seed) for r in runs)}")
@@ -107,7 +143,8 @@ def seed_groups(runs: Sequence[Run], run_dirs: Callable[[Run], Path], size: int)
     groups: dict[tuple, list[list[Run]]] = {}
     order: list[list[Run]] = []
     for run in runs:
-        key = (run.arm, status(run, run_dirs(run))) if seed_template(run) else (id(run),)
+        template = seed_template(run)  # seeds of one arm whose names differ but for the seed
+        key = (run.arm, template, status(run, run_dirs(run))) if template else (id(run),)
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) >= size:
             chunks.append([])
@@ -222,6 +259,8 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
     (`scripts/train.py --seeds`); each still gets its own run dir, as if trained alone."""
     workdir = Path(workdir).resolve()
     runs = shard(sweep.runs, *shard_spec)
+    if workdir.is_dir():
+        rename_legacy_dirs(runs, workdir, out, dry_run=dry_run)
     done = [r.name for r in runs if is_finished(r, workdir / r.name)]
     todo = seed_groups([r for r in runs if r.name not in done], lambda r: workdir / r.name, seeds_per_process)
     n_todo = lambda: sum(map(len, todo))  # noqa: E731

@@ -124,17 +124,30 @@ def test_every_task_offers_the_modern_arms_at_lstm_s_parameters(config_arg, d_in
         assert gap <= min(abs(count(run.overrides, w) - target) for w in (width - step, width + step)), run.name
 
 
-def test_seed_templates_hold_up_to_the_name_limit_and_not_past_it():
+def test_seed_templates_hold_at_the_name_limit_and_past_it():
     """An arm whose names sit just under MAX_NAME still groups its seeds (the template is read from
-    the run's own name); a name cut and hashed does not carry its seed and stays alone."""
+    the run's own name); past it, the hash covers all but the seed, which stays at the end, so the
+    seeds of a long-named arm share one template whatever their number of digits."""
     pad = "v" * (sweep.MAX_NAME - len("cell=lstm,d_embed=,seed=0"))
     runs = sweep.expand(str(CONFIG), [{"config_arg": "smoke", "model.cell": "lstm", "seed": s} for s in (0, 1)])
     assert [sweep.seed_template(r) for r in runs] == ["smoke,cell=lstm,seed={seed}"] * 2
     near = sweep.Run(name=f"cell=lstm,d_embed={pad},seed=0", arm=f"cell=lstm,d_embed={pad}", config=str(CONFIG),
                      config_arg="", overrides={"model.cell": "lstm", "model.d_embed": pad, "seed": 0}, steps=0)
     assert len(near.name) == sweep.MAX_NAME and sweep.run_name({**near.overrides}) == near.name
-    assert sweep.seed_template(near) == near.name[:-1] + "{seed}"  # a 9-digit stand-in seed would hash it
-    over = sweep.run_name({"model.cell": "lstm", "model.d_embed": pad + "vv", "seed": 0})
-    far = sweep.Run(name=over, arm="", config=str(CONFIG), config_arg="",
-                    overrides={"model.cell": "lstm", "model.d_embed": pad + "vv", "seed": 0}, steps=0)
-    assert sweep.seed_template(far) is None
+    assert sweep.seed_template(near) == near.name[:-1] + "{seed}"  # a 9-digit stand-in seed would cut it
+
+    def long_run(seed, pad=pad + "vv"):
+        overrides = {"model.cell": "lstm", "model.d_embed": pad, "seed": seed}
+        return sweep.Run(name=sweep.run_name(overrides), arm="", config=str(CONFIG), config_arg="",
+                         overrides=overrides, steps=0)
+
+    names = [long_run(s).name for s in (0, 7, 12, 4_000_000_000)]
+    assert all(len(n) <= sweep.MAX_NAME for n in names) and len(set(names)) == 4
+    assert [n.rpartition(",seed=")[2] for n in names] == ["0", "7", "12", "4000000000"]
+    templates = {sweep.seed_template(long_run(s)) for s in (0, 7, 12, 4_000_000_000)}
+    assert len(templates) == 1 and None not in templates
+    assert long_run(0, pad + "vw").name != names[0]  # the hash still tells apart what the cut drops
+    assert sweep.legacy_run_name(long_run(0).overrides) not in names  # the old name hashed the seed
+    assert sweep.legacy_run_name(near.overrides) == near.name  # names under the limit never changed
+    seed_first = {"seed": 0, "model.cell": "lstm", "model.d_embed": pad + "vv"}
+    assert sweep.run_name(seed_first) == sweep.legacy_run_name(seed_first)

@@ -252,3 +252,28 @@ def test_a_run_whose_worker_is_killed_is_taken_over_by_the_other(tmp_path):
     assert b.returncode == 0 and f"taking over {held}" in out and "4 done, 0 failed" in out, out
     assert [name for e, name in _events(workdir) if e == "start"].count(held) == 2  # A's, then B's
     assert (workdir / held / "DONE").exists()
+
+
+def test_workdirs_under_their_old_long_names_are_renamed_and_resumed(tmp_path):
+    """A sweep begun before long names kept their seed (the whole name hashed) picks its runs up
+    under the new names: moved, their record renamed, nothing trained again or lost."""
+    pad = "x" * 90
+    the_sweep = sweep.Sweep("s", tuple(sweep.expand(str(CONFIG), [
+        {"config_arg": "smoke", "model.cell": "lstm", "data.data_dir": pad, "seed": s} for s in (0, 1)])))
+    old = [sweep.legacy_run_name({"config_arg": r.config_arg, **r.overrides}) for r in the_sweep.runs]
+    assert old != [r.name for r in the_sweep.runs]
+    for name in old:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("kept\n")
+        (tmp_path / name / sweep.RUN_FILE).write_text(json.dumps({"name": name, "attempts": []}))
+    (tmp_path / the_sweep.runs[1].name).mkdir()  # both names there: nothing is moved over it
+    lines = []
+    moved = sweep_runner.rename_legacy_dirs(the_sweep.runs, tmp_path, lines.append, dry_run=True)
+    assert moved == [] and (tmp_path / old[0]).is_dir() and "would rename" in lines[0]
+    moved = sweep_runner.rename_legacy_dirs(the_sweep.runs, tmp_path, lines.append)
+    new = the_sweep.runs[0].name
+    assert moved == [(old[0], new)] and not (tmp_path / old[0]).exists()
+    assert (tmp_path / new / "metrics.jsonl").read_text() == "kept\n"
+    assert json.loads((tmp_path / new / sweep.RUN_FILE).read_text())["name"] == new
+    assert (tmp_path / old[1]).is_dir() and "leaving the old one" in lines[-1]
+    assert sweep_runner.seed_template(the_sweep.runs[0]) == sweep_runner.seed_template(the_sweep.runs[1])
