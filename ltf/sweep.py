@@ -18,9 +18,10 @@ Names. A run's name, and its workdir `W/<name>`, come from its entry alone: the 
 choices, then `key=value` per override in the entry's order, the key shortened to its last dotted
 part (`model.attention.window` -> `window`) unless two keys of the entry share it; characters
 other than letters, digits and `._,=+-` become `_`; names over MAX_NAME characters are cut and
-end in a hash of the whole (of all but the seed, which stays at the end: `run_name`). So `{"config_arg": "smoke", "model.cell": "lstm", "seed": 1}` runs
-in `W/smoke,cell=lstm,seed=1`, a smoke run never shares a workdir with a full one, and adding
-runs to a sweep renames none. Two entries that give one name are an error.
+end in a hash of the whole (of all but the seed, which stays at the end: `run_name`). So
+`{"config_arg": "smoke", "model.cell": "lstm", "seed": 1}` runs in `W/smoke,cell=lstm,seed=1`,
+a smoke run never shares a workdir with a full one, and adding runs to a sweep renames none.
+Two entries that give one name are an error.
 
 A sweep workdir W (written by `ltf.sweep_runner`, read by `ltf.report`):
 
