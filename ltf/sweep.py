@@ -102,6 +102,12 @@ def _cut(whole: str, keep: int) -> str:
     return _safe(whole)[:keep] + "-" + hashlib.sha1(whole.encode()).hexdigest()[:8]
 
 
+def _whole_name(whole: str) -> str:
+    """`whole` made safe, cut and hashed whole when over MAX_NAME."""
+    name = _safe(whole)
+    return name if len(name) <= MAX_NAME else _cut(whole, MAX_NAME - 9)
+
+
 def run_name(entry: Mapping[str, Any]) -> str:
     """The workdir name of a sweep entry (see the module docstring): deterministic and safe.
 
@@ -110,20 +116,16 @@ def run_name(entry: Mapping[str, Any]) -> str:
     seed of an arm shares one name but for its seed (`seed_template`) and can train in one process."""
     parts = _name_parts(entry)
     whole = ",".join(parts) or "default"
-    name = _safe(whole)
-    if len(name) <= MAX_NAME:
-        return name
     keys = [k for k in entry if k != CONFIG_ARG]
-    if keys and keys[-1] == SEED:
+    if len(_safe(whole)) > MAX_NAME and keys and keys[-1] == SEED:
         return _cut(",".join(parts[:-1]), MAX_NAME - 9 - _SEED_ROOM) + "," + _safe(parts[-1])
-    return _cut(whole, MAX_NAME - 9)
+    return _whole_name(whole)
 
 
 def legacy_run_name(entry: Mapping[str, Any]) -> str:
     """The name ltf gave an entry until December 2026, when a long name's hash covered its seed too
     (so that its seeds could not share a process); `ltf.sweep_runner` renames such workdirs."""
-    whole = ",".join(_name_parts(entry)) or "default"
-    return _safe(whole) if len(_safe(whole)) <= MAX_NAME else _cut(whole, MAX_NAME - 9)
+    return _whole_name(",".join(_name_parts(entry)) or "default")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:

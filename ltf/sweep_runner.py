@@ -143,8 +143,8 @@ def seed_groups(runs: Sequence[Run], run_dirs: Callable[[Run], Path], size: int)
     groups: dict[tuple, list[list[Run]]] = {}
     order: list[list[Run]] = []
     for run in runs:
-        template = seed_template(run)  # seeds of one arm whose names differ but for the seed
-        key = (run.arm, template, status(run, run_dirs(run))) if template else (id(run),)
+        template = seed_template(run)  # one template: seeds of one arm, names alike but for the seed
+        key = (template, status(run, run_dirs(run))) if template else (id(run),)
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) >= size:
             chunks.append([])
@@ -259,8 +259,7 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
     (`scripts/train.py --seeds`); each still gets its own run dir, as if trained alone."""
     workdir = Path(workdir).resolve()
     runs = shard(sweep.runs, *shard_spec)
-    if workdir.is_dir():
-        rename_legacy_dirs(runs, workdir, out, dry_run=dry_run)
+    rename_legacy_dirs(runs, workdir, out, dry_run=dry_run)
     done = [r.name for r in runs if is_finished(r, workdir / r.name)]
     todo = seed_groups([r for r in runs if r.name not in done], lambda r: workdir / r.name, seeds_per_process)
     n_todo = lambda: sum(map(len, todo))  # noqa: E731
