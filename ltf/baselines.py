@@ -17,21 +17,23 @@ PhysioNet 2012: logistic regression on per-variable summaries of each stay (`Sum
 for each of the 37 variables the last, mean, min and max value and log(1 + count), then the
 static Age, Gender, Height, Weight and ICUType one-hot; a summary that is missing (a variable
 never observed) takes the training mean, then every feature is standardised with training
-statistics. The fit minimises ½‖w‖² + C·Σ log-loss (bias not penalised), scikit-learn's
-`LogisticRegression(C=C)` objective, by Newton's method with backtracking, in numpy.
+statistics (`ltf.data.series.physionet_summaries`, which a model's head reads too). The fit
+minimises ½‖w‖² + C·Σ log-loss (bias not penalised), scikit-learn's `LogisticRegression(C=C)`
+objective, by Newton's method with backtracking, in numpy.
 `physionet_logistic_baseline` picks C on validation AUROC.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 
 from ltf import metrics
 from ltf.data.series.physionet import PhysioNetData
-from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays
+from ltf.data.series.physionet_format import Stays
+from ltf.data.series.physionet_summaries import (  # noqa: F401  (re-exported: the baseline's features)
+    SUMMARIES, SummaryScaler, summary_feature_names, summary_features)
 from ltf.data.series.windows import ForecastData
 
 # -- forecasting ----------------------------------------------------------------------------
@@ -89,40 +91,6 @@ def forecast_baselines(data: ForecastData, season: int | None = None) -> dict:
 
 # -- PhysioNet: logistic regression on summaries ---------------------------------------------
 
-SUMMARIES = ("last", "mean", "min", "max", "log1p_count")
-
-
-def summary_feature_names() -> list[str]:
-    static = [k for k in STATIC if k != "ICUType"] + [f"ICUType={i}" for i in range(1, 5)]
-    return [f"{v}:{s}" for s in SUMMARIES for v in VARIABLES] + static
-
-
-def summary_features(stays: Stays) -> np.ndarray:
-    """[N, 37·5 + 8] raw summaries (NaN where a variable is never observed in the stay)."""
-    N, V = len(stays), len(VARIABLES)
-    x = stays.values.astype(np.float64)
-    obs = np.isfinite(x)
-    out = {s: np.full((N, V), np.nan) for s in SUMMARIES}
-    nonempty = np.flatnonzero(stays.lengths > 0)
-    if len(nonempty):
-        starts = stays.offsets[nonempty]
-        count = np.add.reduceat(obs.astype(np.int64), starts, axis=0)
-        total = np.add.reduceat(np.where(obs, x, 0.0), starts, axis=0)
-        last_i = np.maximum.reduceat(np.where(obs, np.arange(len(x))[:, None], -1), starts, axis=0)
-        seen = count > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["mean"][nonempty] = np.where(seen, total / count, np.nan)
-        out["min"][nonempty] = np.where(seen, np.fmin.reduceat(x, starts, axis=0), np.nan)
-        out["max"][nonempty] = np.where(seen, np.fmax.reduceat(x, starts, axis=0), np.nan)
-        out["last"][nonempty] = np.where(seen, x[np.maximum(last_i, 0), np.arange(V)], np.nan)
-        out["log1p_count"][nonempty] = np.log1p(count)
-    out["log1p_count"][np.isnan(out["log1p_count"])] = 0.0
-    s = stays.static
-    icu = s[:, STATIC.index("ICUType")]
-    onehot = np.where(np.isfinite(icu)[:, None], (icu[:, None] == np.arange(1, 5)) * 1.0, np.nan)
-    static = s[:, [STATIC.index(k) for k in STATIC if k != "ICUType"]]
-    return np.concatenate([out[k] for k in SUMMARIES] + [static, onehot], axis=1)
-
 
 def _log_loss_sum(z, y):
     return np.sum(np.logaddexp(0.0, z) - y * z)
@@ -160,11 +128,9 @@ def fit_logistic(X, y, C: float = 1.0, *, max_iter: int = 100, tol: float = 1e-1
 
 @dataclasses.dataclass
 class SummaryLogistic:
-    """Imputation and standardisation from the training stays, then logistic regression."""
+    """Imputation and standardisation from the training stays (`SummaryScaler`), then logistic regression."""
 
-    fill: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
+    scaler: SummaryScaler
     w: np.ndarray
     b: float
     C: float
@@ -176,22 +142,16 @@ class SummaryLogistic:
     @classmethod
     def fit_features(cls, X, labels, C: float = 1.0) -> SummaryLogistic:
         """From precomputed `summary_features` X [N,F] of the training stays."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column never observed in train
-            fill = np.nan_to_num(np.nanmean(X, axis=0))
-        X = np.where(np.isfinite(X), X, fill)
-        mean, std = X.mean(axis=0), X.std(axis=0)
-        std = np.where(std > 0, std, 1.0)
-        w, b = fit_logistic((X - mean) / std, labels, C)
-        return cls(fill, mean, std, w, b, C)
+        scaler = SummaryScaler.fit(X)
+        w, b = fit_logistic(scaler.apply(X), labels, C)
+        return cls(scaler, w, b, C)
 
     def predict(self, stays: Stays) -> np.ndarray:
         """[N] probabilities of in-hospital death."""
         return self.predict_features(summary_features(stays))
 
     def predict_features(self, X) -> np.ndarray:
-        X = (np.where(np.isfinite(X), X, self.fill) - self.mean) / self.std
-        return 1.0 / (1.0 + np.exp(-(X @ self.w + self.b)))
+        return 1.0 / (1.0 + np.exp(-(self.scaler.apply(X) @ self.w + self.b)))
 
 
 def physionet_logistic_baseline(data: PhysioNetData, Cs=(0.001, 0.01, 0.1, 1.0)) -> dict:

@@ -92,3 +92,28 @@ def test_summary_features_hand_example():
     model = baselines.SummaryLogistic.fit(stays, C=1.0)
     p = model.predict(stays)
     assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+
+
+def test_summaries_the_same_in_chunks_and_padded_longer(monkeypatch):
+    """`summary_features` pads a set in chunks: neither the chunk size nor extra padding after a
+    stay's end changes a summary."""
+    from ltf.data.series import physionet_summaries as ps
+    from ltf.data.series.physionet_format import VARIABLES, Stays
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 0, 5, 1, 4])
+    values = rng.normal(size=(lengths.sum(), len(VARIABLES)))
+    values[rng.random(values.shape) < 0.6] = np.nan
+    static = rng.normal(size=(5, 5))
+    static[:, 3] = [1, 2, 3, 4, np.nan]
+    stays = Stays("t", np.arange(5), np.r_[0, np.cumsum(lengths)], np.arange(lengths.sum() * 1.0), values,
+                  static, np.zeros(5, int), np.zeros((5, 4)))
+    whole = ps.summary_features(stays)
+    monkeypatch.setattr(ps, "_CHUNK", 2)
+    np.testing.assert_array_equal(ps.summary_features(stays), whole)
+    padded = np.full((5, 9, len(VARIABLES)), np.nan)
+    for i in range(5):
+        padded[i, :lengths[i]] = values[stays.offsets[i]:stays.offsets[i + 1]]
+    np.testing.assert_array_equal(ps.padded_summaries(padded, static), whole)
+    assert np.isnan(whole[1, :37 * 4]).all() and (whole[1, 37 * 4:37 * 5] == 0).all()  # the empty stay
+

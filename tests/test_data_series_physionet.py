@@ -115,6 +115,29 @@ def test_winsorise_clips_every_split_to_the_training_quantiles(tmp_path):
         pn.load_physionet(tmp_path / "one", winsorise=0.5)
 
 
+def test_batch_summaries_are_the_baselines_standardised_with_training_statistics(tmp_path):
+    from ltf.data.series import physionet_summaries as ps
+
+    write_set(tmp_path / "one", n=40)
+    data = pn.load_physionet(tmp_path / "one")
+    train_X = ps.summary_features(data.splits["train"])
+    ref = ps.SummaryScaler.fit(train_X)
+    np.testing.assert_array_equal(data.summary_scaler.mean, ref.mean)
+    for split in ("train", "test"):
+        rows = np.arange(len(data.splits[split]))
+        want = ref.apply(ps.summary_features(data.splits[split]))
+        np.testing.assert_allclose(data.take(split, rows)["summaries"], want, rtol=1e-6, atol=1e-6)
+    # held-out stays never reach the statistics; a training stay does
+    held_out = set(data.splits["validation"].record_ids) | set(data.splits["test"].record_ids)
+    write_set(tmp_path / "two", n=40, scale=lambda rid: 10.0 if rid in held_out else 1.0)
+    moved = pn.load_physionet(tmp_path / "two").summary_scaler
+    for k in ("fill", "mean", "std"):
+        np.testing.assert_array_equal(getattr(moved, k), getattr(data.summary_scaler, k), err_msg=k)
+    train0 = int(data.splits["train"].record_ids[0])
+    write_set(tmp_path / "three", n=40, scale=lambda rid: 10.0 if rid == train0 else 1.0)
+    assert not np.array_equal(pn.load_physionet(tmp_path / "three").summary_scaler.mean, ref.mean)
+
+
 def test_batches_shapes_padding_and_static(tmp_path):
     write_set(tmp_path, n=40)
     (tmp_path / "set-a" / "200000.txt").write_text(record(200000, np.random.default_rng(1), 4,

@@ -133,6 +133,28 @@ def test_physionet_published_split_static_features_and_test_at_the_best_validati
     assert val[test["checkpoint_step"]] == best  # the checkpoint with the highest validation AUROC
 
 
+def test_physionet_summaries_and_static_features_in_the_head(tmp_path):
+    """`summaries` puts the baseline's 193 standardised summaries beside h (after the static 16):
+    the head's weights grow by them, and the logit moves with them."""
+    write_set(tmp_path / "data", n=60)
+    c = config("physionet.py:smoke,protocol=published,static,summaries")
+    c.task.data_dir = str(tmp_path / "data")
+    task = make_task(c)
+    assert task.head_features == ("static", "summaries")
+    assert task.model.d_static == 16 + 193
+    params = task.model.init(jax.random.key(0))
+    assert params["out"]["w"].shape[0] == c.model.d_hidden + 16 + 193
+    batch = task.data.take("train", np.arange(4))
+    assert batch["summaries"].shape == (4, 193) and np.isfinite(batch["summaries"]).all()
+    logits, _ = task._logits(params, None, batch, None)
+    moved = {**batch, "summaries": batch["summaries"] + 1.0}
+    params["out"]["w"] = params["out"]["w"].at[c.model.d_hidden + 16:].set(0.1)
+    assert not np.allclose(task._logits(params, None, batch, None)[0], task._logits(params, None, moved, None)[0])
+    final = train.train_and_evaluate(c, tmp_path / "run")
+    assert 0.0 <= final["test"]["auroc"] <= 1.0
+    assert np.isfinite(logits).all()
+
+
 def test_static_features_change_the_logit():
     """Through the head, not ignored: two stays that differ only in their static features."""
     from ltf.models import SequenceModel

@@ -22,6 +22,7 @@ import optax
 
 from ltf import config_lib
 from ltf.data.series.irregular import make_irregular
+from ltf.data.series.physionet_summaries import N_FEATURES as N_SUMMARY_FEATURES
 from ltf.data.series.regular import load_series
 from ltf.data.series.windows import make_windows
 from ltf.metrics import classification_metrics
@@ -175,16 +176,22 @@ class PhysioNet(_SplitBatches):
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; mortality needs 'last' or "
                              "'attention_pool' (one logit per stay).")
-        # The 8 static features and their 8 observed-flags (ltf.data.series.physionet) beside h in the head.
-        self.use_static = bool(t.get("use_static", False))
-        self.model = config_lib.build_sequence_model(config.model, 37, 1, d_static=16 if self.use_static else 0)
+        # Beside h in the head: the 8 static features and their 8 observed-flags (use_static), the
+        # logistic-regression baseline's 193 per-stay summaries (use_summaries; physionet_summaries).
+        self.head_features = tuple(k for k, on in (("static", t.get("use_static", False)),
+                                                   ("summaries", t.get("use_summaries", False))) if on)
+        d_static = {"static": 16, "summaries": N_SUMMARY_FEATURES}
+        self.model = config_lib.build_sequence_model(config.model, 37, 1,
+                                                     d_static=sum(d_static[k] for k in self.head_features))
 
     def describe(self, workdir: Path) -> None:
         _write_task(self.config, workdir, data=repr(self.data))
 
     def _logits(self, params, carry, batch, dropout_rng):
         dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
-        static = jnp.concatenate([batch["static"], batch["static_mask"]], axis=-1) if self.use_static else None
+        parts = {"static": ("static", "static_mask"), "summaries": ("summaries",)}
+        static = (jnp.concatenate([batch[k] for f in self.head_features for k in parts[f]], axis=-1)
+                  if self.head_features else None)
         out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
                                           dropout_rng=dropout_rng, times_BxT=batch["times"], static_BxS=static)
         return out_Bx1[:, 0], carry

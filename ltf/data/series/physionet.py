@@ -42,7 +42,9 @@ Batches (fixed shapes; T = `max_len`, default the longest stay of all loaded set
 `inputs` float32 [B,T,37] (normalised, 0 where unobserved), `obs_mask` [B,T,37], `mask` [B,T]
 (1 = a real event, 0 = padding), `dt` [B,T,1], `dt_var` [B,T,37], `times` [B,T] (hours),
 `static` [B,8] and `static_mask` [B,8] (STATIC_FEATURES: Age, Gender, Height, Weight z-scored
-or 0/1, ICUType one-hot; 0 where missing), `targets` int32 [B] (in-hospital death), `length`
+or 0/1, ICUType one-hot; 0 where missing), `summaries` [B,193] (the logistic-regression
+baseline's per-stay summaries, filled and standardised with the training stays' statistics:
+`ltf.data.series.physionet_summaries`), `targets` int32 [B] (in-hospital death), `length`
 int32 [B], `record_id` int64 [B], `example_mask` float32 [B], `reset` bool [B] (all True).
 """
 
@@ -60,6 +62,7 @@ import tensorflow_datasets as tfds
 
 from ltf.data.corpora import cache_root
 from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays, locate_set
+from ltf.data.series.physionet_summaries import SummaryScaler, padded_summaries, summary_features
 from ltf.data.series.splits import DEFAULT_FRACTIONS, protocol_split
 from ltf.data.series.windows import MASK_KEYS, SPLITS, Batch, Normaliser
 from ltf.data.tfds.physionet2012 import LETTERS, NAME, Physionet2012, set_files
@@ -197,11 +200,14 @@ class PhysioNetData:
     fold: int = 0
     bounds: Bounds | None = None         # [37] the splits were clipped to (`load_physionet(winsorise=q)`)
     static_bounds: Bounds | None = None  # [3] likewise
+    summary_scaler: SummaryScaler | None = None  # [193] the training stays' summaries (batch "summaries")
 
     def _batch(self, padded: dict) -> Batch:
         """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
         batch = _features(padded, self.normaliser)
         batch["static"], batch["static_mask"] = _static_features(padded["static"], self.static_normaliser)
+        if self.summary_scaler is not None:
+            batch["summaries"] = self.summary_scaler.apply(padded_summaries(padded["values"], padded["static"]))
         batch["example_mask"] = padded["example_mask"]
         batch = {k: v.astype(np.float32) for k, v in batch.items()}
         for k in MASK_KEYS:  # padding rows count in no loss or metric
@@ -299,7 +305,8 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
     if max_len is not None and max_len < longest:
         raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
     return PhysioNetData(splits, norm, static_norm, max(max_len or longest, 1), seed,
-                         tuple(fractions), protocol, fold, bounds, static_bounds)
+                         tuple(fractions), protocol, fold, bounds, static_bounds,
+                         SummaryScaler.fit(summary_features(train)))
 
 
 def describe(stays: Stays) -> dict:
