@@ -25,7 +25,9 @@ decay (model.input_decay) and the observation mask as input ([x̂_t, m_t]).
 Choices (after the colon): cell=, attention=, window=W, chrono, dt=event|per_variable, grud,
 protocol=ltf|published|cv, fold=K, static (the stay's static features beside h in the head),
 summaries (the logistic-regression baseline's 193 per-stay summaries beside h in the head: a
-"wide and deep" model, the linear baseline and the recurrent net trained as one), smoke.
+"wide and deep" model, the linear baseline and the recurrent net trained as one),
+residual=logistic (the logit is the fitted logistic-regression baseline's plus the model's
+correction to it), smoke.
 """
 
 import ml_collections
@@ -39,7 +41,8 @@ SMOKE_DATA = {"task.data_dir": "physionet2012"}
 
 def get_config(arg=None):
     choices = parse_arg(arg, cell="lstm", attention="", window=0, chrono=False, dt="event", grud=False,
-                        protocol="ltf", fold=0, static=False, summaries=False, smoke=False)
+                        protocol="ltf", fold=0, static=False, summaries=False,
+                        residual="none", smoke=False)
     if choices.grud:  # GRU-D: its cell, its Δt (the gaps per variable) and its input decay
         choices.update(cell="grud", dt="per_variable")
     c = ml_collections.ConfigDict()
@@ -51,6 +54,7 @@ def get_config(arg=None):
         # last, mean, min, max, log1p(count) of each variable + the static fields, standardised
         # with the training split's statistics (ltf.data.series.physionet_summaries), into the head
         use_summaries=choices.summaries,
+        residual=choices.residual,  # "logistic": learn the correction to the summaries' logistic regression
         winsorise=0.0,  # > 0: clip each variable to the training split's q, 1 - q quantiles (entry errors)
     ))
     c.data = ml_collections.ConfigDict(dict(seq_len=202, batch_size=64, eval_batch_size=128))

@@ -155,6 +155,28 @@ def test_physionet_summaries_and_static_features_in_the_head(tmp_path):
     assert np.isfinite(logits).all()
 
 
+def test_physionet_residual_over_the_logistic_baseline(tmp_path):
+    """residual=logistic: with the model's head at zero the logit is the fitted baseline's, so the
+    task scores every stay as `physionet_logistic_baseline` does; training moves it from there."""
+    from ltf import baselines
+
+    write_set(tmp_path / "data", n=60)
+    c = config("physionet.py:smoke,protocol=published,residual=logistic")
+    c.task.data_dir = str(tmp_path / "data")
+    task = make_task(c)
+    params = task.model.init(jax.random.key(0))
+    params["out"] = jax.tree.map(jnp.zeros_like, params["out"])
+    reference = baselines.physionet_logistic_baseline(task.data)["scores"]["test"]
+    rows = np.arange(len(task.data.splits["test"]))
+    logits, _ = task._logits(params, None, task.data.take("test", rows), None)
+    np.testing.assert_allclose(jax.nn.sigmoid(logits), reference, rtol=1e-4, atol=1e-6)
+    final = train.train_and_evaluate(c, tmp_path / "run")
+    assert 0.0 <= final["test"]["auroc"] <= 1.0
+    c.task.residual = "linear"
+    with pytest.raises(ValueError, match="config.task.residual: 'linear'"):
+        make_task(c)
+
+
 def test_static_features_change_the_logit():
     """Through the head, not ignored: two stays that differ only in their static features."""
     from ltf.models import SequenceModel

@@ -48,6 +48,7 @@ class _SplitBatches:
 
 RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines.SEASONAL_FORECASTS
 LOSSES = ("mse", "mae")  # the training loss, on the normalised scale
+PHYSIONET_RESIDUALS = ("none", "logistic")  # "logistic": ltf.baselines.physionet_logistic_baseline
 PROB_FLOOR = 1e-6  # an ensemble's mean probability, kept off 0 and 1 so that its logit is finite
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
 
@@ -152,7 +153,15 @@ class Forecast(_SplitBatches):
 
 
 class PhysioNet(_SplitBatches):
-    """In-hospital mortality from irregular ICU time series: one logit per stay."""
+    """In-hospital mortality from irregular ICU time series: one logit per stay.
+
+    Options (`config.task`): use_static, use_summaries (features beside h in the head, above);
+    residual="logistic": the logit is the logistic-regression baseline's on the stay's summaries
+    (`ltf.baselines.physionet_logistic_baseline`: fitted on the training split, C chosen on
+    validation, then frozen) plus the model's output, z = x_sum·w + b + out, so that an untrained
+    head already scores as the baseline and training learns the correction to it, as the
+    forecasters' residual over the seasonal naive does.
+    """
 
     def __init__(self, config):
         self.config = t = config.task
@@ -183,6 +192,15 @@ class PhysioNet(_SplitBatches):
         d_static = {"static": 16, "summaries": N_SUMMARY_FEATURES}
         self.model = config_lib.build_sequence_model(config.model, 37, 1,
                                                      d_static=sum(d_static[k] for k in self.head_features))
+        self.residual = t.get("residual", "none")
+        if self.residual not in PHYSIONET_RESIDUALS:
+            raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {PHYSIONET_RESIDUALS}.")
+        self.baseline_wb = None  # (w [193], b): the frozen baseline on the batches' standardised summaries
+        if self.residual == "logistic":
+            from ltf import baselines  # noqa: PLC0415  (imports grain and TFDS, as above)
+
+            fit = baselines.physionet_logistic_baseline(self.data)["model"]
+            self.baseline_wb = (jnp.asarray(fit.w, jnp.float32), float(fit.b))
 
     def describe(self, workdir: Path) -> None:
         _write_task(self.config, workdir, data=repr(self.data))
@@ -194,6 +212,9 @@ class PhysioNet(_SplitBatches):
                   if self.head_features else None)
         out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
                                           dropout_rng=dropout_rng, times_BxT=batch["times"], static_BxS=static)
+        if self.baseline_wb is not None:
+            w_F, b = self.baseline_wb
+            return out_Bx1[:, 0] + batch["summaries"] @ w_F + b, carry
         return out_Bx1[:, 0], carry
 
     def _sums(self, logits_B, batch):
