@@ -150,14 +150,13 @@ def test_physionet_summaries_and_static_features_in_the_head(tmp_path):
     moved = {**batch, "summaries": batch["summaries"] + 1.0}
     params["out"]["w"] = params["out"]["w"].at[c.model.d_hidden + 16:].set(0.1)
     assert not np.allclose(task._logits(params, None, batch, None)[0], task._logits(params, None, moved, None)[0])
-    final = train.train_and_evaluate(c, tmp_path / "run")
-    assert 0.0 <= final["test"]["auroc"] <= 1.0
     assert np.isfinite(logits).all()
 
 
 def test_physionet_residual_over_the_logistic_baseline(tmp_path):
     """residual=logistic: with the model's head at zero the logit is the fitted baseline's, so the
-    task scores every stay as `physionet_logistic_baseline` does; training moves it from there."""
+    task scores every stay as `physionet_logistic_baseline` does; then it trains from there, with
+    the summaries beside h too."""
     from ltf import baselines
 
     write_set(tmp_path / "data", n=60)
@@ -170,6 +169,8 @@ def test_physionet_residual_over_the_logistic_baseline(tmp_path):
     rows = np.arange(len(task.data.splits["test"]))
     logits, _ = task._logits(params, None, task.data.take("test", rows), None)
     np.testing.assert_allclose(jax.nn.sigmoid(logits), reference, rtol=1e-4, atol=1e-6)
+    # both options at once, end to end: the summaries beside h and the correction to the baseline
+    c.task.use_summaries = True
     final = train.train_and_evaluate(c, tmp_path / "run")
     assert 0.0 <= final["test"]["auroc"] <= 1.0
     c.task.residual = "linear"
