@@ -119,7 +119,8 @@ def test_batch_summaries_are_the_baselines_standardised_with_training_statistics
     from ltf.data.series import physionet_summaries as ps
 
     write_set(tmp_path / "one", n=40)
-    data = pn.load_physionet(tmp_path / "one")
+    assert "summaries" not in pn.load_physionet(tmp_path / "one").take("train", [0])  # only when asked
+    data = pn.load_physionet(tmp_path / "one", summaries=True)
     train_X = ps.summary_features(data.splits["train"])
     ref = ps.SummaryScaler.fit(train_X)
     np.testing.assert_array_equal(data.summary_scaler.mean, ref.mean)
@@ -130,12 +131,12 @@ def test_batch_summaries_are_the_baselines_standardised_with_training_statistics
     # held-out stays never reach the statistics; a training stay does
     held_out = set(data.splits["validation"].record_ids) | set(data.splits["test"].record_ids)
     write_set(tmp_path / "two", n=40, scale=lambda rid: 10.0 if rid in held_out else 1.0)
-    moved = pn.load_physionet(tmp_path / "two").summary_scaler
+    moved = pn.load_physionet(tmp_path / "two", summaries=True).summary_scaler
     for k in ("fill", "mean", "std"):
         np.testing.assert_array_equal(getattr(moved, k), getattr(data.summary_scaler, k), err_msg=k)
     train0 = int(data.splits["train"].record_ids[0])
     write_set(tmp_path / "three", n=40, scale=lambda rid: 10.0 if rid == train0 else 1.0)
-    assert not np.array_equal(pn.load_physionet(tmp_path / "three").summary_scaler.mean, ref.mean)
+    assert not np.array_equal(pn.load_physionet(tmp_path / "three", summaries=True).summary_scaler.mean, ref.mean)
 
 
 def test_batches_shapes_padding_and_static(tmp_path):

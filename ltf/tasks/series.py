@@ -170,9 +170,17 @@ class PhysioNet(_SplitBatches):
         # imports this module for every task.
         from ltf.data.series.physionet import load_physionet  # noqa: PLC0415
 
+        self.residual = t.get("residual", "none")
+        if self.residual not in PHYSIONET_RESIDUALS:
+            raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {PHYSIONET_RESIDUALS}.")
+        # Beside h in the head: the 8 static features and their 8 observed-flags (use_static), the
+        # logistic-regression baseline's 193 per-stay summaries (use_summaries; physionet_summaries).
+        self.head_features = tuple(k for k, on in (("static", t.get("use_static", False)),
+                                                   ("summaries", t.get("use_summaries", False))) if on)
         self.data = load_physionet(t.data_dir, extra_sets=tuple(t.extra_sets), seed=t.split_seed,
                                    protocol=t.get("protocol", "ltf"), fold=t.get("fold", 0),
-                                   winsorise=t.get("winsorise", 0.0))
+                                   winsorise=t.get("winsorise", 0.0),
+                                   summaries="summaries" in self.head_features or self.residual == "logistic")
         self.eval_splits = ("validation", "test") + tuple(s for s in self.data.splits
                                                           if s not in ("train", "validation", "test"))
         if t.dt not in ("event", "per_variable"):
@@ -185,16 +193,9 @@ class PhysioNet(_SplitBatches):
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; mortality needs 'last' or "
                              "'attention_pool' (one logit per stay).")
-        # Beside h in the head: the 8 static features and their 8 observed-flags (use_static), the
-        # logistic-regression baseline's 193 per-stay summaries (use_summaries; physionet_summaries).
-        self.head_features = tuple(k for k, on in (("static", t.get("use_static", False)),
-                                                   ("summaries", t.get("use_summaries", False))) if on)
         d_static = {"static": 16, "summaries": N_SUMMARY_FEATURES}
         self.model = config_lib.build_sequence_model(config.model, 37, 1,
                                                      d_static=sum(d_static[k] for k in self.head_features))
-        self.residual = t.get("residual", "none")
-        if self.residual not in PHYSIONET_RESIDUALS:
-            raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {PHYSIONET_RESIDUALS}.")
         self.baseline_wb = None  # (w [193], b): the frozen baseline on the batches' standardised summaries
         if self.residual == "logistic":
             from ltf import baselines  # noqa: PLC0415  (imports grain and TFDS, as above)

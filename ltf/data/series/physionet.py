@@ -42,10 +42,10 @@ Batches (fixed shapes; T = `max_len`, default the longest stay of all loaded set
 `inputs` float32 [B,T,37] (normalised, 0 where unobserved), `obs_mask` [B,T,37], `mask` [B,T]
 (1 = a real event, 0 = padding), `dt` [B,T,1], `dt_var` [B,T,37], `times` [B,T] (hours),
 `static` [B,8] and `static_mask` [B,8] (STATIC_FEATURES: Age, Gender, Height, Weight z-scored
-or 0/1, ICUType one-hot; 0 where missing), `summaries` [B,193] (the logistic-regression
-baseline's per-stay summaries, filled and standardised with the training stays' statistics:
-`ltf.data.series.physionet_summaries`), `targets` int32 [B] (in-hospital death), `length`
-int32 [B], `record_id` int64 [B], `example_mask` float32 [B], `reset` bool [B] (all True).
+or 0/1, ICUType one-hot; 0 where missing), `summaries` [B,193] when loaded with
+`summaries=True` (the logistic-regression baseline's per-stay summaries, filled and
+standardised with the training stays' statistics: `ltf.data.series.physionet_summaries`),
+`targets` int32 [B] (in-hospital death), `length` int32 [B], `record_id` int64 [B], `example_mask` float32 [B], `reset` bool [B] (all True).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class PhysioNetData:
     fold: int = 0
     bounds: Bounds | None = None         # [37] the splits were clipped to (`load_physionet(winsorise=q)`)
     static_bounds: Bounds | None = None  # [3] likewise
-    summary_scaler: SummaryScaler | None = None  # [193] the training stays' summaries (batch "summaries")
+    summary_scaler: SummaryScaler | None = None  # [193] from the training stays: batches get "summaries"
 
     def _batch(self, padded: dict) -> Batch:
         """Padded stays stacked [B, ...] -> a batch (see the module docstring)."""
@@ -274,13 +274,16 @@ def _extra_source(item, data_dir) -> tuple[Path, str]:
 
 def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
                    seed: int = DEFAULT_SEED, protocol: str = "ltf", fold: int = 0,
-                   max_len: int | None = None, cache_dir=None, winsorise: float = 0.0) -> PhysioNetData:
+                   max_len: int | None = None, cache_dir=None, winsorise: float = 0.0,
+                   summaries: bool = False) -> PhysioNetData:
     """Set A from data_dir split train/validation/test by `protocol` ("ltf": `fractions`,
     "published": 20% test then 80/20, "cv": fold `fold` of 5 as test; `ltf.data.series.splits`),
     plus `extra_sets` for evaluation: each
     a letter ("b"), a set name ("set-c") or the path of a set-x/ folder or set-x.tar.gz (its
     Outcomes-x.txt beside it). Each folder is prepared as a TFDS dataset once (see the module
-    docstring). `winsorise=q` > 0 clips every value to the training split's q, 1 - q quantiles."""
+    docstring). `winsorise=q` > 0 clips every value to the training split's q, 1 - q quantiles.
+    `summaries=True` adds each stay's summaries to its batch ("summaries"; about half again the
+    time to make a batch, so only when a model reads them)."""
     locate_set(data_dir, "a")  # a clear error when set A is missing
     wanted = [(Path(data_dir).resolve(), "a")] + [_extra_source(x, data_dir) for x in extra_sets]
     folders: dict[Path, list[str]] = {}
@@ -306,7 +309,7 @@ def load_physionet(data_dir=None, *, extra_sets=(), fractions=DEFAULT_FRACTIONS,
         raise ValueError(f"max_len={max_len}: the longest stay has {longest} events")
     return PhysioNetData(splits, norm, static_norm, max(max_len or longest, 1), seed,
                          tuple(fractions), protocol, fold, bounds, static_bounds,
-                         SummaryScaler.fit(summary_features(train)))
+                         SummaryScaler.fit(summary_features(train)) if summaries else None)
 
 
 def describe(stays: Stays) -> dict:
