@@ -45,7 +45,8 @@ Batches (fixed shapes; T = `max_len`, default the longest stay of all loaded set
 or 0/1, ICUType one-hot; 0 where missing), `summaries` [B,193] when loaded with
 `summaries=True` (the logistic-regression baseline's per-stay summaries, filled and
 standardised with the training stays' statistics: `ltf.data.series.physionet_summaries`),
-`targets` int32 [B] (in-hospital death), `length` int32 [B], `record_id` int64 [B], `example_mask` float32 [B], `reset` bool [B] (all True).
+`targets` int32 [B] (in-hospital death), `length` int32 [B], `record_id` int64 [B],
+`example_mask` float32 [B], `reset` bool [B] (all True).
 """
 
 from __future__ import annotations
