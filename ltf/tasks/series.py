@@ -48,6 +48,9 @@ class _SplitBatches:
 
 RESIDUALS = ("none", "seasonal_naive", "seasonal_change")  # the last two: ltf.baselines.SEASONAL_FORECASTS
 LOSSES = ("mse", "mae")  # the training loss, on the normalised scale
+# Per-stay features a PhysioNet head can read beside h: name -> (batch keys, width).
+HEAD_FEATURES = {"static": (("static", "static_mask"), 16),  # 8 static fields and their observed-flags
+                 "summaries": (("summaries",), N_SUMMARY_FEATURES)}  # the baseline's (physionet_summaries)
 PHYSIONET_RESIDUALS = ("none", "logistic")  # "logistic": ltf.baselines.physionet_logistic_baseline
 PROB_FLOOR = 1e-6  # an ensemble's mean probability, kept off 0 and 1 so that its logit is finite
 WINDOW_SCALE_FLOOR = 1e-2  # in units of the series' training std: a flat window is not blown up
@@ -193,9 +196,8 @@ class PhysioNet(_SplitBatches):
         if config.model.head not in ("last", "attention_pool"):
             raise ValueError(f"config.model.head: {config.model.head!r}; mortality needs 'last' or "
                              "'attention_pool' (one logit per stay).")
-        d_static = {"static": 16, "summaries": N_SUMMARY_FEATURES}
-        self.model = config_lib.build_sequence_model(config.model, 37, 1,
-                                                     d_static=sum(d_static[k] for k in self.head_features))
+        self.model = config_lib.build_sequence_model(
+            config.model, 37, 1, d_static=sum(HEAD_FEATURES[k][1] for k in self.head_features))
         self.baseline_wb = None  # (w [193], b): the frozen baseline on the batches' standardised summaries
         if self.residual == "logistic":
             from ltf import baselines  # noqa: PLC0415  (imports grain and TFDS, as above)
@@ -208,8 +210,7 @@ class PhysioNet(_SplitBatches):
 
     def _logits(self, params, carry, batch, dropout_rng):
         dt = batch["dt_var"] if self.config.dt == "per_variable" else batch["dt"]
-        parts = {"static": ("static", "static_mask"), "summaries": ("summaries",)}
-        static = (jnp.concatenate([batch[k] for f in self.head_features for k in parts[f]], axis=-1)
+        static = (jnp.concatenate([batch[k] for f in self.head_features for k in HEAD_FEATURES[f][0]], axis=-1)
                   if self.head_features else None)
         out_Bx1, carry = self.model.apply(params, batch["inputs"], dt, batch["mask"], batch["obs_mask"], carry,
                                           dropout_rng=dropout_rng, times_BxT=batch["times"], static_BxS=static)
