@@ -225,6 +225,7 @@ def test_remat_chunks_equal_autodiff():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), got, want)
 
 
+@pytest.mark.slow
 def test_sequence_model_is_causal_and_reads_each_gap():
     """The output at t depends on inputs and gaps up to t only; the gap Δt_t reaches it."""
     model = SequenceModel.build(d_values=2, d_out=2, cell="ctlstm", d_hidden=H, n_layers=2)

@@ -300,6 +300,7 @@ def test_a_reset_starts_a_new_sequence_and_no_gradient_crosses_it(variant):
         np.testing.assert_allclose(hs[0, 5:], tail[0], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_per_vocab_projection_equals_per_token():
     """A language model of mlstm layers: the V x G table path gives the per-token values and gradients."""
     with jax.enable_x64(True):

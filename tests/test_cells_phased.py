@@ -179,8 +179,8 @@ def test_phase_is_periodic_in_the_absolute_time():
                                    atol=1e-12)
 
 
-@pytest.mark.parametrize("options", [{}, pytest.param({"learn_r_on": False}, marks=pytest.mark.slow),
-                                     pytest.param({"remat": True}, marks=pytest.mark.slow)],
+@pytest.mark.slow  # 9 s idle; tests/test_fast_rnn.py compares phased's custom pass with autodiff by default
+@pytest.mark.parametrize("options", [{}, {"learn_r_on": False}, {"remat": True}],
                          ids=["learn_r_on", "fixed_r_on", "remat"])
 def test_check_grads_of_the_custom_path(options):
     """Values and gradients (params, inputs, Δt and times, state) through `ltf.fast_rnn`'s
@@ -207,6 +207,7 @@ def test_check_grads_of_the_custom_path(options):
         assert float(jnp.abs(custom[2][..., -1]).max()) > 0  # the times reach the loss
 
 
+@pytest.mark.slow
 def test_sequence_model_is_causal_in_values_gaps_and_times():
     """Jacobians of every output over the values, Δt and the times: zero for later inputs; the
     first values and times reach the last output (in training, where closed units leak). The
@@ -288,6 +289,7 @@ def test_bad_options_name_the_field(options, match):
         make_cell("phased", **options)
 
 
+@pytest.mark.slow
 def test_a_language_model_keeps_its_clock_across_the_windows_it_carries_its_state_through():
     """Text has no time: the batches' `times` are positions in the stream, so two windows of T with
     the state carried give the logits of one window of 2T (with the window's own clock they did

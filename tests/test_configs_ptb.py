@@ -35,6 +35,7 @@ def test_an_unknown_size_is_named():
         load_config(f"{CONFIG}:size=huge")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["medium", "large"])
 def test_the_larger_sizes_run_their_smoke_setting(size, tmp_path):
     """The smoke choice shrinks the model and the data; the size's dropout and schedule stay."""

@@ -68,6 +68,7 @@ def test_a_run_ensembled_with_itself_scores_as_the_run(forecast_runs):
         assert twice[k] == pytest.approx(alone[k], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_ensemble_scores_the_mean_forecast(forecast_runs):
     _, runs = forecast_runs
     got = evaluate_ensemble(runs, splits=["test"])["splits"]["test"]
@@ -129,6 +130,7 @@ def test_physionet_scores_the_logit_of_the_mean_probability(tmp_path):
     assert got["loss"] == pytest.approx(loss, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_script_writes_one_row_per_arm(forecast_runs):
     root, runs = forecast_runs
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "ensemble.py"), "--sweep", str(root),

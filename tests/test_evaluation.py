@@ -94,6 +94,7 @@ def test_other_data_is_for_language_models_only(tmp_path):
         evaluation._task(config, tmp_path, tmp_path)
 
 
+@pytest.mark.slow
 def test_the_script_prints_and_records(run):
     workdir, _, _ = run
     out = subprocess.run([sys.executable, "scripts/evaluate.py", f"--workdir={workdir}", "--split=test",
@@ -105,6 +106,7 @@ def test_the_script_prints_and_records(run):
     assert missing.returncode != 0 and "no config.json" in missing.stderr
 
 
+@pytest.mark.slow
 def test_overrides_lengthen_cerg_s_test_streams_and_are_recorded(tmp_path):
     """data.eval_batches set for one evaluation continues the same test streams: no stream's
     error-free length can shrink (an error in the first windows stays where it was), and the

@@ -33,8 +33,9 @@ CASES = [(name, OPTIONS.get(name, {})) for name in CELLS
 CASE_IDS = [name + "".join(f"-{k}" for k in options) for name, options in CASES]
 # float64 on every case (to 1e-10), float32 (to 1e-5) on the cells that differ most
 # The cells with test files of their own (tests/test_cells_<name>.py compare their custom pass with
-# autodiff to 1e-10 too) run here under `slow`, to keep the default suite near five minutes.
-OWN_FILES = ("phased", "ctlstm", "gru", "grud")
+# autodiff to 1e-10 too) run here under `slow`, to keep the default suite near five minutes; phased's
+# own check (finite differences as well) is the slower one, so phased runs here by default.
+OWN_FILES = ("ctlstm", "gru", "grud")
 DTYPE_CASES = [pytest.param(name, options, jnp.float64, id=f"{case_id}-f64",
                             marks=[pytest.mark.slow] if name in OWN_FILES else [])
                for (name, options), case_id in zip(CASES, CASE_IDS)] + [

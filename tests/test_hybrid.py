@@ -37,6 +37,7 @@ def test_the_convolution_against_its_equation_with_a_tail():
         np.testing.assert_array_equal(new_tail, u[:, -(K - 1):])  # the last inputs, the newest last
 
 
+@pytest.mark.slow
 def test_the_convolution_continues_across_windows_and_skips_trailing_padding():
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
@@ -131,6 +132,7 @@ def test_two_windows_with_the_carry_equal_one(cell):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_no_output_depends_on_a_later_input():
     with jax.enable_x64(True):
         stack = _stack("rra")
@@ -144,6 +146,7 @@ def test_no_output_depends_on_a_later_input():
             assert not np.allclose(moved[:, t + 1:], base[:, t + 1:])
 
 
+@pytest.mark.slow
 def test_gradients_against_finite_differences():
     with jax.enable_x64(True):
         stack = _stack("ra")

@@ -75,6 +75,7 @@ def test_sequence_model_jacobian_is_lower_triangular_in_time(cell, attention):
         assert np.abs(np.asarray(jac[1])[0, T - 1, :, 0]).max() > 0
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_gives_independent_models():
     model = lm("adaptive", ATTENTION["softmax"])
     keys = jax.random.split(jax.random.key(2), 4)

@@ -69,6 +69,7 @@ def _sweep_with_a_stopped_run(tmp_path):
     return spec, workdir, runs, stopped
 
 
+@pytest.mark.slow
 def test_a_dry_run_lists_every_run_with_its_status_and_trains_nothing(tmp_path):
     spec, workdir, runs, stopped = _sweep_with_a_stopped_run(tmp_path)
     lines = []

@@ -153,6 +153,7 @@ def test_physionet_summaries_and_static_features_in_the_head(tmp_path):
     assert np.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_physionet_residual_over_the_logistic_baseline(tmp_path):
     """residual=logistic: with the model's head at zero the logit is the fitted baseline's, so the
     task scores every stay as `physionet_logistic_baseline` does; then it trains from there, with

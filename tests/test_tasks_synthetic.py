@@ -103,6 +103,7 @@ def test_cerg_rows_carry_their_state_through_a_stream_and_streams_restart_as_con
     assert isinstance(task, synthetic.CERG) and task.model.d_out == len(reber.SYMBOLS)
 
 
+@pytest.mark.slow
 def test_the_external_reset_arm_resets_at_every_string_start_inside_windows(tmp_path):
     c = config("reber.py:smoke,cell=lstm_noforget")
     c.task.name = "erg"

@@ -62,6 +62,7 @@ def _final_params(workdir, config):
     return state
 
 
+@pytest.mark.slow
 def test_a_stopped_and_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
     config = smoke(extra="cell=time_aware")
     config.model.dropout = 0.3  # the dropout rng must resume too
@@ -77,6 +78,7 @@ def test_a_stopped_and_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(
     assert strip(last(straight)) == strip(last(resumed))
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_learnable_stream(tmp_path):
     text = tmp_path / "pattern.txt"
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 300)
@@ -147,6 +149,7 @@ def test_the_script_rejects_an_unknown_config_key(tmp_path):
     assert "hiden" in out.stderr
 
 
+@pytest.mark.slow
 def test_seeds_trained_at_once_match_separate_runs_and_resume_as_either(tmp_path):
     config = smoke(extra="cell=time_aware")
     config.model.dropout = 0.3  # each seed's dropout key, data order and init must be its own
@@ -178,6 +181,7 @@ def test_seeds_at_different_steps_are_not_resumed_together(tmp_path):
         train.train_seeds(config, {0: tmp_path / "a", 1: tmp_path / "b"})
 
 
+@pytest.mark.slow
 def test_a_trained_run_samples_text_after_its_prompt_and_a_missing_run_is_named(tmp_path):
     from ltf.sampling import sample_from_workdir
 
