@@ -180,7 +180,8 @@ class Sweep:
 def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | None = None) -> list[Run]:
     """Named runs from get_sweep's entries; every run's config is built, so that a bad override
     fails here, before anything runs, naming the run and the key. `shared` overrides go to every
-    run (under the entries' own) and stay out of the names: a data path, a step budget."""
+    run and stay out of the names: a data path, a step budget; one that an entry sets to another
+    value is an error (the entry's would win, unseen)."""
     runs, seen = [], {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
@@ -194,6 +195,12 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[st
                              "make them differ (or spell the keys in full).")
         seen[name] = i
         arm = run_name({k: v for k, v in entry.items() if k != SEED and k not in replicates})
+        for key in sorted(set(shared or {}) & set(overrides)):
+            if shared[key] != overrides[key]:  # the arm's value would win silently, and the name would say so
+                raise ValueError(f"--set {key}={shared[key]!r} conflicts with run {name!r}, whose arm sets "
+                                 f"{key}={overrides[key]!r} (an arm's own values win over --set). Drop the "
+                                 "--set, leave that arm out (arms=...), or add an arm with this value to the "
+                                 "config's ARMS.")
         run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}))
         try:
             run_config = run.load_config()

@@ -64,6 +64,15 @@ def test_overrides_reach_the_config():
         sweep.expand(str(CONFIG), [{"model.cell_options.forget_init": "chrono"}])
 
 
+def test_a_set_that_an_arm_overrides_is_an_error_naming_both():
+    entries = [{"model.cell": "lstm", "seed": 0}, {"model.cell": "tlstm", "seed": 0}]
+    with pytest.raises(ValueError, match=r"--set model.cell='gru' conflicts with run .*lstm.*arm sets model.cell='lstm'"):
+        sweep.expand(str(CONFIG), entries, shared={"model.cell": "gru"})
+    # the same value, or a key no arm sets, is fine and stays out of the names
+    runs = sweep.expand(str(CONFIG), entries[:1], shared={"model.cell": "lstm", "train.steps": 7})
+    assert runs[0].steps == 7 and "steps" not in runs[0].name
+
+
 def test_replicates_vary_within_an_arm_like_the_seed():
     """Cross-validation folds: one arm (one table row), one run (and name) per fold."""
     entries = [{"config_arg": "smoke", "model.cell": "lstm", "seed": 0, "train.steps": k,
