@@ -176,10 +176,8 @@ class PhysioNet(_SplitBatches):
         self.residual = t.get("residual", "none")
         if self.residual not in PHYSIONET_RESIDUALS:
             raise ValueError(f"config.task.residual: {self.residual!r}; allowed values are {PHYSIONET_RESIDUALS}.")
-        # Beside h in the head: the 8 static features and their 8 observed-flags (use_static), the
-        # logistic-regression baseline's 193 per-stay summaries (use_summaries; physionet_summaries).
-        self.head_features = tuple(k for k, on in (("static", t.get("use_static", False)),
-                                                   ("summaries", t.get("use_summaries", False))) if on)
+        # Beside h in the head, each HEAD_FEATURES entry whose task.use_<name> is on, in that order.
+        self.head_features = tuple(k for k in HEAD_FEATURES if t.get(f"use_{k}", False))
         self.data = load_physionet(t.data_dir, extra_sets=tuple(t.extra_sets), seed=t.split_seed,
                                    protocol=t.get("protocol", "ltf"), fold=t.get("fold", 0),
                                    winsorise=t.get("winsorise", 0.0),
