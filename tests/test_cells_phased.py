@@ -179,7 +179,7 @@ def test_phase_is_periodic_in_the_absolute_time():
                                    atol=1e-12)
 
 
-@pytest.mark.slow  # 9 s idle; tests/test_fast_rnn.py compares phased's custom pass with autodiff by default
+@pytest.mark.slow  # 18 s on 2 busy cores; tests/test_fast_rnn.py compares phased's custom pass with autodiff by default
 @pytest.mark.parametrize("options", [{}, {"learn_r_on": False}, {"remat": True}],
                          ids=["learn_r_on", "fixed_r_on", "remat"])
 def test_check_grads_of_the_custom_path(options):
