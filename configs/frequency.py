@@ -1,16 +1,19 @@
 """Frequency discrimination (Neil, Pfeiffer & Liu 2016, "Phased LSTM", NIPS): is a sine wave's
 period in [5, 6] ms? Sampled regularly (1 ms), at high resolution (0.1 ms) or asynchronously
-(15 to 125 points at random times); the inputs are (value, Δt) and every cell also gets Δt.
+(15 to 125 points at random times); the inputs are (value, Δt) and every cell also gets Δt
+(inputs=value: the value alone, as the authors' code feeds its Phased LSTM; inputs=value_time:
+the value and the absolute time, as it feeds its LSTM).
 
   python scripts/train.py --config configs/frequency.py:sampling=async,cell=time_aware
   python scripts/train.py --config configs/frequency.py:sampling=async,cell=phased,paper   # 70 epochs
+  python scripts/train.py --config configs/frequency.py:sampling=async,cell=phased,paper,inputs=value
   python scripts/train.py --config configs/frequency.py:smoke                # seconds
 
 The paper's setting: 110 units, Adam 1e-3, batch 32, 70 epochs, 5 seeds; published accuracy
 (LSTM / Phased LSTM): regular 89.3 / 99.3, high resolution 51.7 / 99.6, asynchronous 69.0 / 97.9.
 
-Choices (after the colon): sampling=regular|high_res|async, cell=..., attention=..., window=W,
-chrono, paper (the paper's budget: 70 epochs of 5,000 sequences, PAPER_STEPS steps of 32; the
+Choices (after the colon): sampling=regular|high_res|async, inputs=value_dt|value|value_time
+(ltf.data.synthetic.frequency.INPUTS), cell=..., attention=..., window=W, chrono, paper (the paper's budget: 70 epochs of 5,000 sequences, PAPER_STEPS steps of 32; the
 default is 3,000 steps), smoke.
 """
 
@@ -18,17 +21,18 @@ import ml_collections
 
 from ltf.config_lib import (cell_arms, opt_config, parallel_config,
                             parse_arg, sequence_model_config, stack_inputs, train_config)
-from ltf.data.synthetic.frequency import max_steps
+from ltf.data.synthetic.frequency import input_width, max_steps
 
 PAPER_STEPS = -(-70 * 5000 // 32)  # 70 epochs of 5,000 sequences in batches of 32: 10,938 steps
 
 
 def get_config(arg=None):
-    choices = parse_arg(arg, sampling="regular", cell="lstm", attention="", window=0, chrono=False, paper=False,
-                        smoke=False)
+    choices = parse_arg(arg, sampling="regular", inputs="value_dt", cell="lstm", attention="", window=0,
+                        chrono=False, paper=False, smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.task = ml_collections.ConfigDict(dict(name="frequency", sampling=choices.sampling, balanced=True))
+    c.task = ml_collections.ConfigDict(dict(name="frequency", sampling=choices.sampling, inputs=choices.inputs,
+                                            balanced=True))
     steps = max_steps(choices.sampling)
     c.data = ml_collections.ConfigDict(dict(
         seq_len=steps,  # every batch is padded to the sampling's longest sequence (one compile)
@@ -61,5 +65,5 @@ def get_sweep(arg=None):
     """
     from ltf.sweep import arms_sweep
 
-    # (time, value) in (ltf.tasks.synthetic.Frequency)
-    return arms_sweep(arg, ARMS, get_config, seeds=5, matched_inputs=lambda config: stack_inputs(config.model, 2))
+    return arms_sweep(arg, ARMS, get_config, seeds=5,
+                      matched_inputs=lambda config: stack_inputs(config.model, input_width(config.task.inputs)))

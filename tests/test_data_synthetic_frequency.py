@@ -135,3 +135,20 @@ def test_fixed_padding_and_resume():
         fq.frequency_batch(np.random.default_rng(0), 16, "regular", pad_to=10)
     with pytest.raises(ValueError, match="sampling"):
         fq.frequency_batches(16, "sparse")
+
+
+@pytest.mark.parametrize("sampling", fq.SAMPLINGS)
+def test_inputs_choose_the_input_vector_and_nothing_else(sampling):
+    batches = {inputs: fq.frequency_batch(np.random.default_rng(3), 8, sampling, inputs=inputs)
+               for inputs in fq.INPUTS}
+    value_dt, value, value_time = (batches[k] for k in ("value_dt", "value", "value_time"))
+    assert value["inputs"].shape[-1] == fq.input_width("value") == 1
+    assert value_time["inputs"].shape[-1] == fq.input_width("value_time") == 2
+    np.testing.assert_array_equal(value["inputs"][..., 0], value_dt["inputs"][..., 0])
+    np.testing.assert_array_equal(value_time["inputs"][..., 0], value_dt["inputs"][..., 0])
+    np.testing.assert_array_equal(value_time["inputs"][..., 1], value_dt["times"])  # absolute time, 0 on padding
+    for key in ("targets", "mask", "dt", "times", "target_mask"):  # the same waves, sampled at the same times
+        np.testing.assert_array_equal(value[key], value_dt[key])
+        np.testing.assert_array_equal(value_time[key], value_dt[key])
+    with pytest.raises(ValueError, match="inputs='dt'.*value_time"):
+        fq.frequency_batches(8, sampling, inputs="dt")

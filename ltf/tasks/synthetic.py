@@ -214,12 +214,17 @@ class Frequency(SequenceTask):
         if config.task.sampling not in frequency.SAMPLINGS:
             raise ValueError(f"config.task.sampling: {config.task.sampling!r}; allowed values are "
                              f"{frequency.SAMPLINGS}.")
-        super().__init__(config, d_values=2, d_out=2, head="last", objective="classes")
+        inputs = config.task.get("inputs", "value_dt")
+        if inputs not in frequency.INPUTS:
+            raise ValueError(f"config.task.inputs: {inputs!r}; allowed values are {frequency.INPUTS} "
+                             "(ltf.data.synthetic.frequency).")
+        super().__init__(config, d_values=frequency.input_width(inputs), d_out=2, head="last", objective="classes")
 
     def batches(self, batch_size, *, seed, num_batches):
-        sampling = self.config.task.sampling
-        return frequency.frequency_batches(batch_size, sampling, seed=seed, balanced=self.config.task.balanced,
-                                           pad_to=frequency.max_steps(sampling), num_batches=num_batches)
+        task = self.config.task
+        return frequency.frequency_batches(batch_size, task.sampling, seed=seed, balanced=task.balanced,
+                                           pad_to=frequency.max_steps(task.sampling), num_batches=num_batches,
+                                           inputs=task.get("inputs", "value_dt"))
 
 
 # config.task.name -> task; ltf.tasks.registry collects these

@@ -22,8 +22,10 @@ Samplings (`SAMPLINGS`):
 - "async": n ~ uniform integer in [15, 125] samples at sorted times s + d·U[0, 1) (the code
   draws n ~ int(U[15, 125)), i.e. 15 to 124).
 
-Batch: inputs BxLx2 float32 = (value, Δt) per step (the issue's input pair; the authors' LSTM
-got (value, absolute t) instead, so `times` is in the batch too); dt BxLx1 = Δt; times BxL;
+Batch: inputs BxLxD float32 per step, chosen by `inputs` (`INPUTS`): "value_dt" (default, D = 2:
+the value and Δt, the issue's input pair), "value" (D = 1: the value alone, as the authors' code
+feeds its Phased LSTM, whose time gate reads `times`) or "value_time" (D = 2: the value and the
+absolute time, as the authors' code feeds its LSTM); dt BxLx1 = Δt; times BxL;
 mask BxL (1 on samples; right padding with mask 0 and zeros everywhere); target_mask BxL (1 at
 the last sample); targets B int32 (the class); reset B all True. Δt_k = t_k − t_{k−1} and Δt_0 = 0
 (ours: the first sample has no predecessor), so regular rows read Δt = 0, 1, 1, ... (0.1 for
@@ -31,8 +33,10 @@ high_res). Padding: to the batch's longest row (as the authors' code, which pads
 we pad on the right, as the rest of ltf), or to `pad_to` steps: pass `pad_to=max_steps(sampling)`
 for one fixed shape (one compilation).
 
-The published task trained on 5,000 sequences per epoch for 70 epochs, tested on 500, batch 32,
-Adam 1e-3, 110 units; `frequency_batches(..., num_batches=n)` gives such a fixed set.
+The published task trained for 70 epochs of 5,000 sequences, batch 32, Adam 1e-3, 110 units; the
+authors' iterator draws fresh sequences on every pass (as ltf's training batches), and the
+published figure is the accuracy on 500 fresh sequences after the 70th epoch, the mean of 5
+seeds (their A_Freq_Task notebook). `frequency_batches(..., num_batches=n)` gives a fixed set.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ BAND_MS = (5.0, 6.0)            # class 1
 DURATION_MS = (15.0, 125.0)
 WINDOW_MS = 125.0               # every wave lies within [0, WINDOW_MS]
 ASYNC_POINTS = (15, 125)        # inclusive
+INPUTS = ("value_dt", "value", "value_time")  # what each step's input vector holds (docstring)
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,21 @@ def sample_times(rng: np.random.Generator, waves: Waves, sampling: str) -> list[
     return times
 
 
-def pack_batch(waves: Waves, times: list[np.ndarray], *, pad_to: int | None = None) -> Batch:
+def _check_inputs(inputs: str) -> None:
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs={inputs!r}: allowed values are {INPUTS}")
+
+
+def input_width(inputs: str) -> int:
+    """D, the width of each step's input vector under `inputs`."""
+    _check_inputs(inputs)
+    return 1 if inputs == "value" else 2
+
+
+def pack_batch(waves: Waves, times: list[np.ndarray], *, pad_to: int | None = None,
+               inputs: str = "value_dt") -> Batch:
     """The batch dict of sampled waves, right-padded to the longest row or to `pad_to` steps."""
+    _check_inputs(inputs)
     lengths_B = np.array([len(t) for t in times])
     L = int(lengths_B.max()) if pad_to is None else int(pad_to)
     if L < lengths_B.max():
@@ -133,8 +151,9 @@ def pack_batch(waves: Waves, times: list[np.ndarray], *, pad_to: int | None = No
     mask_BxL = prefix_mask(lengths_B, L)
     phase_Bx1, period_Bx1 = waves.phase[:, None], waves.period[:, None]
     values_BxL = np.sin(2 * np.pi * times_BxL / period_Bx1 + phase_Bx1) * mask_BxL
+    beside_value = {"value_dt": [dts_BxL], "value": [], "value_time": [times_BxL]}[inputs]
     return {
-        "inputs": np.stack([values_BxL, dts_BxL], axis=-1).astype(np.float32),
+        "inputs": np.stack([values_BxL, *beside_value], axis=-1).astype(np.float32),
         "targets": waves.label.astype(np.int32),
         "mask": mask_BxL,
         "target_mask": last_step_mask(lengths_B, L),
@@ -145,18 +164,21 @@ def pack_batch(waves: Waves, times: list[np.ndarray], *, pad_to: int | None = No
 
 
 def frequency_batch(rng: np.random.Generator, batch_size: int, sampling: str, *, balanced: bool = True,
-                    pad_to: int | None = None) -> Batch:
-    """One batch: `sample_waves`, then `sample_times`, then `pack_batch` (one rng, in that order)."""
+                    pad_to: int | None = None, inputs: str = "value_dt") -> Batch:
+    """One batch: `sample_waves`, then `sample_times`, then `pack_batch` (one rng, in that order);
+    `inputs` changes only the input vector, never the waves or times drawn."""
     waves = sample_waves(rng, batch_size, balanced=balanced)
-    return pack_batch(waves, sample_times(rng, waves, sampling), pad_to=pad_to)
+    return pack_batch(waves, sample_times(rng, waves, sampling), pad_to=pad_to, inputs=inputs)
 
 
 def frequency_batches(batch_size: int, sampling: str, *, seed: int = 0, balanced: bool = True,
-                      pad_to: int | None = None, num_batches: int | None = None) -> SeededBatches:
+                      pad_to: int | None = None, num_batches: int | None = None,
+                      inputs: str = "value_dt") -> SeededBatches:
     """Resumable iterator of `frequency_batch`es (batch k from rng (seed, k))."""
     _check_sampling(sampling)
+    _check_inputs(inputs)
     return SeededBatches(lambda rng: frequency_batch(rng, batch_size, sampling, balanced=balanced,
-                                                     pad_to=pad_to),
+                                                     pad_to=pad_to, inputs=inputs),
                          seed=seed, num_batches=num_batches)
 
 
