@@ -13,8 +13,9 @@ The paper's setting: 110 units, Adam 1e-3, batch 32, 70 epochs, 5 seeds; publish
 (LSTM / Phased LSTM): regular 89.3 / 99.3, high resolution 51.7 / 99.6, asynchronous 69.0 / 97.9.
 
 Choices (after the colon): sampling=regular|high_res|async, inputs=value_dt|value|value_time
-(ltf.data.synthetic.frequency.INPUTS), cell=..., attention=..., window=W, chrono, paper (the paper's budget: 70 epochs of 5,000 sequences, PAPER_STEPS steps of 32; the
-default is 3,000 steps), smoke.
+(ltf.data.synthetic.frequency.INPUTS), cell=..., attention=..., window=W, chrono, paper (the
+paper's budget: 70 epochs of 5,000 sequences, PAPER_STEPS steps of 32; the default is 3,000
+steps), smoke.
 """
 
 import ml_collections

@@ -23,6 +23,7 @@ CELL_OPTION_TYPES = {
     "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int, "decay": bool,
     # phased (Neil et al. 2016)
     "leak": float, "r_on_init": float, "learn_r_on": bool, "period_init_min": float, "period_init_max": float,
+    "time_params": str,
     # the linear cells (ltf.cells.linear): how ltf.linear_scan runs them; linear_decay's initial time scales
     "form": str, "timescale_min": float, "timescale_max": float,
     # mlstm (ltf.cells.mlstm; `form` too: sequential | chunkwise): heads (d_hidden a multiple), its chunk length

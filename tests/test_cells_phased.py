@@ -54,8 +54,11 @@ def reference_run(cell, params, xs_BxTxD, dts_BxTx2, state):
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     w_i, w_f, w_g, w_o = np.split(np.concatenate([p["w_h"], p["w_x"]]), 4, axis=1)  # W acting on [h, x]
     b_i, b_f, b_g, b_o = np.split(p["b"], 4)
-    tau = np.exp(p["log_tau"])
-    r_on = sigmoid(p["r_on_logit"]) if cell.learn_r_on else cell.r_on_init
+    if cell.time_params == "raw":  # the authors' code: |τ|, |r_on|
+        tau, r_on = np.abs(p["tau"]), np.abs(p["r_on"]) if cell.learn_r_on else cell.r_on_init
+    else:
+        tau = np.exp(p["log_tau"])
+        r_on = sigmoid(p["r_on_logit"]) if cell.learn_r_on else cell.r_on_init
     c, h = (np.asarray(a, np.float64) for a in state)
     hs, ks = [], []
     for t in range(xs_BxTxD.shape[1]):
@@ -74,9 +77,10 @@ def reference_run(cell, params, xs_BxTxD, dts_BxTx2, state):
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 @pytest.mark.parametrize("learn_r_on", [True, False])
-def test_matches_numpy_reference(learn_r_on, training):
+@pytest.mark.parametrize("time_params", phased.TIME_PARAMS)
+def test_matches_numpy_reference(time_params, learn_r_on, training):
     with jax.enable_x64(True):
-        cell, params, xs, dts, state = setup(learn_r_on=learn_r_on)
+        cell, params, xs, dts, state = setup(learn_r_on=learn_r_on, time_params=time_params)
         cell = cell if training else cell.for_evaluation()
         hs_ref, (c_ref, h_ref), ks = reference_run(cell, params, xs, dts, state)
         assert 0.1 < np.mean(ks > cell.leak) < 0.9  # open steps and closed ones (k ≤ α φ)
@@ -277,7 +281,48 @@ def test_initialisation():
     np.testing.assert_allclose(fixed_params["log_tau"], 0.0)
 
 
+def test_raw_time_params_are_the_same_cell_with_the_chain_rule_in_its_gradients():
+    """time_params="raw" at τ = exp(log τ), r_on = σ(ρ) computes what "log" computes; its gradients
+    are the log parameters' through the chain rule: ∂L/∂τ = ∂L/∂log τ / τ, ∂L/∂r_on = ∂L/∂ρ / (r(1 − r))."""
+    with jax.enable_x64(True):
+        cell, params, xs, dts, state = setup()
+        raw_cell = dataclasses.replace(cell, time_params="raw")
+        tau, r_on = jnp.exp(params["log_tau"]), jax.nn.sigmoid(params["r_on_logit"])
+        raw = {**{k: v for k, v in params.items() if k not in ("log_tau", "r_on_logit")}, "tau": tau, "r_on": r_on}
+
+        def loss(cell, params):
+            final, hs = scan_layer(cell, params, xs, dts, None, state)
+            return jnp.sum(hs**2) + jnp.sum(final.c)
+
+        np.testing.assert_allclose(loss(raw_cell, raw), loss(cell, params), rtol=1e-12)
+        grads, raw_grads = jax.grad(loss, argnums=1)(cell, params), jax.grad(loss, argnums=1)(raw_cell, raw)
+        assert np.abs(grads["log_tau"]).max() > 1e-6 and np.abs(grads["r_on_logit"]).max() > 1e-6
+        np.testing.assert_allclose(raw_grads["tau"], grads["log_tau"] / tau, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(raw_grads["r_on"], grads["r_on_logit"] / (r_on * (1 - r_on)), rtol=1e-8, atol=1e-12)
+        for name in ("w_x", "w_h", "b", "shift", "u_f"):
+            np.testing.assert_allclose(raw_grads[name], grads[name], rtol=1e-8, atol=1e-12)
+        # |τ| and |r_on|: a sign flip changes nothing
+        flipped = {**raw, "tau": -raw["tau"], "r_on": -raw["r_on"]}
+        np.testing.assert_allclose(loss(raw_cell, flipped), loss(cell, params), rtol=1e-12)
+
+
+def test_raw_time_params_initialise_tau_and_r_on_themselves():
+    cell = make_cell("phased", time_params="raw", period_init_min=2.0, period_init_max=20.0, r_on_init=0.05)
+    params = cell.init(jax.random.key(1), D, 500)
+    assert "log_tau" not in params and "r_on_logit" not in params
+    tau = np.asarray(params["tau"])
+    assert tau.min() >= 2.0 - 1e-5 and tau.max() <= 20.0 + 1e-4
+    np.testing.assert_allclose(params["r_on"], 0.05, rtol=1e-6)
+    shift_over_tau = np.asarray(params["shift"]) / tau
+    assert shift_over_tau.min() >= 0 and shift_over_tau.max() < 1
+    fixed = make_cell("phased", time_params="raw", learn_r_on=False, r_on_init=0.2)
+    fixed_params = fixed.init(jax.random.key(1), D, H)
+    assert "r_on" not in fixed_params
+    np.testing.assert_allclose(fixed.open_ratio(fixed_params), 0.2)
+
+
 @pytest.mark.parametrize("options,match", [
+    ({"time_params": "exp"}, "time_params='exp'.*raw"),
     ({"r_on_init": 1.0}, "r_on_init"),
     ({"r_on_init": 0.0}, "r_on_init"),
     ({"leak": -0.1}, "leak"),

@@ -29,6 +29,11 @@ the shift s (unconstrained; only s mod τ matters) and, with `learn_r_on` (defau
 authors' frequency-task code, which trains τ, s and r_on), logit r_on (r_on = σ(ρ) ∈ (0, 1)
 always, where the authors' code takes |r_on|, which can pass 1; σ keeps a gradient at every
 value where a clip would zero it). `learn_r_on=False` holds r_on at `r_on_init`.
+`time_params="raw"` trains τ and r_on as the authors' code does instead: parameters τ and r_on
+themselves, read as |τ| and |r_on| (floored at 1e-6). Adam moves a parameter by about its
+learning rate per step whatever its scale, so the two choices learn at different speeds: from
+r_on = 0.05, a step of 1e-3 moves the raw r_on by 1e-3 and the logit's by 5e-5; a step moves log
+τ by 0.1% of τ and the raw τ by 1e-3 time units.
 
 Initialisation: τ log-uniform in [`period_init_min`, `period_init_max`] per unit, default
 [e, e⁶] ≈ [2.7, 403] time units: the frequency task's periods (1 to 100 ms) and windows (15 to
@@ -53,6 +58,10 @@ from ltf.cells.classic import Adaptive
 from ltf.shapes import lead
 
 
+TIME_PARAMS = ("log", "raw")  # how τ and r_on are parameterised (Phased.time_params)
+RAW_FLOOR = 1e-6  # time_params="raw": |τ| and |r_on| at least this (no division by zero)
+
+
 def time_gate(phi_BxH: Array, r_on_H: Array, leak: float) -> Array:
     """k_t from the phase φ_t: the open window's rise and fall, α φ while closed."""
     r_on_BxH = lead(r_on_H, phi_BxH)
@@ -72,6 +81,8 @@ class Phased(LSTM):
         r_on_init: the open ratio r_on at init (the paper: 0.05).
         learn_r_on: train r_on (as logit r_on); False holds it at r_on_init.
         period_init_min, period_init_max: the range of τ at init, drawn log-uniformly.
+        time_params: "log" (log τ and logit r_on are the parameters) or "raw" (τ and r_on, read
+            as |τ| and |r_on|, as the authors' code); see the module doc.
     """
 
     leak: float = 1e-3
@@ -79,6 +90,7 @@ class Phased(LSTM):
     learn_r_on: bool = True
     period_init_min: float = math.e
     period_init_max: float = math.exp(6.0)
+    time_params: str = "log"
 
     reads_h_prev: ClassVar[bool] = True  # h_t = k ⊙ h̃_t + (1 − k) ⊙ h_{t−1}
     uses_times: ClassVar[bool] = True  # φ_t reads the absolute time t
@@ -93,6 +105,9 @@ class Phased(LSTM):
             raise ValueError(f"r_on_init={self.r_on_init}: the open ratio must lie in (0, 1) (the paper: 0.05).")
         if not 0.0 <= self.leak <= 1.0:
             raise ValueError(f"leak={self.leak}: α must lie in [0, 1] (the paper: 1e-3).")
+        if self.time_params not in TIME_PARAMS:
+            raise ValueError(f"time_params={self.time_params!r}: allowed values are {TIME_PARAMS} "
+                             "(log τ and logit r_on, or τ and r_on as the authors' code).")
         if not 0.0 < self.period_init_min <= self.period_init_max:
             raise ValueError(f"period_init_min={self.period_init_min}, period_init_max={self.period_init_max}: "
                              "need 0 < min <= max (τ is drawn log-uniformly between them).")
@@ -102,31 +117,42 @@ class Phased(LSTM):
         return dataclasses.replace(self, leak=0.0)
 
     def init_extra(self, key, d_in: int, d_hidden: int) -> Params:
-        """u_f, u_i, u_o zero; log τ ~ U[log min, log max]; s ~ U(0, τ); logit r_on_init."""
+        """u_f, u_i, u_o zero; log τ ~ U[log min, log max]; s ~ U(0, τ); logit r_on_init (or, with
+        time_params="raw", τ and r_on_init themselves)."""
         k_tau, k_shift, k_peep = jax.random.split(key, 3)
         log_tau = jax.random.uniform(k_tau, (d_hidden,), minval=math.log(self.period_init_min),
                                      maxval=math.log(self.period_init_max))
+        raw = self.time_params == "raw"
         params = Adaptive(peepholes=True).init_extra(k_peep, d_in, d_hidden)
-        params["log_tau"] = log_tau
+        params["tau" if raw else "log_tau"] = jnp.exp(log_tau) if raw else log_tau
         params["shift"] = jnp.exp(log_tau) * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
         if self.learn_r_on:
             r = self.r_on_init
             # of a set dtype: a weak-typed leaf changes type at the first update, and the step compiles again
-            params["r_on_logit"] = jnp.full((d_hidden,), math.log(r / (1.0 - r)), log_tau.dtype)
+            params["r_on" if raw else "r_on_logit"] = jnp.full((d_hidden,), r if raw else math.log(r / (1.0 - r)),
+                                                               log_tau.dtype)
         return params
 
     def peephole_weights(self, params: Params) -> dict[str, Array]:
         return {name: params[name] for name in ("u_f", "u_i", "u_o")}
 
+    def period(self, params: Params) -> Array:
+        """τ_H = exp(log τ), or |τ| (floored) with time_params="raw"."""
+        if self.time_params == "raw":
+            return jnp.maximum(jnp.abs(params["tau"]), RAW_FLOOR)
+        return jnp.exp(params["log_tau"])
+
     def open_ratio(self, params: Params) -> Array:
-        """r_on_H = σ(ρ) when learned, else r_on_init."""
+        """r_on_H = σ(ρ) when learned (|r_on|, floored, with time_params="raw"), else r_on_init."""
+        if self.learn_r_on and self.time_params == "raw":
+            return jnp.maximum(jnp.abs(params["r_on"]), RAW_FLOOR)
         if self.learn_r_on:
             return jax.nn.sigmoid(params["r_on_logit"])
-        return jnp.full(params["log_tau"].shape, self.r_on_init, params["log_tau"].dtype)
+        return jnp.full(params["shift"].shape, self.r_on_init, params["shift"].dtype)
 
     def phase(self, params: Params, t_B: Array) -> Array:
         """φ_...xH = ((t − s) mod τ) / τ, in [0, 1), at the absolute times t_... (any leading shape)."""
-        tau_H = jnp.exp(params["log_tau"])
+        tau_H = self.period(params)
         t_x1 = t_B[..., None]
         return jnp.mod(t_x1 - lead(params["shift"], t_x1), lead(tau_H, t_x1)) / lead(tau_H, t_x1)
 
