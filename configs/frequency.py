@@ -51,13 +51,17 @@ def get_config(arg=None):
 
 
 ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window=32)
-# Phased LSTM as its authors' frequency-task code initialises it (public_plstm/freq_task.py):
-# periods exp U[1, 3] ms (e to e³ ≈ 20 ms), r_on 0.05, every time parameter learned.
-ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0}
+# Phased LSTM as its authors' frequency-task code sets it up (public_plstm/freq_task.py, plstm.py):
+# periods exp U[1, 3] ms (e to e³ ≈ 20 ms), r_on 0.05, and τ, s, r_on trained as themselves
+# (time_params="raw": Adam moves r_on 20× faster than through its logit). "phased_log" is the
+# same arm with ltf's default log τ and logit r_on (what the results before commit d6ffc3f ran).
+ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0,
+                  "model.cell_options.time_params": "raw"}
+ARMS["phased_log"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0}
 
 
 def get_sweep(arg=None):
-    """The five arms (phased: the paper's own cell, reading the batch's absolute times) x seeds
+    """The arms (phased: the paper's own cell, reading the batch's absolute times) x seeds
     (default 5, as the paper); choose the sampling with sampling=...; the gated linear recurrences of
     ltf.config_lib.MODERN_ARMS are arms too when named, each at lstm's parameter count:
 
