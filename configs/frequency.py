@@ -58,6 +58,8 @@ ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window
 ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0,
                   "model.cell_options.time_params": "raw"}
 ARMS["phased_log"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0}
+# The paper's LSTM as its authors' code feeds it: each value with its absolute time, no Δt.
+ARMS["lstm_value_time"] = {"model.cell": "lstm", "task.inputs": "value_time"}
 
 
 def get_sweep(arg=None):

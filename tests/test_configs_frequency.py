@@ -32,3 +32,6 @@ def test_inputs_choice_reaches_the_task_and_the_sweep():
     assert np.isfinite(float(loss))
     runs = sweep.load_sweep(f"{CONFIG}:sampling=async,paper,inputs=value,arms=phased,seeds=1").runs
     assert [r.config_arg for r in runs] == ["sampling=async,paper,inputs=value"]
+    # the paper's LSTM as an arm: its inputs are the arm's, beside the (value, Δt) arms
+    lstm, lstm_value_time = sweep.load_sweep(f"{CONFIG}:sampling=async,arms=lstm+lstm_value_time,seeds=1").runs
+    assert lstm_value_time.load_config().task.inputs == "value_time" and lstm.load_config().task.inputs == "value_dt"
