@@ -25,7 +25,7 @@ CELL_OPTION_TYPES = {
     "leak": float, "r_on_init": float, "learn_r_on": bool, "period_init_min": float, "period_init_max": float,
     "time_params": str,
     # the linear cells (ltf.cells.linear): how ltf.linear_scan runs them; linear_decay's initial time scales
-    "form": str, "timescale_min": float, "timescale_max": float,
+    "form": str, "timescale_min": float, "timescale_max": float, "ring_min": float, "ring_max": float,
     # mlstm (ltf.cells.mlstm; `form` too: sequential | chunkwise): heads (d_hidden a multiple), its chunk length
     "heads": int, "chunk_size": int,
 }

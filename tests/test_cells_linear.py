@@ -121,6 +121,15 @@ def test_rglru_ring_initialisation():
     assert params["w_x"].shape == (5, 3 * 4000)
 
 
+def test_rglru_ring_is_an_option():
+    """ring_min / ring_max move the ring (a chrono-like start for long lags); a² stays uniform on it."""
+    params = make_cell("rglru", ring_min=0.99, ring_max=0.99975).init(jax.random.key(1), 5, 4000)
+    a = np.exp(-softplus(np.asarray(params["a_param"], np.float64)))
+    assert a.min() >= 0.99 - 1e-6 and a.max() <= 0.99975 + 1e-6 and a.max() > 0.9995
+    lo, hi = 0.99 ** 2, 0.99975 ** 2
+    assert scipy.stats.kstest(a ** 2, scipy.stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue > 1e-3
+
+
 def test_sqrt_gradient_is_bounded_at_zero():
     grad = jax.grad(lambda x: sqrt_bounded_gradient(x, 1000.0))
     assert float(grad(0.0)) == pytest.approx(1000.0)  # 1/(2√x) at x = 1/(4·1000²)
@@ -233,6 +242,8 @@ def test_traces_report_the_decay():
     ("rglru", {"forget_init": "chrono", "chrono_t_max": 10}, "no LSTM forget gate"),
     ("linear_decay", {"decay": True}, "decay=True does not apply to linear_decay"),
     ("linear_decay", {"timescale_min": 10.0, "timescale_max": 1.0}, "timescale_min"),
+    ("rglru", {"ring_max": 1.0}, "ring_max=1.0"),
+    ("rglru", {"ring_min": 0.99, "ring_max": 0.9}, "ring_min=0.99"),
 ])
 def test_bad_options_name_the_field(name, options, match):
     with pytest.raises(ValueError, match=match):

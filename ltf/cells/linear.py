@@ -14,9 +14,10 @@ rglru — the Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024):
     h_t = a_t ⊙ h_{t-1} + √(1 − a_t²) ⊙ (i_t ⊙ u_t)
 
 As in the reference implementation (google-deepmind/recurrentgemma): Λ is initialised on a ring,
-a² ~ U[0.9², 0.999²] (uniform in the ring's area); the gate biases start at zero, W_x LeCun normal;
-√(1 − a_t²) is computed as √(−expm1(2 log a_t)) and its derivative is bounded by 1000 (the square
-root's gradient at x is taken at max(x, 1/(4·1000²))), finite where a_t → 1; and at a document
+a² ~ U[0.9², 0.999²] (uniform in the ring's area; `ring_min`, `ring_max` move it); the gate
+biases start at zero, W_x LeCun normal; √(1 − a_t²) is computed as √(−expm1(2 log a_t)) and its
+derivative is bounded by 1000 (the square root's gradient at x is taken at max(x, 1/(4·1000²))),
+finite where a_t → 1; and at a document
 start (ltf's reset) the carry is dropped and the multiplier is 1, h_t = i_t ⊙ u_t, so a new
 sequence's first input enters whole. A window that starts from `state=None` without a reset flag
 scales its first input by √(1 − a²) like any other step (the layer cannot tell a zero carry from
@@ -160,13 +161,26 @@ class RGLRU(LinearCell):
     """Griffin's RG-LRU (De et al. 2024); see the module docstring for the equations, the
     initialisation and where it differs from Griffin's block."""
 
+    # The ring Λ starts on: a² ~ U[ring_min², ring_max²] (Griffin's 0.9, 0.999). With r_t near its
+    # initial 1/2, a_t = a^{c/2} holds a unit's state for about −2/(c log a) steps: 250 at a =
+    # 0.999. A longer lag wants ring_max nearer 1 (chrono initialisation's argument): 1 − 2/(c T)
+    # for T steps, e.g. 0.99975 for T = 1,000.
+    ring_min: float = RING[0]
+    ring_max: float = RING[1]
+
     name: ClassVar[str] = "rglru"
     gates: ClassVar[tuple[str, ...]] = ("u", "r", "i")  # z's blocks: x W + b of u_t, r_t, i_t
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 < self.ring_min <= self.ring_max < 1.0:
+            raise ValueError(f"ring_min={self.ring_min}, ring_max={self.ring_max}: need 0 < ring_min <= ring_max < 1 "
+                             f"(the initial a = exp(−softplus(Λ)); Griffin's ring is {RING}).")
+
     def init_extra(self, key, d_in: int, d_hidden: int) -> Params:
-        """Λ (H) with a = exp(−softplus(Λ)) on the ring a² ~ U[0.9², 0.999²]."""
+        """Λ (H) with a = exp(−softplus(Λ)) on the ring a² ~ U[ring_min², ring_max²]."""
         del d_in
-        lo, hi = RING
+        lo, hi = self.ring_min, self.ring_max
         a_squared = jax.random.uniform(key, (d_hidden,), minval=lo ** 2, maxval=hi ** 2)
         return {"a_param": inverse_softplus(-0.5 * jnp.log(a_squared))}  # softplus(Λ) = −log a
 
