@@ -17,11 +17,11 @@ As in the reference implementation (google-deepmind/recurrentgemma): Λ is initi
 a² ~ U[0.9², 0.999²] (uniform in the ring's area; `ring_min`, `ring_max` move it); the gate
 biases start at zero, W_x LeCun normal; √(1 − a_t²) is computed as √(−expm1(2 log a_t)) and its
 derivative is bounded by 1000 (the square root's gradient at x is taken at max(x, 1/(4·1000²))),
-finite where a_t → 1; and at a document
-start (ltf's reset) the carry is dropped and the multiplier is 1, h_t = i_t ⊙ u_t, so a new
-sequence's first input enters whole. A window that starts from `state=None` without a reset flag
-scales its first input by √(1 − a²) like any other step (the layer cannot tell a zero carry from
-a carried one): flag resets[:, 0] = 1 for Griffin's first step.
+finite where a_t → 1; and at a document start (ltf's reset) the carry is dropped and the
+multiplier is 1, h_t = i_t ⊙ u_t, so a new sequence's first input enters whole. A window that
+starts from `state=None` without a reset flag scales its first input by √(1 − a²) like any
+other step (the layer cannot tell a zero carry from a carried one): flag resets[:, 0] = 1 for
+Griffin's first step.
 Where ltf's cell differs from Griffin's recurrent block: Griffin feeds the RG-LRU the output of a
 Conv1D over a linear branch of width H and forms r_t, i_t from it by block-diagonal maps; here
 u_t, r_t and i_t are dense maps of the layer's input x_t (d_in ≠ H), one D x 3H matmul as the LSTM

@@ -124,15 +124,17 @@ class Phased(LSTM):
         k_tau, k_shift, k_peep = jax.random.split(key, 3)
         log_tau = jax.random.uniform(k_tau, (d_hidden,), minval=math.log(self.period_init_min),
                                      maxval=math.log(self.period_init_max))
-        raw = self.time_params == "raw"
+        tau = jnp.exp(log_tau)
+        r = self.r_on_init
         params = Adaptive(peepholes=True).init_extra(k_peep, d_in, d_hidden)
-        params["tau" if raw else "log_tau"] = jnp.exp(log_tau) if raw else log_tau
-        params["shift"] = jnp.exp(log_tau) * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
+        params["shift"] = tau * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
+        if self.time_params == "raw":
+            params["tau"], r_on_name, r_on_value = tau, "r_on", r
+        else:
+            params["log_tau"], r_on_name, r_on_value = log_tau, "r_on_logit", math.log(r / (1.0 - r))
         if self.learn_r_on:
-            r = self.r_on_init
             # of a set dtype: a weak-typed leaf changes type at the first update, and the step compiles again
-            params["r_on" if raw else "r_on_logit"] = jnp.full((d_hidden,), r if raw else math.log(r / (1.0 - r)),
-                                                               log_tau.dtype)
+            params[r_on_name] = jnp.full((d_hidden,), r_on_value, log_tau.dtype)
         return params
 
     def peephole_weights(self, params: Params) -> dict[str, Array]:

@@ -214,17 +214,18 @@ class Frequency(SequenceTask):
         if config.task.sampling not in frequency.SAMPLINGS:
             raise ValueError(f"config.task.sampling: {config.task.sampling!r}; allowed values are "
                              f"{frequency.SAMPLINGS}.")
-        inputs = config.task.get("inputs", "value_dt")
-        if inputs not in frequency.INPUTS:
-            raise ValueError(f"config.task.inputs: {inputs!r}; allowed values are {frequency.INPUTS} "
+        self.inputs = config.task.get("inputs", "value_dt")
+        if self.inputs not in frequency.INPUTS:
+            raise ValueError(f"config.task.inputs: {self.inputs!r}; allowed values are {frequency.INPUTS} "
                              "(ltf.data.synthetic.frequency).")
-        super().__init__(config, d_values=frequency.input_width(inputs), d_out=2, head="last", objective="classes")
+        super().__init__(config, d_values=frequency.input_width(self.inputs), d_out=2, head="last",
+                         objective="classes")
 
     def batches(self, batch_size, *, seed, num_batches):
         task = self.config.task
         return frequency.frequency_batches(batch_size, task.sampling, seed=seed, balanced=task.balanced,
                                            pad_to=frequency.max_steps(task.sampling), num_batches=num_batches,
-                                           inputs=task.get("inputs", "value_dt"))
+                                           inputs=self.inputs)
 
 
 # config.task.name -> task; ltf.tasks.registry collects these
