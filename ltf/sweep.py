@@ -240,6 +240,9 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+MATCH = ("params", "width")  # how arms_sweep sizes the modern arms (its docstring)
+
+
 def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_config: Callable, *,
                seeds: int, default: Sequence[str] | None = None,
                matched_inputs: Callable[[Any], int] | None = None) -> list[dict]:
@@ -253,8 +256,13 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
     `matched_inputs` (config -> the width of its recurrent stack's input) offers the gated linear
     recurrences of `config_lib.MODERN_ARMS` as further arms, outside the default: each at the
     width where its stack's parameters match `lstm`'s at the size of the config the other choices
-    give (`config_lib.matched_arms`)."""
-    choices, config_arg = sweep_arg(arg, arms="+".join(default or arms), seeds=seeds)
+    give (`config_lib.matched_arms`; match=params, the default), or at the config's own width
+    (match=width: on a task of one or two inputs equal parameters make the diagonal cells
+    thousands of units wide, since their only matrices read the input)."""
+    choices, config_arg = sweep_arg(arg, arms="+".join(default or arms), seeds=seeds, match="params")
+    if choices.match not in MATCH:
+        raise ValueError(f"sweep choice match={choices.match!r}: allowed values are {MATCH} (the modern arms at "
+                         "lstm's parameter count, or at the config's model.d_hidden).")
     picked = choices.arms.split("+")
     modern = [name for name in config_lib.MODERN_ARMS if matched_inputs is not None and name not in arms]
     unknown = [a for a in picked if a not in arms and a not in modern]
@@ -264,8 +272,10 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
     if fixed:
         raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
     config = get_config(config_arg)
-    if any(a in modern for a in picked):  # their widths depend on the config's size
+    if any(a in modern for a in picked) and choices.match == "params":  # widths from the config's size
         arms = {**config_lib.matched_arms(config, matched_inputs(config)), **arms}
+    elif any(a in modern for a in picked):
+        arms = {**config_lib.MODERN_ARMS, **arms}
     extra = {CONFIG_ARG: config_arg} if config_arg else {}
     return [{**extra, **arms[arm], SEED: seed} for seed in range(choices.seeds) for arm in picked]
 

@@ -133,6 +133,20 @@ def test_every_task_offers_the_modern_arms_at_lstm_s_parameters(config_arg, d_in
         assert gap <= min(abs(count(run.overrides, w) - target) for w in (width - step, width + step)), run.name
 
 
+def test_match_width_keeps_the_modern_arms_at_the_config_s_width():
+    """match=width: every arm at the config's model.d_hidden (forecast's 64 units), where
+    match=params would make rglru a thousand units wide on its one input; a bad value is named."""
+    path = str(REPO / "configs" / "forecast.py")
+    by_params = sweep.load_sweep(f"{path}:arms=lstm+rglru+mlstm,seeds=1").runs
+    by_width = sweep.load_sweep(f"{path}:arms=lstm+rglru+mlstm,seeds=1,match=width").runs
+    assert by_params[1].overrides["model.d_hidden"] > 500
+    assert [r.overrides.get("model.cell") for r in by_width] == ["lstm", "rglru", "mlstm"]
+    assert not any("model.d_hidden" in r.overrides for r in by_width)
+    assert by_width[2].overrides["model.cell_options.heads"] == 4
+    with pytest.raises(ValueError, match="match='size'"):
+        sweep.load_sweep(f"{path}:arms=rglru,match=size")
+
+
 def test_seed_templates_hold_at_the_name_limit_and_past_it():
     """An arm whose names sit just under MAX_NAME still groups its seeds (the template is read from
     the run's own name); past it, the hash covers all but the seed, which stays at the end, so the
