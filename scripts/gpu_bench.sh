@@ -15,6 +15,10 @@
 #            16x4096x256 and 8x16384x256, --repeats 3 -> benchmarks/bench_gpu.json and .md: ltf's
 #            lstm against cuDNN's torch.nn.LSTM and Flax (6 workers per size and repeat, one
 #            process each; the family too with LTF_GPU_BENCH_ARGS="--cells lstm,tlstm,phased,ctlstm,grud")
+#   recurrences  scripts/bench_recurrences.py at T = 1,024 ... 65,536 (B = 8, H = 256, every form;
+#            mlstm's sequential form, which needs remat and runs step by step, left out) ->
+#            benchmarks/bench_recurrences_gpu.json and .md: issue 18's parallel form against the
+#            sequential one, and the form "auto" should take on a GPU
 #   train    scripts/train.py --config configs/tlstm_lm.py (README's main job) for 1,500 of its
 #            3,000 steps, to end in about 2 minutes; its workdir under /tmp
 #
@@ -43,6 +47,8 @@ TRAIN_STEPS=${LTF_GPU_TRAIN_STEPS:-1500}
 BENCH_SIZES=32x128x256,32x128x512,64x256x256,16x1024x128,16x4096x256,8x16384x256
 BENCH_JSON=benchmarks/bench_gpu.json
 BENCH_MD=benchmarks/bench_gpu.md
+RECURRENCE_VARIANTS=lstm,lstm+remat,rglru:sequential,rglru:parallel,linear_decay:sequential,linear_decay:parallel,mlstm:chunkwise,mlstm:chunkwise+remat
+RECURRENCE_LENGTHS=1024,4096,16384,65536
 TRAIN_WORKDIR=/tmp/ltf-gpu-train-$(date +%Y%m%d-%H%M%S)
 SMOKE_TESTS=(tests/test_cells.py tests/test_fast_rnn.py tests/test_models.py tests/test_rnn.py)
 if [[ $INSTALL == 1 ]]; then
@@ -96,6 +102,11 @@ bench() {
     --json "$BENCH_JSON" --markdown "$BENCH_MD" ${LTF_GPU_BENCH_ARGS:-}
 }
 
+recurrences() {
+  run "$PY" scripts/bench_recurrences.py --variants "$RECURRENCE_VARIANTS" --lengths "$RECURRENCE_LENGTHS" \
+    --repeats 3 --json benchmarks/bench_recurrences_gpu.json --markdown benchmarks/bench_recurrences_gpu.md
+}
+
 train() {
   run "$PY" scripts/train.py --config configs/tlstm_lm.py --workdir "$TRAIN_WORKDIR" \
     --config.train.steps="$TRAIN_STEPS"
@@ -107,6 +118,7 @@ t_start=$SECONDS
 stage check check
 stage tests smoke_tests
 stage bench bench
+stage recurrences recurrences
 stage train train
 echo "== all: $((SECONDS - t_start)) s"
-echo "bench tables: $BENCH_MD (rows: $BENCH_JSON); training run: $TRAIN_WORKDIR"
+echo "bench tables: $BENCH_MD (rows: $BENCH_JSON), benchmarks/bench_recurrences_gpu.md; training run: $TRAIN_WORKDIR"

@@ -130,7 +130,7 @@ def test_gpu_script_dry_run_prints_every_stage(tmp_path):
                          cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     log = out.stdout
-    for stage in ("install", "check", "tests", "bench", "train"):
+    for stage in ("install", "check", "tests", "bench", "recurrences", "train"):
         assert f"== {stage}: " in log  # each stage logs its wall time
     jax_pin = next(d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
                    if d.startswith("jax>"))  # the CUDA wheel within the range that ltf pins jax to
@@ -139,6 +139,9 @@ def test_gpu_script_dry_run_prints_every_stage(tmp_path):
     bench_line = next(l for l in log.splitlines() if "scripts/bench.py" in l)
     assert "--models char_lm,layer" in bench_line and "--repeats 3" in bench_line
     assert "16x4096x256" in bench_line and "8x16384x256" in bench_line and "bench_gpu.json" in bench_line
+    recurrences_line = next(l for l in log.splitlines() if "scripts/bench_recurrences.py" in l)
+    assert "rglru:parallel" in recurrences_line and "rglru:sequential" in recurrences_line
+    assert "65536" in recurrences_line and "bench_recurrences_gpu.json" in recurrences_line
     train_line = next(l for l in log.splitlines() if "scripts/train.py" in l)
     assert "configs/tlstm_lm.py" in train_line and "--workdir /tmp/" in train_line
     assert "--config.train.steps=" in train_line
