@@ -272,12 +272,25 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
     if fixed:
         raise ValueError(f"sweep choices {fixed}: the arms set the cell and attention; pick arms with arms=a+b.")
     config = get_config(config_arg)
-    if any(a in modern for a in picked) and choices.match == "params":  # widths from the config's size
-        arms = {**config_lib.matched_arms(config, matched_inputs(config)), **arms}
-    elif any(a in modern for a in picked):
-        arms = {**config_lib.MODERN_ARMS, **arms}
+    if any(a in modern for a in picked):
+        if choices.match == "params":  # their widths depend on the config's size
+            modern_arms = config_lib.matched_arms(config, matched_inputs(config))
+        else:
+            modern_arms = _at_config_width(config, [a for a in picked if a in modern])
+        arms = {**modern_arms, **arms}
     extra = {CONFIG_ARG: config_arg} if config_arg else {}
     return [{**extra, **arms[arm], SEED: seed} for seed in range(choices.seeds) for arm in picked]
+
+
+def _at_config_width(config, names: Sequence[str]) -> dict[str, dict]:
+    """The modern arms as they are, at config.model.d_hidden, which must divide into their heads."""
+    width = config.model.d_hidden
+    for name in names:
+        heads = config_lib.MODERN_ARMS[name].get("model.cell_options.heads", 1)
+        if width % heads:
+            raise ValueError(f"sweep choice match=width: arm {name!r} has {heads} heads, which do not divide the "
+                             f"config's model.d_hidden={width}; use match=params, or leave {name!r} out.")
+    return dict(config_lib.MODERN_ARMS)
 
 
 # -- a seed group's workdirs (what `scripts/train.py --seeds` fills in) ----------------------

@@ -145,6 +145,8 @@ def test_match_width_keeps_the_modern_arms_at_the_config_s_width():
     assert by_width[2].overrides["model.cell_options.heads"] == 4
     with pytest.raises(ValueError, match="match='size'"):
         sweep.load_sweep(f"{path}:arms=rglru,match=size")
+    with pytest.raises(ValueError, match="4 heads, which do not divide the config's model.d_hidden=110"):
+        sweep.load_sweep(f"{REPO / 'configs' / 'frequency.py'}:arms=mlstm,match=width")  # 110 units
 
 
 def test_seed_templates_hold_at_the_name_limit_and_past_it():
