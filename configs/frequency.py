@@ -58,6 +58,10 @@ ARMS = cell_arms("lstm", "time_aware", "tlstm", attention=True, attention_window
 ARMS["phased"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0,
                   "model.cell_options.time_params": "raw"}
 ARMS["phased_log"] = {"model.cell": "phased", "model.cell_options.period_init_max": 20.0}
+# ... and initialised as that code initialises it (Lasagne's defaults): W_x, W_h and the peepholes
+# ~ N(0, 0.1²), forget-gate bias 0 (its input-gate bias of -0.1 is left at ltf's 0).
+ARMS["phased_authors_init"] = {**ARMS["phased"], "model.cell_options.weight_init": "normal",
+                               "model.cell_options.weight_std": 0.1, "model.cell_options.forget_bias": 0.0}
 # The paper's LSTM as its authors' code feeds it: each value with its absolute time, no Δt.
 ARMS["lstm_value_time"] = {"model.cell": "lstm", "task.inputs": "value_time"}
 

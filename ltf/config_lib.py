@@ -21,6 +21,7 @@ from ltf.rnn import BACKWARDS
 CELL_OPTION_TYPES = {
     "forget_init": str, "forget_bias": float, "chrono_t_max": float,
     "time_transform": str, "adaptive": bool, "peepholes": bool, "d_time": int, "decay": bool,
+    "weight_init": str, "weight_std": float,
     # phased (Neil et al. 2016)
     "leak": float, "r_on_init": float, "learn_r_on": bool, "period_init_min": float, "period_init_max": float,
     "time_params": str,

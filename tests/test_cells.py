@@ -268,8 +268,30 @@ def test_constant_forget_bias():
     np.testing.assert_array_equal(b[0], 0.0)
 
 
+@pytest.mark.parametrize("name", ["lstm", "adaptive", "gru", "phased"])
+def test_normal_weight_init_draws_every_weight_from_n_0_std(name):
+    """weight_init="normal" (Lasagne's default, the Phased LSTM authors' code): W_x, W_h and the
+    peepholes ~ N(0, weight_std²); the biases and a cell's own parameters keep their init."""
+    options = {"peepholes": True} if name == "adaptive" else {}
+    default = make_cell(name, **options).init(jax.random.key(1), 64, 128)
+    normal = make_cell(name, weight_init="normal", weight_std=0.05, **options).init(jax.random.key(1), 64, 128)
+    weights = ["w_x", "w_h"] + [k for k in normal if k in ("u_f", "u_i", "u_o")]
+    for key in weights:
+        values = np.asarray(normal[key]).ravel()
+        assert abs(values.mean()) < 0.01 and abs(values.std() - 0.05) < 0.005, key
+    assert len(weights) == (2 if name in ("lstm", "gru") else 5)
+    np.testing.assert_array_equal(normal["b"], default["b"])
+    for key in set(default) - set(weights) - {"b"}:  # phased's τ, s, r_on: drawn as by default
+        np.testing.assert_array_equal(normal[key], default[key])
+    assert not np.allclose(normal["w_h"], default["w_h"])
+
+
 @pytest.mark.parametrize("name,options,match", [
     ("no_such_cell", {}, "allowed values are"),
+    ("lstm", {"weight_init": "uniform"}, "weight_init='uniform'"),
+    ("lstm", {"weight_init": "normal", "weight_std": 0.0}, "weight_std=0.0"),
+    ("rglru", {"weight_init": "normal"}, "does not apply to rglru"),
+    ("mlstm", {"weight_init": "normal"}, "does not apply to mlstm"),
     ("lstm", {"forget_init": "zeros"}, "forget_init"),
     ("lstm", {"forget_init": "chrono"}, "chrono_t_max"),
     ("lstm_noforget", {"forget_init": "chrono", "chrono_t_max": 10}, "no forget gate"),

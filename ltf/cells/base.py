@@ -55,6 +55,7 @@ Array = jax.Array
 Params = dict[str, Array]
 
 FORGET_INITS = ("constant", "chrono")
+WEIGHT_INITS = ("default", "normal")  # LSTM.weight_init
 TIME_TRANSFORMS = {"log1p": jnp.log1p, "identity": lambda dt: dt}
 
 
@@ -96,6 +97,9 @@ class LSTM:
         d_time: width K of the Δt input (only the time-aware cells use it).
         decay: GRU-D's hidden decay (Che et al. 2018) before every step: the carried C and h are
             scaled by γ_t = exp(−max(0, δ_t W_γ + b_γ)), δ_t the K columns of Δt (`ltf.cells.decay`).
+        weight_init: "default" (W_x LeCun normal, W_h orthogonal per gate block, peepholes zero)
+            or "normal" (every one of them ~ N(0, weight_std²): Lasagne's default, which the
+            Phased LSTM authors' code trained with, at weight_std = 0.1).
     """
 
     forget_init: str = "constant"
@@ -103,6 +107,8 @@ class LSTM:
     chrono_t_max: float | None = None
     d_time: int = 1
     decay: bool = False
+    weight_init: str = "default"
+    weight_std: float = 0.1
 
     gates: ClassVar[tuple[str, ...]] = ("i", "f", "g", "o")
     # gate_update reads h' itself, not only through z_t (Phased LSTM's blend, the GRU's update)
@@ -128,6 +134,10 @@ class LSTM:
         return self.decay
 
     def __post_init__(self):
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init={self.weight_init!r}: allowed values are {WEIGHT_INITS}.")
+        if not self.weight_std > 0:
+            raise ValueError(f"weight_std={self.weight_std}: the weights' standard deviation must be > 0.")
         if "f" not in self.gates:
             return
         if self.forget_init not in FORGET_INITS:
@@ -142,22 +152,27 @@ class LSTM:
     # -- parameters ------------------------------------------------------------------------
 
     def init(self, key, d_in: int, d_hidden: int) -> Params:
-        """W_x (D x G·H) LeCun normal, W_h (H x G·H) orthogonal per gate block, b (G·H)."""
+        """W_x (D x G·H), W_h (H x G·H) from `gate_weights`, b (G·H)."""
         if d_in < 1 or d_hidden < 1:
             raise ValueError(f"d_in={d_in}, d_hidden={d_hidden}: sizes must be positive.")
         k_x, k_h, k_b, k_extra = jax.random.split(key, 4)
-        n = len(self.gates)
-        w_h_blocks = jax.random.split(k_h, n)
-        orthogonal = jax.nn.initializers.orthogonal()
-        params = {
-                "w_x": jax.nn.initializers.lecun_normal()(k_x, (d_in, n * d_hidden)),
-                "w_h": jnp.concatenate([orthogonal(k, (d_hidden, d_hidden)) for k in w_h_blocks], axis=1),
-                "b": self.init_bias(k_b, d_hidden),
-        }
+        w_x, w_h = self.gate_weights(k_x, k_h, d_in, d_hidden, len(self.gates))
+        params = {"w_x": w_x, "w_h": w_h, "b": self.init_bias(k_b, d_hidden)}
         params.update(self.init_extra(k_extra, d_in, d_hidden))
         if self.decay:
             params.update(decay_lib.init_hidden_decay(jax.random.fold_in(k_extra, 1), self.d_time, d_hidden))
         return params
+
+    def gate_weights(self, k_x, k_h, d_in: int, d_hidden: int, n_blocks: int) -> tuple[Array, Array]:
+        """W_x (D x n·H) LeCun normal from k_x and W_h (H x n·H) orthogonal per block from k_h;
+        with weight_init="normal" every entry of both ~ N(0, weight_std²)."""
+        if self.weight_init == "normal":
+            return (self.weight_std * jax.random.normal(k_x, (d_in, n_blocks * d_hidden)),
+                    self.weight_std * jax.random.normal(k_h, (d_hidden, n_blocks * d_hidden)))
+        orthogonal = jax.nn.initializers.orthogonal()
+        return (jax.nn.initializers.lecun_normal()(k_x, (d_in, n_blocks * d_hidden)),
+                jnp.concatenate([orthogonal(k, (d_hidden, d_hidden)) for k in jax.random.split(k_h, n_blocks)],
+                                axis=1))
 
     def init_extra(self, key, d_in: int, d_hidden: int) -> Params:
         """Parameters a variant adds over the gate weights; none for the plain LSTM."""

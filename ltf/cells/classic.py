@@ -52,8 +52,13 @@ class Adaptive(LSTM):
         return ("u_f", "u_i", "u_o") if self.peepholes else ("u_f",)
 
     def init_extra(self, key, d_in, d_hidden) -> Params:
-        del key, d_in
-        return {name: jnp.zeros((d_hidden,)) for name in self._peephole_names()}
+        """The peepholes: zero, or ~ N(0, weight_std²) with weight_init="normal"."""
+        del d_in
+        names = self._peephole_names()
+        if self.weight_init == "normal":
+            return {name: self.weight_std * jax.random.normal(k, (d_hidden,))
+                    for name, k in zip(names, jax.random.split(key, len(names)))}
+        return {name: jnp.zeros((d_hidden,)) for name in names}
 
     def peephole_weights(self, params: Params) -> dict[str, Array]:
         return {name: params[name] for name in self._peephole_names()}

@@ -67,17 +67,12 @@ class GRU(LSTM):
         super().__post_init__()
 
     def init(self, key, d_in: int, d_hidden: int) -> Params:
-        """W_x (D x 3H) LeCun normal, W_h (H x 3H) orthogonal per block, b (4H) zero; W_γ, b_γ with decay."""
+        """W_x (D x 3H), W_h (H x 3H) from `gate_weights`, b (4H) zero; W_γ, b_γ with decay."""
         if d_in < 1 or d_hidden < 1:
             raise ValueError(f"d_in={d_in}, d_hidden={d_hidden}: sizes must be positive.")
         k_x, k_h, k_decay = jax.random.split(key, 3)
-        orthogonal = jax.nn.initializers.orthogonal()
-        params = {
-                "w_x": jax.nn.initializers.lecun_normal()(k_x, (d_in, 3 * d_hidden)),
-                "w_h": jnp.concatenate([orthogonal(k, (d_hidden, d_hidden)) for k in jax.random.split(k_h, 3)],
-                                       axis=1),
-                "b": jnp.zeros((4 * d_hidden,)),  # b_u, b_r, b_n, b_hn
-        }
+        w_x, w_h = self.gate_weights(k_x, k_h, d_in, d_hidden, 3)
+        params = {"w_x": w_x, "w_h": w_h, "b": jnp.zeros((4 * d_hidden,))}  # b: b_u, b_r, b_n, b_hn
         if self.decay:
             params.update(decay_lib.init_hidden_decay(k_decay, self.d_time, d_hidden))
         return params

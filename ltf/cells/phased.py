@@ -126,7 +126,8 @@ class Phased(LSTM):
                                      maxval=math.log(self.period_init_max))
         tau = jnp.exp(log_tau)
         r = self.r_on_init
-        params = Adaptive(peepholes=True).init_extra(k_peep, d_in, d_hidden)
+        params = Adaptive(peepholes=True, weight_init=self.weight_init, weight_std=self.weight_std).init_extra(
+                k_peep, d_in, d_hidden)
         params["shift"] = tau * jax.random.uniform(k_shift, (d_hidden,))  # s ~ U(0, τ)
         if self.time_params == "raw":
             params["tau"], r_on_name, r_on_value = tau, "r_on", r
