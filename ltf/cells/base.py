@@ -163,6 +163,13 @@ class LSTM:
             params.update(decay_lib.init_hidden_decay(jax.random.fold_in(k_extra, 1), self.d_time, d_hidden))
         return params
 
+    def refuse_weight_init(self, cell_name: str) -> None:
+        """For a cell without W_h (`has_recurrent_matmul` False), whose input weights keep their own
+        initialisation: weight_init="normal" would change none of them, so it is an error."""
+        if self.weight_init != "default":
+            raise ValueError(f"weight_init={self.weight_init!r} does not apply to {cell_name}: it has no W_h and "
+                             "its input weights keep their own initialisation; leave weight_init at 'default'.")
+
     def gate_weights(self, k_x, k_h, d_in: int, d_hidden: int, n_blocks: int) -> tuple[Array, Array]:
         """W_x (D x n·H) LeCun normal from k_x and W_h (H x n·H) orthogonal per block from k_h;
         with weight_init="normal" every entry of both ~ N(0, weight_std²)."""

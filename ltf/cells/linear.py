@@ -114,9 +114,7 @@ class LinearCell(LSTM):
     def __post_init__(self):
         if self.form not in FORMS:
             raise ValueError(f"form={self.form!r}: allowed values are {FORMS}.")
-        if self.weight_init != "default":
-            raise ValueError(f"weight_init={self.weight_init!r} does not apply to {self.name}: it has no W_h and "
-                             "its gates keep their own initialisation; leave weight_init at 'default'.")
+        self.refuse_weight_init(self.name)
         if self.forget_init != "constant" or self.forget_bias != 1.0:
             raise ValueError(f"{self.name} has no LSTM forget gate: forget_init/forget_bias do not apply (its "
                              "decay a_t has an initialisation of its own); leave them at their defaults.")

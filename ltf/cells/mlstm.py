@@ -121,9 +121,7 @@ class MLSTM(LSTM):
     matrix_memory: ClassVar[bool] = True
 
     def __post_init__(self):
-        if self.weight_init != "default":
-            raise ValueError(f"weight_init={self.weight_init!r} does not apply to mlstm: it has no W_h and its "
-                             "projections keep their own initialisation; leave weight_init at 'default'.")
+        self.refuse_weight_init("mlstm")
         if self.heads < 1 or self.chunk_size < 1:
             raise ValueError(f"heads={self.heads}, chunk_size={self.chunk_size}: must be positive integers.")
         if self.form not in FORMS:
