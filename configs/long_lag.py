@@ -52,7 +52,7 @@ def get_sweep(arg=None):
     """Every cell with and without chrono (lstm_noforget has no forget gate to initialise) x
     seeds (default 3); other choices (task=, seq_len=, smoke) go to get_config. chrono_t_max
     is the config's seq_len. The gated linear recurrences of ltf.config_lib.MODERN_ARMS (rglru,
-    linear_decay, mlstm, griffin, residual_lstm) are arms too when named, each at lstm's
+    linear_decay, mlstm, griffin, residual_lstm, residual_mlstm) are arms too when named, each at lstm's
     parameter count:
 
       python scripts/sweep.py --config configs/long_lag.py:seq_len=1000,arms=lstm+lstm_chrono+rglru+mlstm \

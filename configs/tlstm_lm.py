@@ -112,7 +112,7 @@ def get_sweep(arg=None):
     """The ablation: every arm of ARMS x seeds 0..N-1, seed-major (all arms of seed 0 come first).
 
     Choices: arms=a+b (names in ARMS, or the gated linear recurrences of
-    ltf.config_lib.MODERN_ARMS: rglru, linear_decay, mlstm, griffin, residual_lstm, each at the
+    ltf.config_lib.MODERN_ARMS: rglru, linear_decay, mlstm, griffin, residual_lstm, residual_mlstm, each at the
     width where its recurrent stack has as many parameters as lstm's at the config's size; default
     the six of ARMS), seeds=N (default 3); every other choice (smoke, chrono, corpus=...) goes to
     get_config for every run. Run names and workdirs come from the overrides: W/cell=lstm,seed=0,

@@ -101,13 +101,16 @@ def cell_arms(*cells: str, attention: bool = False, attention_window: int | None
 # The gated linear recurrences (issue 18) as sweep arms beside a config's LSTM arms (`ltf.sweep.
 # arms_sweep(..., matched_inputs=...)`), each at the width `matched_arms` gives. "griffin" is
 # Griffin's residual blocks of `rglru` with local attention (model.residual.pattern "rra"),
-# "residual_lstm" the same blocks around `lstm`: what the block adds, apart from the cell.
+# "residual_lstm" and "residual_mlstm" the same blocks around `lstm` and `mlstm`: what the block
+# adds, apart from the cell (Griffin's block, not xLSTM's own mLSTM block).
 MODERN_ARMS = {
     "rglru": {"model.cell": "rglru"},
     "linear_decay": {"model.cell": "linear_decay"},
     "mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4},
     "griffin": {"model.cell": "rglru", "model.block": "residual", "model.n_layers": 3},
     "residual_lstm": {"model.cell": "lstm", "model.block": "residual", "model.n_layers": 3},
+    "residual_mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4, "model.block": "residual",
+                       "model.n_layers": 3},
 }
 
 
@@ -239,7 +242,8 @@ def matched_width(model_cfg, d_in: int, target: int, *, multiple: int = 1) -> in
     """The d_hidden, a multiple of `multiple`, at which `model_cfg`'s stack has the parameter count
     closest to `target`: arms compared at equal parameters. A stack's count is a quadratic in its
     width (H x H and D x H matrices, H-vectors): fitted from three widths, solved, and the two
-    nearest widths counted again."""
+    nearest widths counted again. The fit skips the width d_in, at which a residual stack has no
+    input projection (its count is off the quadratic there)."""
     import numpy as np
 
     def count(width: int) -> int:
@@ -247,10 +251,12 @@ def matched_width(model_cfg, d_in: int, target: int, *, multiple: int = 1) -> in
         trial.d_hidden = width
         return stack_params(trial, d_in)
 
-    widths = [multiple * k for k in (8, 16, 32)]
+    widths = [multiple * (k + (multiple * k == d_in)) for k in (8, 16, 32)]
     quadratic = np.polyfit(widths, [count(w) for w in widths], 2)
     roots = np.roots(quadratic - np.array([0, 0, target]))
-    best = max(float(r.real) for r in roots if abs(r.imag) < 1e-9 and r.real > 0)
+    # the smallest positive root: a count linear in the width (one diagonal layer) fits with a
+    # quadratic term of rounding size, whose second root is far out
+    best = min(float(r.real) for r in roots if abs(r.imag) < 1e-9 and r.real > 0)
     low = max(multiple, int(best // multiple) * multiple)
     return min((low, low + multiple), key=lambda w: abs(count(w) - target))
 

@@ -43,7 +43,7 @@ def _module():
     return module
 
 
-@pytest.mark.slow  # 25 model shapes traced: ~6 s
+@pytest.mark.slow  # 29 model shapes traced: ~7 s
 def test_the_modern_arms_match_the_lstm_stack_in_parameters():
     """Issue 18's arms at equal parameters: each recurrent stack within 1% of lstm's (h512 size)."""
     import ml_collections
@@ -51,15 +51,14 @@ def test_the_modern_arms_match_the_lstm_stack_in_parameters():
     from ltf.config_lib import MODERN_ARMS, stack_params
 
     runs = _module().get_sweep("h512,arms=lstm+" + "+".join(MODERN_ARMS) + ",seeds=1")
-    assert [r["model.cell"] for r in runs] == ["lstm", "rglru", "linear_decay", "mlstm", "rglru", "lstm"]
+    assert [r["model.cell"] for r in runs] == ["lstm", "rglru", "linear_decay", "mlstm", "rglru", "lstm", "mlstm"]
     counts = []
     for run in runs:
         config = ml_collections.ConfigDict(load_config(f"{CONFIG}:h512").to_dict())
         config.update_from_flattened_dict({k: v for k, v in run.items() if k.startswith("model.")})
         counts.append(stack_params(config.model, config.model.d_embed))
     assert all(abs(c - counts[0]) <= 0.01 * counts[0] for c in counts), counts
-    mlstm = next(r for r in runs if r["model.cell"] == "mlstm")
-    assert mlstm["model.d_hidden"] % 4 == 0
+    assert all(r["model.d_hidden"] % 4 == 0 for r in runs if r["model.cell"] == "mlstm")
     assert all(r["model.d_hidden"] != 512 for r in runs[1:])  # each modern arm at a width of its own
 
 

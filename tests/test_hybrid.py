@@ -116,11 +116,12 @@ def test_a_recurrent_block_against_its_equations():
         np.testing.assert_allclose(hs, norm(params["norm_out"], x), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "time_aware"])
-def test_two_windows_with_the_carry_equal_one(cell):
-    """Stateful truncated BPTT: the cells' carries and the convolution's inputs continue exactly."""
+@pytest.mark.parametrize("cell,options", [("lstm", {}), ("time_aware", {}), ("mlstm", {"heads": 2})])
+def test_two_windows_with_the_carry_equal_one(cell, options):
+    """Stateful truncated BPTT: the cells' carries (mlstm's: its matrix memory, normaliser and
+    stabiliser) and the convolution's inputs continue exactly."""
     with jax.enable_x64(True):
-        stack = _stack("rr", cell=cell)
+        stack = _stack("rr", cell=cell, cell_options=tuple(options.items()))
         params = _perturbed_params(stack)
         xs = jnp.asarray(np.random.default_rng(4).normal(size=(B, T, 5)))
         dts = jnp.asarray(np.random.default_rng(5).uniform(0.5, 2.0, size=(B, T, 1)))
