@@ -130,7 +130,8 @@ def evaluate_ensemble(workdirs: Sequence[str | Path], *, checkpoint: str | int =
 
 
 def arms_of_sweep(sweep_dir: str | Path) -> dict[str, list[Path]]:
-    """{arm: [its runs' directories]} of a sweep (as its report lists them), runs without a checkpoint left out."""
+    """{arm: [its runs' directories]} of a sweep, each arm by its label as the report names it, runs
+    without a checkpoint left out."""
     sweep_dir = Path(sweep_dir)
     runs = sweep_runs(sweep_dir)
     if not runs:
@@ -140,7 +141,7 @@ def arms_of_sweep(sweep_dir: str | Path) -> dict[str, list[Path]]:
     for run in runs:
         run_dir = sweep_dir / run["name"]
         if (run_dir / "config.json").exists() and (run_dir / "checkpoints").exists():
-            arms.setdefault(run["arm"], []).append(run_dir)
+            arms.setdefault(run.get("label") or run["arm"], []).append(run_dir)
     return arms
 
 

@@ -6,9 +6,11 @@
 Writes into the sweep workdir W:
 
     results.md           one row per arm: n seeds, final validation (and test) metric as
-                         mean ± sample std (ddof=1; "—" for one seed), wall time per run
+                         mean ± sample std (ddof=1; "—" for one seed), wall time per run; the
+                         arm by its label (the config's name for it), else its run name
     results.csv          the same per arm, every final metric (loss, bpc/perplexity) and split,
-                         the arm's overrides as columns; full precision, std empty for one seed
+                         the arm's run name, label and overrides as columns; full precision,
+                         std empty for one seed
     learning_curves.png  validation metric against step, per arm: mean over seeds (or folds), band min–max
     final_<metric>.png   final validation metric per arm: bar = mean, error bar = std, dots = seeds
 
@@ -47,6 +49,7 @@ class RunResult:
     curve: list[dict]  # validation records, steps increasing
     final: dict  # split -> the record at the final step; empty when the run has not finished
     wall_s: float | None
+    label: str = ""  # the arm's name in the table and figures (the config's; sweeps before it: `arm`)
 
 
 def _read_json(path: Path, default: Any = None) -> Any:
@@ -81,7 +84,8 @@ def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> li
         # Seeds trained in one process (sweep --seeds_per_process) share its wall time equally.
         wall_s = sum(a["wall_s"] / len(a.get("trained_with") or [0]) for a in attempts) if attempts else None
         results.append(RunResult(entry["name"], entry.get("arm", entry["name"]), entry.get("seed"),
-                                 entry.get("overrides", {}), steps, curve, final, wall_s))
+                                 entry.get("overrides", {}), steps, curve, final, wall_s,
+                                 entry.get("label") or entry.get("arm", entry["name"])))
     return results
 
 
@@ -111,7 +115,7 @@ def summarise(results: Sequence[RunResult], metric: str) -> list[dict]:
     rows = []
     for arm, members in arms.items():
         done = [r for r in members if r.final]
-        row = {"arm": arm, "n": len(done), "seeds": " ".join(str(r.seed) for r in done),
+        row = {"arm": arm, "label": members[0].label or arm, "n": len(done), "seeds": " ".join(str(r.seed) for r in done),
                "steps": members[0].steps, **{k: v for k, v in members[0].overrides.items() if k != "seed"}}
         for split in SPLITS:
             for k in keys:
@@ -173,7 +177,7 @@ def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdi
             continue
         values = np.array([[c[s] for s in steps] for c in curves])
         (line,) = ax.plot(steps, values.mean(0), marker="." if len(steps) < 20 else None,
-                          label=f"{row['arm']} (n={len(curves)})")
+                          label=f"{row['label']} (n={len(curves)})")
         if len(curves) > 1:
             ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -196,7 +200,7 @@ def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdi
         ax.text(row[f"validation_{metric}_mean"], yi + 0.3, " " + _pm(row, "validation", metric),
                 va="center", fontsize="small")
     ax.set_xlim(0, 1.3 * max(m + s for m, s in zip(means, stds)))  # room for the labels
-    ax.set_yticks(y, [f"{row['arm']} (n={row['n']})" for row in shown], fontsize="small")
+    ax.set_yticks(y, [f"{row['label']} (n={row['n']})" for row in shown], fontsize="small")
     ax.set(xlabel=f"final validation {metric} (bar: mean, error bar: std over {over}, dots: runs)")
     ax.grid(axis="x", alpha=0.3)
     bars_png = workdir / f"final_{metric}.png"
@@ -235,7 +239,7 @@ def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = Non
              "in one process share its time equally).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [f"`{row['arm']}`", str(row["n"]), _pm(row, "validation", metric)]
+        cells = [f"`{row['label']}`", str(row["n"]), _pm(row, "validation", metric)]
         if has_test:
             cells.append(_pm(row, "test", metric))
         cells.append(_duration(row["wall_s_mean"]))

@@ -11,8 +11,10 @@ overrides of the config that `get_config` builds ({"model.cell": "lstm", "seed":
 overrides, which name the field they change; "config_arg" is for what only a choice can do
 (`smoke` shrinks several sections at once). Runs are grouped into arms by all they set except
 `seed` and the keys an entry lists under "replicates" (what else varies within an arm, like
-the seed: cross-validation's "task.fold"). The list's order is the run order and the order that
-`--shard` deals from.
+the seed: cross-validation's "task.fold"). An entry's "label" (`arms_sweep` gives the config's
+arm name: "phased_authors_init") names its arm in reports, in place of the run name without the
+seed, which a long arm ends in a hash; it is in no name or config. The list's order is the run
+order and the order that `--shard` deals from.
 
 Names. A run's name, and its workdir `W/<name>`, come from its entry alone: the config_arg
 choices, then `key=value` per override in the entry's order, the key shortened to its last dotted
@@ -49,6 +51,7 @@ from ltf.writers import json_safe
 CONFIG_ARG = "config_arg"
 SEED = "seed"
 REPLICATES = "replicates"  # entry key: the override keys that vary within an arm besides the seed
+LABEL = "label"  # entry key: the arm's name in reports (the config's name for it)
 MAX_NAME = 96
 _SEED_ROOM = len(",seed=") + 10  # what a cut name keeps free for its seed
 SWEEP_FILE, RUN_FILE = "sweep.json", "sweep_run.json"  # the records ltf.report reads
@@ -154,6 +157,7 @@ class Run:
     overrides: dict  # dotted key -> value
     steps: int  # train.steps, after the overrides
     shared: dict = dataclasses.field(default_factory=dict)  # overrides of every run (sweep.py --set), not in names
+    label: str = ""  # the arm's name in reports ("" : `arm`)
 
     @property
     def seed(self) -> Any:
@@ -168,7 +172,7 @@ class Run:
     def record(self) -> dict:
         return json_safe({"name": self.name, "arm": self.arm, "seed": self.seed, "config": self.config,
                           CONFIG_ARG: self.config_arg, "overrides": self.overrides, "shared": self.shared,
-                          "steps": self.steps}, strict=False)
+                          "steps": self.steps, LABEL: self.label or self.arm}, strict=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,12 +186,13 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[st
     fails here, before anything runs, naming the run and the key. `shared` overrides go to every
     run and stay out of the names: a data path, a step budget; one that an entry sets to another
     value is an error (the entry's would win, unseen)."""
-    runs, seen = [], {}
+    runs, seen, labels = [], {}, {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise TypeError(f"sweep entry {i} is {entry!r}, not a dict of dotted overrides")
         replicates = tuple(entry.get(REPLICATES, ()))
-        entry = {k: v for k, v in entry.items() if k != REPLICATES}
+        label = str(entry.get(LABEL) or "")
+        entry = {k: v for k, v in entry.items() if k not in (REPLICATES, LABEL)}
         overrides = {k: v for k, v in entry.items() if k != CONFIG_ARG}
         name = run_name(entry)
         if name in seen:
@@ -201,7 +206,10 @@ def expand(config: str, entries: Sequence[Mapping[str, Any]], shared: Mapping[st
                                  f"{key}={overrides[key]!r} (an arm's own values win over --set). Drop the "
                                  "--set, leave that arm out (arms=...), or add an arm with this value to the "
                                  "config's ARMS.")
-        run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}))
+        if label and labels.setdefault(label, arm) != arm:
+            raise ValueError(f"sweep label {label!r} names two arms, {labels[label]!r} and {arm!r}: give each its own.")
+        run = Run(name, arm, config, str(entry.get(CONFIG_ARG) or ""), overrides, steps=0, shared=dict(shared or {}),
+                  label=label)
         try:
             run_config = run.load_config()
             config_lib.validate(run_config)  # an arm that cannot train fails now, not after the others ran
@@ -279,7 +287,7 @@ def arms_sweep(arg: str | None, arms: Mapping[str, Mapping[str, Any]], get_confi
             modern_arms = _at_config_width(config, [a for a in picked if a in modern])
         arms = {**modern_arms, **arms}
     extra = {CONFIG_ARG: config_arg} if config_arg else {}
-    return [{**extra, **arms[arm], SEED: seed} for seed in range(choices.seeds) for arm in picked]
+    return [{**extra, **arms[arm], SEED: seed, LABEL: arm} for seed in range(choices.seeds) for arm in picked]
 
 
 def _at_config_width(config, names: Sequence[str]) -> dict[str, dict]:

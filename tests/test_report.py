@@ -126,3 +126,18 @@ def _cv_like(workdir, *, fold: bool):
         entries.append(entry)
     (workdir / SWEEP_FILE).write_text(json.dumps({"config": "configs/physionet.py", "runs": entries}))
     return workdir
+
+
+def test_an_arm_is_shown_by_its_label(workdir):
+    """A label (the config's name for an arm) names its row and figures; the run name, which a
+    long arm ends in a hash, stays in results.csv beside it."""
+    sweep = json.loads((workdir / SWEEP_FILE).read_text())
+    for entry in sweep["runs"]:
+        if entry["arm"] == "cell=tlstm":
+            entry["label"] = "tlstm_long_name"
+    (workdir / SWEEP_FILE).write_text(json.dumps(sweep))
+    paths = report.write_report(workdir)
+    md = paths["md"].read_text()
+    assert "| `tlstm_long_name` | 1 |" in md and "| `cell=lstm` | 2 |" in md  # unlabelled: its run name
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [(r["arm"], r["label"]) for r in rows] == [("cell=lstm", "cell=lstm"), ("cell=tlstm", "tlstm_long_name")]

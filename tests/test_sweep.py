@@ -83,6 +83,20 @@ def test_replicates_vary_within_an_arm_like_the_seed():
     assert all("replicates" not in r.overrides for r in runs) and [r.steps for r in runs] == [5, 6]
 
 
+def test_an_arm_carries_the_config_s_name_for_it_as_its_label():
+    """arms_sweep labels each run with its ARMS key, for reports: the name of an arm whose run
+    name ends in a hash; the label is in no run name, override or config."""
+    runs = sweep.load_sweep(f"{REPO / 'configs' / 'frequency.py'}:arms=lstm+phased_authors_init,seeds=2").runs
+    assert [r.label for r in runs] == ["lstm", "phased_authors_init"] * 2
+    assert runs[1].arm != "phased_authors_init" and len(runs[1].arm) > 60  # cut and hashed
+    assert all("label" not in r.overrides and "label" not in r.name for r in runs)
+    assert runs[1].record()["label"] == "phased_authors_init"
+    unlabelled = sweep.expand(str(CONFIG), [{"model.cell": "lstm", "seed": 0}])[0]
+    assert (unlabelled.label, unlabelled.record()["label"]) == ("", "cell=lstm")
+    with pytest.raises(ValueError, match="sweep label 'x' names two arms, 'cell=lstm' and 'cell=tlstm'"):
+        sweep.expand(str(CONFIG), [{"model.cell": c, "seed": 0, "label": "x"} for c in ("lstm", "tlstm")])
+
+
 def test_the_physionet_cross_validation_sweep_is_arms_by_folds():
     runs = sweep.load_sweep(f"{REPO / 'configs' / 'physionet.py'}:protocol=cv,arms=lstm+grud").runs
     assert len(runs) == 2 * 5 and len({r.arm for r in runs}) == 2
