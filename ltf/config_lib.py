@@ -27,8 +27,9 @@ CELL_OPTION_TYPES = {
     "time_params": str,
     # the linear cells (ltf.cells.linear): how ltf.linear_scan runs them; linear_decay's initial time scales
     "form": str, "timescale_min": float, "timescale_max": float, "ring_min": float, "ring_max": float,
-    # mlstm (ltf.cells.mlstm; `form` too: sequential | chunkwise): heads (d_hidden a multiple), its chunk length
-    "heads": int, "chunk_size": int,
+    # mlstm (ltf.cells.mlstm; `form` too: sequential | chunkwise): heads (d_hidden a multiple), its chunk
+    # length, xLSTM's per-head normalisation of h̃
+    "heads": int, "chunk_size": int, "head_norm": bool,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -101,12 +102,14 @@ def cell_arms(*cells: str, attention: bool = False, attention_window: int | None
 # The gated linear recurrences (issue 18) as sweep arms beside a config's LSTM arms (`ltf.sweep.
 # arms_sweep(..., matched_inputs=...)`), each at the width `matched_arms` gives. "griffin" is
 # Griffin's residual blocks of `rglru` with local attention (model.residual.pattern "rra"),
+# "mlstm_head_norm" normalises each head's h̃ as xLSTM's block does;
 # "residual_lstm" and "residual_mlstm" the same blocks around `lstm` and `mlstm`: what the block
 # adds, apart from the cell (Griffin's block, not xLSTM's own mLSTM block).
 MODERN_ARMS = {
     "rglru": {"model.cell": "rglru"},
     "linear_decay": {"model.cell": "linear_decay"},
     "mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4},
+    "mlstm_head_norm": {"model.cell": "mlstm", "model.cell_options.heads": 4, "model.cell_options.head_norm": True},
     "griffin": {"model.cell": "rglru", "model.block": "residual", "model.n_layers": 3},
     "residual_lstm": {"model.cell": "lstm", "model.block": "residual", "model.n_layers": 3},
     "residual_mlstm": {"model.cell": "mlstm", "model.cell_options.heads": 4, "model.block": "residual",

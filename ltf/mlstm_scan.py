@@ -54,13 +54,14 @@ import jax.numpy as jnp
 
 from ltf.cells import base
 from ltf.cells.base import LSTMState
-from ltf.cells.mlstm import FORMS, MLSTM, pack, split_projection, step, unpack
+from ltf.cells.mlstm import FORMS, MLSTM, pack, read_out, split_projection, step, unpack
 from ltf.fast_rnn import project
 from ltf.shapes import time_chunks
 
 # "auto" on CPU: the faster form there, per token, forward and backward: chunkwise (L = 64) was 1.95 to
 # 2.3x faster than sequential at B = 4, H = 64, 4 heads, T = 256 and 1,024 (with and without remat),
-# on 2 CPU cores busy with other work: indicative only (benchmarks/bench_recurrences_cpu.md, scripts/bench_recurrences.py).
+# on 2 CPU cores busy with other work: indicative only (benchmarks/bench_recurrences_cpu.md,
+# scripts/bench_recurrences.py).
 CPU_FORM = "chunkwise"
 ACCELERATOR_FORM = "chunkwise"
 # Steps per remat piece (chunkwise: rounded down to whole chunks), as in ltf.fast_rnn and ltf.linear_scan.
@@ -79,25 +80,25 @@ def _along(flag, like):
 
 # -- the sequential form: one step at a time -------------------------------------------------
 
-def _sequential_step(carry, inputs):
+def _sequential_step(carry, inputs, *, head_norm: bool = False):
     """carry (C_BxNxDxD, n_BxNxD, m_BxN, h_BxH); inputs of step t, time-major slices."""
     q, k, v, o_BxH, i_pre, f_pre, real_B, reset_B = inputs
     carry = tuple(jnp.where(_along(reset_B, a), jnp.zeros_like(a), a) for a in carry)  # zeroed before step t
     (c, n, m), h_tilde_BxNxD = step(*carry[:3], q, k, v, i_pre, f_pre)
-    h_BxH = jax.nn.sigmoid(o_BxH) * h_tilde_BxNxD.reshape(o_BxH.shape)  # h_t = σ(o_t) ⊙ h̃_t
+    h_BxH = read_out(o_BxH, h_tilde_BxNxD, head_norm)  # h_t = σ(o_t) ⊙ h̃_t (per-head norm: the cell's)
     carry = tuple(jnp.where(_along(real_B, old), new, old) for new, old in zip((c, n, m, h_BxH), carry))
     return carry, carry[3]
 
 
-def sequential(carry, steps_T, *, unroll: int = 1):
+def sequential(carry, steps_T, *, unroll: int = 1, head_norm: bool = False):
     """(final carry, hs_TxBxH) of `lax.scan` over the time-major steps
     (q, k, v, o, ĩ, f̃, real, reset)."""
-    return jax.lax.scan(_sequential_step, carry, steps_T, unroll=unroll)
+    return jax.lax.scan(functools.partial(_sequential_step, head_norm=head_norm), carry, steps_T, unroll=unroll)
 
 
 # -- the chunkwise form: one chunk at a time ----------------------------------------------------
 
-def chunk_parallel(carry, chunk):
+def chunk_parallel(carry, chunk, *, head_norm: bool = False):
     """One chunk of L steps in the attention-like form (see the module docstring).
 
     carry (C₀_BxNxDxD, n₀_BxNxD, m₀_BxN, h₀_BxH); chunk (q, k, v _BxNxLxD, o_BxLxH, ĩ_BxNxL,
@@ -131,8 +132,7 @@ def chunk_parallel(carry, chunk):
                    + w_BxNxL[..., None] * jnp.einsum("bnij,bntj->bnti", c0, q))  # C_t q_t
     den_BxNxL = jnp.sum(scores_BxNxLxL, axis=-1) + w_BxNxL * jnp.einsum("bnj,bntj->bnt", n0, q)  # n_tᵀ q_t
     h_tilde_BxNxLxD = num_BxNxLxD / jnp.maximum(jnp.abs(den_BxNxL), jnp.exp(-m_BxNxL))[..., None]
-    batch, n_heads, _, d = q.shape
-    h_BxLxH = jax.nn.sigmoid(o_BxLxH) * jnp.swapaxes(h_tilde_BxNxLxD, 1, 2).reshape(batch, n_steps, n_heads * d)
+    h_BxLxH = read_out(o_BxLxH, jnp.swapaxes(h_tilde_BxNxLxD, 1, 2), head_norm)  # h_t = σ(o_t) ⊙ h̃_t
     # a masked step emits the last real step's h of its segment, else the carried h (0 after a reset)
     last_BxL = jax.lax.cummax(jnp.where(real_BxL, t_L[None], -1), axis=1)
     filled_BxLxH = jnp.take_along_axis(h_BxLxH, jnp.maximum(last_BxL, 0)[..., None], axis=1)
@@ -161,7 +161,8 @@ def _run(cell: MLSTM, form: str, carry, zs_TxBxG, real_TxB, reset_TxB, unroll: i
     zs_TxBxG = jnp.where(real_TxB[..., None], zs_TxBxG, jnp.zeros_like(zs_TxBxG))
     q, k, v, o, i_pre, f_pre = split_projection(zs_TxBxG, cell.heads)
     if form == "sequential":
-        return sequential(carry, (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB), unroll=unroll)
+        return sequential(carry, (q, k, v, o, i_pre, f_pre, real_TxB, reset_TxB), unroll=unroll,
+                          head_norm=cell.head_norm)
     chunk = min(cell.chunk_size, n_steps)
     pieces = functools.partial(time_chunks, n_chunks=-(-n_steps // chunk), chunk=chunk)
     log_f = jnp.where(real_TxB[..., None], jax.nn.log_sigmoid(f_pre), 0.0)  # a masked step forgets nothing
@@ -171,7 +172,7 @@ def _run(cell: MLSTM, form: str, carry, zs_TxBxG, real_TxB, reset_TxB, unroll: i
     batch_first = lambda a: jnp.moveaxis(pieces(a), 1, 2)  # noqa: E731  N_c x B x L (x H)
     steps = (per_head(q), per_head(k), per_head(v), batch_first(o), per_gate(i_pre), per_gate(log_f),
              batch_first(real_TxB), batch_first(reset_TxB))
-    carry, hs_NcxBxLxH = jax.lax.scan(chunk_parallel, carry, steps)
+    carry, hs_NcxBxLxH = jax.lax.scan(functools.partial(chunk_parallel, head_norm=cell.head_norm), carry, steps)
     hs_NcxLxBxH = jnp.moveaxis(hs_NcxBxLxH, 1, 2)
     return carry, hs_NcxLxBxH.reshape((-1,) + hs_NcxLxBxH.shape[2:])[:n_steps]
 

@@ -115,7 +115,8 @@ def summarise(results: Sequence[RunResult], metric: str) -> list[dict]:
     rows = []
     for arm, members in arms.items():
         done = [r for r in members if r.final]
-        row = {"arm": arm, "label": members[0].label or arm, "n": len(done), "seeds": " ".join(str(r.seed) for r in done),
+        row = {"arm": arm, "label": members[0].label or arm, "n": len(done),
+               "seeds": " ".join(str(r.seed) for r in done),
                "steps": members[0].steps, **{k: v for k, v in members[0].overrides.items() if k != "seed"}}
         for split in SPLITS:
             for k in keys:

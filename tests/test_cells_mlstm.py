@@ -27,8 +27,8 @@ FORMS = {"sequential": {"form": "sequential"}, "chunk1": {"form": "chunkwise", "
          "chunk_over_T": {"form": "chunkwise", "chunk_size": 32}}
 
 
-def cell_of(variant="sequential", heads=N):
-    return make_cell("mlstm", heads=heads, **FORMS[variant])
+def cell_of(variant="sequential", heads=N, **options):
+    return make_cell("mlstm", heads=heads, **FORMS[variant], **options)
 
 
 def setup(dtype=jnp.float64, seed=0, n_steps=T):
@@ -47,7 +47,7 @@ def setup(dtype=jnp.float64, seed=0, n_steps=T):
     return params, xs, dts, state, jnp.asarray(mask, dtype), jnp.asarray(resets, dtype)
 
 
-def reference_run(params, xs_BxTxD, state, mask_BxT, resets_BxT, heads=N):
+def reference_run(params, xs_BxTxD, state, mask_BxT, resets_BxT, heads=N, head_norm=False):
     """The equations step by step, per row and head, in float64 NumPy. Returns hs_BxTxH, (C, n, m, h)."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     z = np.asarray(xs_BxTxD, np.float64) @ p["w_x"] + p["b"]  # [q, k, v, o, ĩ, f̃]
@@ -75,6 +75,9 @@ def reference_run(params, xs_BxTxD, state, mask_BxT, resets_BxT, heads=N):
                     n[b, j] = f_gate * n[b, j] + i_gate * k
                     m[b, j] = m_new
                     h_tilde[cols] = c[b, j] @ q / max(abs(n[b, j] @ q), np.exp(-m_new))
+                    if head_norm:  # zero mean, unit variance over the head's d entries
+                        centred = h_tilde[cols] - h_tilde[cols].mean()
+                        h_tilde[cols] = centred / np.sqrt(np.mean(centred ** 2) + 1e-5)
                 h[b] = sigmoid(z[b, t, 3 * H:4 * H]) * h_tilde
             hs[b, t] = h[b]
     return hs, (c, n, m, h)
@@ -85,11 +88,14 @@ def run(cell, params, xs, dts, mask, state, resets, **options):
 
 
 @pytest.mark.parametrize("variant", ["sequential", "chunk3"])
-def test_matches_numpy_reference_with_masks_resets_and_a_carried_state(variant):
+@pytest.mark.parametrize("head_norm", [False, True])
+def test_matches_numpy_reference_with_masks_resets_and_a_carried_state(variant, head_norm):
     with jax.enable_x64(True):
         params, xs, dts, state, mask, resets = setup()
-        final, hs = jax.jit(lambda *a: run(cell_of(variant), *a))(params, xs, dts, mask, state, resets)
-        hs_ref, (c_ref, n_ref, m_ref, h_ref) = reference_run(params, xs, state, np.asarray(mask), np.asarray(resets))
+        cell = cell_of(variant, head_norm=head_norm)
+        final, hs = jax.jit(lambda *a: run(cell, *a))(params, xs, dts, mask, state, resets)
+        hs_ref, (c_ref, n_ref, m_ref, h_ref) = reference_run(params, xs, state, np.asarray(mask), np.asarray(resets),
+                                                             head_norm=head_norm)
         np.testing.assert_allclose(hs, hs_ref, rtol=1e-10, atol=1e-12)
         c, n, m = unpack(final.c, N)
         for got, want in ((c, c_ref), (n, n_ref), (m, m_ref), (final.h, h_ref)):
@@ -115,12 +121,12 @@ def assert_trees_close(actual, expected, tol):
         np.testing.assert_allclose(a / scale, e / scale, rtol=0, atol=tol, err_msg=jax.tree_util.keystr(path))
 
 
-def forms_agree(cases, dtype, tol, seed=0):
-    """Each case (cell, scan_layer options) against the sequential form: outputs, the final packed
-    carry [C, n, m] and h, and the gradients of params, inputs and the initial state, with padding,
-    a masked step, resets and a carried state; all in one compiled program."""
+def forms_agree(cases, dtype, tol, seed=0, **cell_options):
+    """Each case (cell, scan_layer options) against the sequential form (with `cell_options`):
+    outputs, the final packed carry [C, n, m] and h, and the gradients of params, inputs and the
+    initial state, with padding, a masked step, resets and a carried state; all in one compiled program."""
     params, xs, dts, state, mask, resets = setup(dtype, seed=seed)
-    cases = {"sequential": (cell_of("sequential"), {}), **cases}
+    cases = {"sequential": (cell_of("sequential", **cell_options), {}), **cases}
 
     def everything(*args):
         return {name: jax.value_and_grad(loss_fn(cell, mask, resets, with_outputs=True, **options),
@@ -142,6 +148,43 @@ def test_chunkwise_equals_sequential_in_values_final_carry_and_gradients():
     """Chunks of 3 (three and a tail of 2 in T = 11) and 32 > T (one chunk of all T steps)."""
     with jax.enable_x64(True):
         forms_agree({name: (cell_of(name), {}) for name in ("chunk3", "chunk_over_T")}, jnp.float64, 1e-9)
+
+
+def test_with_the_head_norm_chunkwise_and_remat_equal_sequential():
+    """Chunks of 3 (and a tail), of more than T, and chunks of 3 under remat, all with head_norm."""
+    with_norm = {"head_norm": True}
+    cases = {"chunk3": (cell_of("chunk3", **with_norm), {}), "chunk_over_T": (cell_of("chunk_over_T", **with_norm), {}),
+             "chunk3+remat": (cell_of("chunk3", **with_norm), {"remat": True})}
+    with jax.enable_x64(True):
+        forms_agree(cases, jnp.float64, 1e-9, seed=6, **with_norm)
+
+
+@pytest.mark.parametrize("variant", ["sequential", "chunk4"])
+def test_the_head_norm_makes_each_head_blind_to_the_scale_of_its_values(variant):
+    """LN(h̃) per head: scaling head j's values v by 5 (their columns of W_x and b) scales its h̃ by
+    5 and leaves h unchanged, to the norm's ε (made negligible); without the norm h̃, and so h, scales by 5. The
+    other head is untouched either way."""
+    with jax.enable_x64(True):
+        params, xs, dts, state, mask, resets = setup(seed=7)
+        d, j = H // N, 1
+        cols = slice(2 * H + j * d, 2 * H + (j + 1) * d)  # head j's v block
+        # values 100x their draw, so that h̃'s variance dwarfs the norm's ε = 1e-5 even at a first step
+        params = {"w_x": params["w_x"].at[:, cols].multiply(100.0), "b": params["b"].at[cols].multiply(100.0)}
+        scaled = {"w_x": params["w_x"].at[:, cols].multiply(5.0), "b": params["b"].at[cols].multiply(5.0)}
+        zero = jax.tree.map(jnp.zeros_like, state)  # a carried memory would hold unscaled values
+        for head_norm, factor in ((True, 1.0), (False, 5.0)):
+            cell = cell_of(variant, head_norm=head_norm)
+            _, hs = run(cell, params, xs, dts, mask, zero, resets)
+            _, hs_scaled = run(cell, scaled, xs, dts, mask, zero, resets)
+            np.testing.assert_allclose(hs_scaled[..., j * d:], factor * hs[..., j * d:], rtol=1e-4, atol=1e-8)
+            np.testing.assert_array_equal(hs_scaled[..., :j * d], hs[..., :j * d])
+        # the norm's output per head: zero mean, unit variance (before the output gate σ(o))
+        cell = cell_of(variant, head_norm=True)
+        _, hs = scan_layer(cell, params, xs, dts)
+        z = np.asarray(xs) @ np.asarray(params["w_x"]) + np.asarray(params["b"])
+        normed = (np.asarray(hs) / sigmoid(z[..., 3 * H:4 * H])).reshape(B, T, N, d)
+        np.testing.assert_allclose(normed.mean(-1), 0.0, atol=1e-9)
+        np.testing.assert_allclose(normed[..., j, :].var(-1), 1.0, rtol=1e-3)  # head j: ε negligible
 
 
 @pytest.mark.slow
@@ -186,12 +229,12 @@ def test_remat_pieces_keep_values_final_carry_and_gradients(variant, remat_chunk
             mlstm_scan.layer(cell, params, time_major(xs), time_major(dts), None, state, remat=True, remat_chunk=0)
 
 
-@pytest.mark.parametrize("variant", ["sequential", "chunk4"])
-def test_check_grads_of_the_layer(variant):
+@pytest.mark.parametrize("variant, head_norm", [("sequential", False), ("chunk4", False), ("chunk4", True)])
+def test_check_grads_of_the_layer(variant, head_norm):
     with jax.enable_x64(True):
         params, xs, dts, state, mask, resets = setup(seed=2, n_steps=6)
-        check_grads(jax.jit(loss_fn(cell_of(variant), mask[:, :6], resets[:, :6])), (params, xs, dts, state),
-                    order=1, modes=["rev"])
+        check_grads(jax.jit(loss_fn(cell_of(variant, head_norm=head_norm), mask[:, :6], resets[:, :6])),
+                    (params, xs, dts, state), order=1, modes=["rev"])
 
 
 @pytest.mark.parametrize("variant", ["sequential", "chunk3"])
@@ -340,6 +383,7 @@ def test_initialisation():
     ({"chunk_size": 0}, "chunk_size=0"),
     ({"forget_init": "chrono", "chrono_t_max": 50.0}, "forget_init"),
     ({"decay": True}, "decay=True"),
+    ({"head_norm": "yes"}, "head_norm='yes'"),
 ])
 def test_bad_options_are_named(options, match):
     with pytest.raises(ValueError, match=match):

@@ -11,6 +11,7 @@ With H = heads · d and, per head, q_t, k_t, v_t ∈ R^d:
     n_t  = f'_t n_{t−1} + i'_t k_t                      normaliser state
     h̃_t = C_t q_t / max(|n_tᵀ q_t|, exp(−m_t))
     h_t  = σ(o_t) ⊙ h̃_t                                o_t from x_t alone: outside the recurrence
+    (head_norm: h_t = σ(o_t) ⊙ LN(h̃_t), LN per head: zero mean, unit variance over its d entries)
 
 C_t, n_t are held relative to exp(m_t): the unstabilised C^u_t = exp(m_t) C_t. In those terms
 h̃_t = C^u_t q_t / max(|n^uᵀ_t q_t|, 1), so h̃ does not depend on m: m only keeps exp() in range
@@ -32,11 +33,14 @@ Where ltf's cell differs from xLSTM's block: xLSTM projects the input up (factor
 Conv1D and forms q, k from its output, ĩ, f̃ from [q, k, v], and normalises h̃ per head (group
 norm) before the output gate and a down-projection. Here q, k, v, o, ĩ, f̃ are dense maps of
 the layer's input, one D x (4H + 2·heads) matmul as the LSTM cells project their gates; the
-block's up-projection, Conv1D, norm and skip belong to a block, not to the cell.
+block's up-projection, Conv1D and skip belong to a block, not to the cell. The per-head norm is
+the option `head_norm` (off by default: the results before it ran without), without xLSTM's
+learned scale: a per-unit scale of h_t is a scale of the next layer's input rows, which that
+layer's weights already learn.
 
 Options: `heads` (H must be a multiple), `form` ("auto" | "sequential" | "chunkwise": how
-`ltf.mlstm_scan` runs the layer) and `chunk_size` (L, the chunk length of the chunkwise form and
-of remat). Resets, masks and the carried state follow `ltf.rnn.scan_layer`'s semantics.
+`ltf.mlstm_scan` runs the layer), `chunk_size` (L, the chunk length of the chunkwise form and
+of remat) and `head_norm` (above). Resets, masks and the carried state follow `ltf.rnn.scan_layer`'s semantics.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ FORMS = ("auto", "sequential", "chunkwise")
 # xLSTM's forget-gate biases, spread linearly over the heads (see `MLSTM.init`)
 FORGET_BIAS_RANGE = (3.0, 6.0)
 INPUT_BIAS_STD = 0.1
+HEAD_NORM_EPS = 1e-5  # xLSTM's MultiHeadLayerNorm's
 
 
 def carry_width(heads: int, d_head: int) -> int:
@@ -106,6 +111,16 @@ def step(c_BxNxDxD, n_BxNxD, m_BxN, q_BxNxD, k_BxNxD, v_BxNxD, i_pre_BxN, f_pre_
     return (c, n, m), num / den[..., None]  # h̃_t
 
 
+def read_out(o_xH, h_tilde_xNxD, head_norm: bool) -> Array:
+    """h = σ(o) ⊙ h̃, heads concatenated; with `head_norm` each head's h̃ is first normalised to
+    zero mean and unit variance over its d entries (xLSTM's per-head norm, no learned scale)."""
+    if head_norm:
+        mean = jnp.mean(h_tilde_xNxD, axis=-1, keepdims=True)
+        variance = jnp.mean(jnp.square(h_tilde_xNxD - mean), axis=-1, keepdims=True)
+        h_tilde_xNxD = (h_tilde_xNxD - mean) * jax.lax.rsqrt(variance + HEAD_NORM_EPS)
+    return jax.nn.sigmoid(o_xH) * h_tilde_xNxD.reshape(o_xH.shape)  # h_t = σ(o_t) ⊙ h̃_t
+
+
 @dataclasses.dataclass(frozen=True)
 class MLSTM(LSTM):
     """xLSTM's mLSTM (Beck et al. 2024); see the module docstring."""
@@ -113,6 +128,7 @@ class MLSTM(LSTM):
     heads: int = 4
     form: str = "auto"  # how ltf.mlstm_scan runs it: auto | sequential | chunkwise
     chunk_size: int = 64  # L: steps per chunk of the chunkwise form (and of remat)
+    head_norm: bool = False  # normalise each head's h̃ before the output gate (xLSTM's block does)
 
     # z's blocks: q, k, v, o (H each), then ĩ, f̃ (one per head): not G equal blocks of H
     gates: ClassVar[tuple[str, ...]] = ("q", "k", "v", "o", "i", "f")
@@ -126,6 +142,8 @@ class MLSTM(LSTM):
             raise ValueError(f"heads={self.heads}, chunk_size={self.chunk_size}: must be positive integers.")
         if self.form not in FORMS:
             raise ValueError(f"form={self.form!r}: allowed values are {FORMS}.")
+        if not isinstance(self.head_norm, bool):
+            raise ValueError(f"head_norm={self.head_norm!r}: True or False.")
         if self.forget_init != "constant" or self.forget_bias != 1.0:
             raise ValueError("mlstm's forget gate starts from xLSTM's per-head biases (linspace 3 to 6): "
                              "forget_init/forget_bias do not apply; leave them at their defaults.")
@@ -181,5 +199,4 @@ class MLSTM(LSTM):
         del params, h_prev_BxH, dt_BxK
         q, k, v, o, i_pre, f_pre = split_projection(z_BxG, self.heads)
         (c, n, m), h_tilde_BxNxD = step(*unpack(c_prev_BxW, self.heads), q, k, v, i_pre, f_pre)
-        h_BxH = jax.nn.sigmoid(o) * h_tilde_BxNxD.reshape(o.shape)  # h_t = σ(o_t) ⊙ h̃_t
-        return pack(c, n, m), h_BxH
+        return pack(c, n, m), read_out(o, h_tilde_BxNxD, self.head_norm)
