@@ -269,13 +269,14 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
         f"jobs {jobs}{together}; workdir {workdir}")
     if dry_run:
         statuses = {r.name: status(r, workdir / r.name) for r in runs}
+        arm_of = {r.name: f"  (arm {r.label})" if r.label else "" for r in runs}  # the report's row
         for run in (r for r in runs if r.name in done):
-            out(f"  {statuses[run.name]:>12}  {run.name}")
+            out(f"  {statuses[run.name]:>12}  {run.name}{arm_of[run.name]}")
         for group in todo:
             command = shlex.join(train_command(group[0], workdir / group[0].name, train_script) if len(group) == 1
                                  else group_command(group, workdir, train_script))
             for run in group:
-                out(f"  {statuses[run.name]:>12}  {run.name}")
+                out(f"  {statuses[run.name]:>12}  {run.name}{arm_of[run.name]}")
             out(f"{'':16}{command}")
         return SweepResult(done, {}, 0.0)
     workdir.mkdir(parents=True, exist_ok=True)

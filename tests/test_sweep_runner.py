@@ -74,7 +74,8 @@ def test_a_dry_run_lists_every_run_with_its_status_and_trains_nothing(tmp_path):
     spec, workdir, runs, stopped = _sweep_with_a_stopped_run(tmp_path)
     lines = []
     sweep_runner.run_sweep(sweep.load_sweep(spec), workdir, dry_run=True, out=lines.append)
-    assert f"at step 3  {stopped.name}" in "\n".join(lines) and f"to do  {runs[0].name}" in "\n".join(lines)
+    assert f"at step 3  {stopped.name}  (arm tlstm)" in "\n".join(lines)
+    assert f"to do  {runs[0].name}  (arm lstm)" in "\n".join(lines)
     assert not (workdir / runs[0].name).exists()
 
 
