@@ -40,7 +40,8 @@ layer's weights already learn.
 
 Options: `heads` (H must be a multiple), `form` ("auto" | "sequential" | "chunkwise": how
 `ltf.mlstm_scan` runs the layer), `chunk_size` (L, the chunk length of the chunkwise form and
-of remat) and `head_norm` (above). Resets, masks and the carried state follow `ltf.rnn.scan_layer`'s semantics.
+of remat) and `head_norm` (above). Resets, masks and the carried state follow
+`ltf.rnn.scan_layer`'s semantics.
 """
 
 from __future__ import annotations
