@@ -75,7 +75,9 @@ def test_quickstart(kernel_env):
 def test_sweep_results(kernel_env):
     nb = execute(REPO / "notebooks" / "02_sweep_results.py", kernel_env)
     table = "\n".join(outputs(nb, "text/markdown"))
-    assert "`smoke,cell=lstm`" in table and "`smoke,cell=lstm_noforget`" in table and "| 2 |" in table
+    # the report's rows by their labels (the config's arm names), the csv's by their run names
+    assert "| `lstm` |" in table and "| `lstm_noforget` |" in table and "| 2 |" in table
+    assert "| smoke,cell=lstm |" in table and "| smoke,cell=lstm_noforget |" in table
     assert len(outputs(nb, "image/png")) >= 3  # learning curves, final bpc, the per-run curves
     assert (kernel_env / "runs" / "02_smoke_sweep" / "results.csv").exists()
 

@@ -113,7 +113,9 @@ def test_a_smoke_sweep_runs_in_parallel_skips_finished_runs_resumes_stopped_ones
             assert float(row[f"{split}_bpc_std"]) == pytest.approx(std, rel=1e-9)
             assert f"{mean:.4f} ± {std:.4f}" in md
         assert float(row["wall_s_mean"]) > 0
-    assert md.count("| `smoke,cell=") == 2
+    # one row per arm, named by its label (the config's arm name); the csv keeps the run names
+    assert md.count("| `lstm` |") == 1 and md.count("| `tlstm` |") == 1
+    assert [row["label"] for row in rows] == ["lstm", "tlstm"]
     for png in ("learning_curves.png", "final_bpc.png"):
         assert (workdir / png).stat().st_size > 1000
     text = {p: (workdir / p).read_text() for p in ("results.md", "results.csv")}
