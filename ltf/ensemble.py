@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from ltf.evaluation import pick_step
-from ltf.report import sweep_runs
+from ltf.report import arm_label, sweep_runs
 from ltf.runs import read_config, restore_params
 from ltf.sweep import SWEEP_FILE
 from ltf.tasks.registry import task_name
@@ -141,7 +141,7 @@ def arms_of_sweep(sweep_dir: str | Path) -> dict[str, list[Path]]:
     for run in runs:
         run_dir = sweep_dir / run["name"]
         if (run_dir / "config.json").exists() and (run_dir / "checkpoints").exists():
-            arms.setdefault(run.get("label") or run["arm"], []).append(run_dir)
+            arms.setdefault(arm_label(run), []).append(run_dir)
     return arms
 
 

@@ -49,7 +49,7 @@ class RunResult:
     curve: list[dict]  # validation records, steps increasing
     final: dict  # split -> the record at the final step; empty when the run has not finished
     wall_s: float | None
-    label: str = ""  # the arm's name in the table and figures (the config's; sweeps before it: `arm`)
+    label: str  # the arm's name in the table and figures (`arm_label`)
 
 
 def _read_json(path: Path, default: Any = None) -> Any:
@@ -61,6 +61,12 @@ def sweep_runs(workdir: Path) -> list[dict]:
     if (workdir / SWEEP_FILE).exists():
         return _read_json(workdir / SWEEP_FILE)["runs"]
     return [_read_json(p) for p in sorted(workdir.glob(f"*/{RUN_FILE}"))]
+
+
+def arm_label(entry: dict) -> str:
+    """A run record's arm as reports name it: its label (the config's name for the arm), else, in
+    records written before labels, the arm's run name."""
+    return entry.get("label") or entry.get("arm", entry["name"])
 
 
 def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> list[RunResult]:
@@ -84,8 +90,7 @@ def collect(workdir: str | Path, runs: Sequence[Run | dict] | None = None) -> li
         # Seeds trained in one process (sweep --seeds_per_process) share its wall time equally.
         wall_s = sum(a["wall_s"] / len(a.get("trained_with") or [0]) for a in attempts) if attempts else None
         results.append(RunResult(entry["name"], entry.get("arm", entry["name"]), entry.get("seed"),
-                                 entry.get("overrides", {}), steps, curve, final, wall_s,
-                                 entry.get("label") or entry.get("arm", entry["name"])))
+                                 entry.get("overrides", {}), steps, curve, final, wall_s, arm_label(entry)))
     return results
 
 
@@ -115,7 +120,7 @@ def summarise(results: Sequence[RunResult], metric: str) -> list[dict]:
     rows = []
     for arm, members in arms.items():
         done = [r for r in members if r.final]
-        row = {"arm": arm, "label": members[0].label or arm, "n": len(done),
+        row = {"arm": arm, "label": members[0].label, "n": len(done),
                "seeds": " ".join(str(r.seed) for r in done),
                "steps": members[0].steps, **{k: v for k, v in members[0].overrides.items() if k != "seed"}}
         for split in SPLITS:

@@ -162,8 +162,8 @@ def test_with_the_head_norm_chunkwise_and_remat_equal_sequential():
 @pytest.mark.parametrize("variant", ["sequential", "chunk4"])
 def test_the_head_norm_makes_each_head_blind_to_the_scale_of_its_values(variant):
     """LN(h̃) per head: scaling head j's values v by 5 (their columns of W_x and b) scales its h̃ by
-    5 and leaves h unchanged, to the norm's ε (made negligible); without the norm h̃, and so h, scales by 5. The
-    other head is untouched either way."""
+    5 and leaves h unchanged, to the norm's ε (made negligible); without the norm h̃, and so h,
+    scales by 5. The other head is untouched either way."""
     with jax.enable_x64(True):
         params, xs, dts, state, mask, resets = setup(seed=7)
         d, j = H // N, 1
