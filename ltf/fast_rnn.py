@@ -8,6 +8,9 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
+Both hand the plain `lstm` in float32 on CPU to `ltf.cpu_kernel` (the same function, compiled;
+`kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything below is the XLA path.
+
 Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
 reset at a string boundary) zero the carry before the step: (C, h)_{t-1} <- (1 - r_t)(C, h)_{t-1}.
 The residuals and dW_h use the carry after the reset, and the reverse scan multiplies the
@@ -33,12 +36,10 @@ besides w_x, b, w_h (peepholes u_*, T-LSTM's w_d, b_d, ...), found generically b
 `cell.gate_update` and summed in the carry; w_x, b (and w_Δt) enter only `cell.project`, so they
 get zero here and their gradient flows by ordinary autodiff through dzs. Masks get no cotangent.
 
-Both scans take step t's inputs from their carry (`carried_scan`): on XLA's CPU backend a fused
-kernel that reads several gate blocks of a dynamic slice of the scanned inputs runs ~3.5x slower
-than one that reads a plain buffer (the LSTM gate math: 108 vs 31 µs per step at B = 32,
-H = 256; `python scripts/bench_profile.py scan`), and a loop-carried copy of the slice is such a
-buffer. The autodiff path keeps the plain scan (the carried slice would make `jax.grad`
-accumulate a T-long cotangent buffer at every step).
+Both scans take step t's inputs from their carry (`carried_scan`, which says why: XLA's CPU
+fusions read a plain buffer ~3.5x faster than a dynamic slice of the scanned inputs). The
+autodiff path keeps the plain scan (the carried slice would make `jax.grad` accumulate a T-long
+cotangent buffer at every step).
 
 `layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
 previous layer's output, stored anyway). Its forward pass projects and runs the steps a chunk
@@ -57,6 +58,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ltf import cpu_kernel
 from ltf.cells.base import LSTM, LSTMState, Params
 
 # Read only by `cell.project` (w_x, b) or by the recurrent matmul (w_h): not differentiated per step.
@@ -67,30 +69,35 @@ REMAT_CHUNK = 256
 
 
 def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state0: LSTMState,
-               *, unroll: int = 1, resets_TxB=None):
+               *, unroll: int = 1, resets_TxB=None, kernel: str | None = None):
     """Runs the recurrent part of `cell` over T steps (time-major). Returns (final LSTMState, hs_TxBxH).
 
     `zs_TxBxG` = cell.project(params, xs, dts); `masks_TxB`, `resets_TxB` may be None (every step
     real; no reset). Differentiable in params, zs, dts and state0 with the custom backward pass above.
+    kernel: "auto" (None: $LTF_CPU_KERNEL, else "auto") or "off" (`ltf.cpu_kernel.applies`).
     """
+    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # (b is in zs already)
+        zero_bias = jnp.zeros_like(params["b"])
+        return cpu_kernel.recurrence(params["w_h"], zero_bias, zs_TxBxG, masks_TxB, resets_TxB, state0)
     return _recurrence(cell, unroll, False, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
 def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LSTMState,
-          *, unroll: int = 1, remat: bool = False, remat_chunk: int = REMAT_CHUNK, resets_TxB=None):
+          *, unroll: int = 1, remat: bool = False, remat_chunk: int = REMAT_CHUNK, resets_TxB=None,
+          kernel: str | None = None):
     """`cell.project` for all steps, then `recurrence`. Returns (final LSTMState, hs_TxBxH).
 
     remat: store only C_{t-1}, h_t and recompute the pre-activations in the backward pass,
-    `remat_chunk` steps at a time.
+    `remat_chunk` steps at a time (always the scans here, whatever `kernel` says).
     """
     if remat:
         if remat_chunk < 1:
             raise ValueError(f"remat_chunk={remat_chunk}: must be a positive number of steps.")
-        return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB,
-                            state0)
-    # the bias joins z_t inside the step, where the add is fused into the step's own, instead of
-    # a pass over the T x B x G projection of its own
+        return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
+    # the bias joins z_t inside the step (fused into the step's own add), not in a pass over zs
     zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
+    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # the kernel adds b inside its step too
+        return cpu_kernel.recurrence(params["w_h"], params["b"], zs_TxBxG, masks_TxB, resets_TxB, state0)
     return _recurrence(cell, unroll, True, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
@@ -130,7 +137,8 @@ def carried_scan(body, init, xs, *, reverse: bool = False, unroll: int = 1, over
     """`jax.lax.scan(body, init, xs, reverse=reverse)`, with each step's slice of `xs` handed to
     `body` from the loop carry: step t copies the inputs of the next step (t + 1, or t − 1 in
     reverse) into the carry, so that the fused kernels of step t + 1 read a plain buffer, not a
-    dynamic slice (see the module doc). For the custom-VJP scans only (not for `jax.grad`).
+    dynamic slice (the LSTM gate math: 31 against 108 µs per step at B = 32, H = 256;
+    `scripts/bench_profile.py scan`). For the custom-VJP scans only (not for `jax.grad`).
 
     overwrite: `xs[0]` is a T-long buffer that step t reads at t and then overwrites with its
     first output, `ys[0]` (the forward writes the full z_t over the projection zs_t, the backward

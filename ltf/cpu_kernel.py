@@ -1,0 +1,184 @@
+"""The plain `lstm` recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
+backward, called through `jax.ffi`.
+
+    final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
+
+The same function and gradients as `ltf.fast_rnn`'s custom backward pass for `lstm` (tested to
+float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step of a scan as
+several fused ops with thread-pool waits between them, where the kernel computes a block's gates
+from the matmul's accumulators while they are in registers and meets the other threads once per
+step. dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t stay one large matmul in XLA after the kernel's
+reverse pass, as in `ltf.fast_rnn`.
+
+`applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
+`ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
+LTF_CPU_KERNEL=off) for the plain `lstm` cell in float32 on the CPU backend, when H is a multiple
+of 16 and the kernel is built; with "off" never. Remat layers and every other cell run the XLA
+path. The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or
+c++; OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one
+file per source, compiler, jax version and CPU), a few seconds once. Without a compiler, or if
+the build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from ltf.cells.base import LSTM, LSTMState
+
+KERNELS = ("auto", "off")
+ENV = "LTF_CPU_KERNEL"  # the default of `kernel`: "auto" or "off"
+SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
+LANES = 16  # units per block in the kernel: H must be a multiple
+FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
+
+
+def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
+    """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), the
+    plain forget-gate `lstm` (no GRU-D decay), float32, H a multiple of 16, the CPU backend, and
+    the kernel built."""
+    if kernel is None:
+        kernel = os.environ.get(ENV, "auto")
+        if kernel not in KERNELS:
+            raise ValueError(f"{ENV}={kernel!r}: allowed values are {KERNELS}.")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r}: allowed values are {KERNELS}.")
+    if kernel == "off" or type(cell) is not LSTM or cell.decay:
+        return False
+    if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
+        return False
+    return available()
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernel is built and registered (building it on first call); warns once if not."""
+    try:
+        library = ctypes.CDLL(str(_build()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(f"ltf's CPU LSTM kernel is not available, so `lstm` runs the XLA path (slower on CPU): "
+                      f"{error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) or set CXX to "
+                      "one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
+        return False
+    jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")
+    jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmBackward), platform="cpu")
+    return True
+
+
+def _compiler() -> str:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return name
+    raise RuntimeError("no C++ compiler found (tried $CXX, g++, c++)")
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the CPU's model and flags (a cache shared by several
+    hosts must not hand one CPU's build to another)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _build() -> Path:
+    """The compiled kernel, from the cache or built now (atomically, so that concurrent first
+    uses on one host do not read a half-written file)."""
+    compiler = _compiler()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    flags = ["-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-isystem", jax.ffi.include_dir()]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(flags), jax.__version__,
+                                    _cpu_signature()]).encode()).hexdigest()[:20]
+    cache = Path(os.environ.get("LTF_KERNEL_CACHE", Path.home() / ".cache" / "ltf" / "kernels")).expanduser()
+    target = cache / f"lstm_cpu-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        built = Path(scratch) / target.name
+        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE} failed:\n{result.stderr[-2000:]}")
+        os.replace(built, target)
+    return target
+
+
+# -- the recurrence: forward and backward kernels, dW_h and d b in XLA ---------------------------
+
+def packed_weight(w_h_HxG):
+    """W_h gate-interleaved per block of 16 units: [U][k][gate][16], U = H / 16."""
+    d_hidden = w_h_HxG.shape[0]
+    return jnp.transpose(w_h_HxG.reshape(d_hidden, 4, d_hidden // LANES, LANES), (2, 0, 1, 3))
+
+
+def packed_weight_t(w_h_HxG):
+    """W_hᵀ per block of 16 units: [U][4H][16], the rows of dz_t W_hᵀ for one block's units."""
+    d_hidden, n_gates_x_h = w_h_HxG.shape
+    return jnp.transpose(w_h_HxG.reshape(d_hidden // LANES, LANES, n_gates_x_h), (0, 2, 1))
+
+
+def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState):
+    """The `lstm` recurrence z_t = zs_t + b + h'_{t-1} W_h over T steps (time-major). `masks_TxB`,
+    `resets_TxB` may be None. Returns (final LSTMState, hs_TxBxH); differentiable in w_h, b, zs
+    and state0 (masks and resets get no cotangent)."""
+    n_steps, batch, _ = zs_TxBxG.shape
+    masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
+    resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
+    return _recurrence(w_h_HxG, b_G, zs_TxBxG, masks, resets, state0)
+
+
+def _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
+    n_steps, batch, n_gates_x_h = zs_TxBxG.shape
+    hidden = jax.ShapeDtypeStruct((n_steps, batch, n_gates_x_h // 4), jnp.float32)
+    gates = jax.ShapeDtypeStruct(zs_TxBxG.shape, jnp.float32)
+    # the gates are written over zs (dead after the call), as fast_rnn's scans overwrite theirs:
+    # no T x B x 4H buffer of their own to allocate (page faults) and fill
+    return jax.ffi.ffi_call(FORWARD_TARGET, (gates, hidden, hidden), vmap_method="sequential",
+                            input_output_aliases={0: 0})(
+            zs_TxBxG, b_G, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB)
+
+
+@jax.custom_vjp
+def _recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
+    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
+    return LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH
+
+
+def _recurrence_fwd(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
+    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
+    residuals = (w_h_HxG, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0)
+    return (LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH), residuals
+
+
+def _recurrence_bwd(residuals, cotangents):
+    w_h_HxG, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0 = residuals
+    d_final, dhs_TxBxH = cotangents
+    batch_hidden = jax.ShapeDtypeStruct(state0.h.shape, jnp.float32)
+    # dz_t is written over the gates of step t, which no earlier step reads
+    backward = jax.ffi.ffi_call(BACKWARD_TARGET, (jax.ShapeDtypeStruct(gates_TxBxG.shape, jnp.float32),
+                                                  batch_hidden, batch_hidden),
+                                vmap_method="sequential", input_output_aliases={0: 0})
+    dzs_TxBxG, dh0_BxH, dc0_BxH = backward(gates_TxBxG, cs_TxBxH, state0.c, masks_TxB, resets_TxB,
+                                           packed_weight_t(w_h_HxG), dhs_TxBxH, d_final.h, d_final.c)
+    # h'_{t-1}: h0, h_1, ..., h_{T-1}, zero after a reset; dW_h = Σ_t h'ᵀ dz_t as one matmul
+    h_prev_TxBxH = jnp.concatenate([state0.h[None], hs_TxBxH[:-1]], axis=0) * (1 - resets_TxB)[..., None]
+    d_hidden, n_gates_x_h = w_h_HxG.shape
+    dw_h_HxG = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)
+    d_b = jnp.sum(dzs_TxBxG, axis=(0, 1))
+    return dw_h_HxG, d_b, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH)
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

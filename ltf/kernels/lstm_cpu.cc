@@ -1,0 +1,365 @@
+// The forget-gate LSTM's recurrence over a whole sequence, forward and backward, as two XLA FFI
+// custom calls for the CPU (`ltf.cpu_kernel` compiles this file at first use and registers them).
+//
+//   z_t = zs_t + b + h'_{t-1} W_h                  (zs_t = x_t W_x, projected before the call)
+//   i, f, o = σ(z_i, z_f, z_o),  g = tanh(z_g)
+//   C_t = f ⊙ C'_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(C_t)
+//   (C', h')_{t-1} = (1 − r_t)(C, h)_{t-1}         (a reset zeroes the carry before the step)
+//   a masked step (m_t = 0) keeps (C', h')_{t-1} and emits h'_{t-1}.
+//
+// Why a kernel: XLA runs each step as several fused ops with thread-pool waits between them; the
+// step's matmul alone is most of the work, and here it is written so that the gate math runs on
+// the accumulators while they are still in registers. W_h is packed gate-interleaved per block
+// of 16 units ([unit block][k][gate][16]): one block's four gates are four 16-wide vectors, so a
+// block of R rows × 16 units gets its (i, f, g, o) pre-activations, then C_t and h_t, without
+// writing z_t out and reading it back. Threads (OpenMP) own disjoint unit blocks and meet at one
+// barrier per step, since step t + 1 reads all of h_t.
+//
+// Backward, per step from T down to 1, in two phases with a barrier between them:
+//   1. per own unit: dh = dh_carry + dhs_t; with dh~ = m dh, dc~ = m dc:
+//      dC = dc~ + dh~ o (1 − tanh²C_t);  dz_i = dC g i(1−i), dz_f = dC C' f(1−f),
+//      dz_g = dC i (1−g²), dz_o = dh~ tanh(C_t) o(1−o);  dC' = dC f + (1 − m) dc
+//   2. per own unit: dh' = dz_t W_hᵀ + (1 − m) dh  (reads dz_t of every unit)
+//   then (dc, dh)_carry = (1 − r_t)(dC', dh').
+// dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t are left to the caller: one large matmul after the scan.
+//
+// Activations are rational approximations (tanh as Eigen's float tanh, |error| < 4e-7;
+// σ(x) = (1 + tanh(x/2)) / 2), vectorised by the compiler with GCC's vector extensions.
+
+#include <omp.h>
+#include <sched.h>
+#include <xmmintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;       // units per block: one vector per gate
+constexpr int kForwardRows = 4;  // batch rows per register block in the forward step (8 accumulators)
+constexpr int kBackRows = 8;     // batch rows per register block of dz_t W_hᵀ (16 accumulators)
+
+typedef float v16 __attribute__((vector_size(64)));
+
+inline v16 load(const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+inline v16 splat(float x) { return v16{} + x; }
+
+// tanh(x) = x P(x²) / Q(x²) on |x| <= 7.905 (±1 to float precision beyond)
+inline v16 tanh16(v16 x) {
+  const v16 lim = splat(7.90531110763549805f);
+  x = x > lim ? lim : x;
+  x = x < -lim ? -lim : x;
+  const v16 x2 = x * x;
+  v16 p = splat(-2.76076847742355e-16f);
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  v16 q = splat(1.19825839466702e-06f);
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return x * p / q;
+}
+
+inline v16 sigmoid16(v16 x) { return 0.5f + 0.5f * tanh16(0.5f * x); }
+
+// The threads meet once or twice per step: a spin barrier, because libgomp's own may put a
+// waiting thread to sleep and wake it through the kernel, which on 2 cores shared with XLA's
+// threads cost as much as the step itself (T = 1,024, H = 128). After kSpins pauses a waiting
+// thread yields its core, so that a barrier whose other thread was descheduled does not starve it.
+class SpinBarrier {
+ public:
+  void set_size(int n) { n_ = n; }  // the team's size, before any thread waits
+  void wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {  // the last one releases the rest
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpins) _mm_pause(); else sched_yield();
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 20000;
+  int n_ = 1;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+};
+
+// Denormals flushed to zero inside the kernel's threads (as XLA's CPU threads run): a decaying
+// cell state must not fall onto the slow path of subnormal arithmetic in one thread.
+class FlushDenormals {
+ public:
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  const unsigned int saved_;
+};
+
+struct Shape {
+  int64_t T, B, H;
+  int64_t G() const { return 4 * H; }
+  int64_t U() const { return H / kLanes; }
+};
+
+// The unit blocks [first, last) of thread `me` of `n`.
+inline void own_blocks(const Shape& s, int me, int n, int64_t* first, int64_t* last) {
+  *first = s.U() * me / n;
+  *last = s.U() * (me + 1) / n;
+}
+
+inline int n_threads(const Shape& s) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), s.U())));
+}
+
+// One forward block: rows [b0, b0 + R) × units of block ub at step t.
+template <int R>
+inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z_t, const float* bias,
+                          const float* w_block, const float* const* h_prev, const float* const* c_prev,
+                          const float* m_t, float* gates_t, float* c_t, float* h_t) {
+  const int64_t G = s.G(), H = s.H, u = ub * kLanes;
+  v16 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < 4; ++g) acc[r][g] = load(z_t + (b0 + r) * G + g * H + u) + load(bias + g * H + u);
+  for (int64_t k = 0; k < H; ++k) {  // z += h' W_h for this block's 4 × 16 columns
+    const float* w = w_block + k * 4 * kLanes;
+    const v16 w_i = load(w), w_f = load(w + kLanes), w_g = load(w + 2 * kLanes), w_o = load(w + 3 * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float a = h_prev[r][k];
+      acc[r][0] += a * w_i; acc[r][1] += a * w_f; acc[r][2] += a * w_g; acc[r][3] += a * w_o;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t b = b0 + r;
+    const v16 i = sigmoid16(acc[r][0]), f = sigmoid16(acc[r][1]), g = tanh16(acc[r][2]), o = sigmoid16(acc[r][3]);
+    float* gates = gates_t + b * G + u;
+    store(gates, i); store(gates + H, f); store(gates + 2 * H, g); store(gates + 3 * H, o);
+    const v16 c_in = load(c_prev[r] + u);
+    v16 c = f * c_in + i * g;            // C_t = f ⊙ C'_{t-1} + i ⊙ g
+    v16 h = o * tanh16(c);               // h_t = o ⊙ tanh(C_t)
+    if (m_t[b] == 0.0f) { c = c_in; h = load(h_prev[r] + u); }  // a masked step keeps the carry
+    store(c_t + b * H + u, c);
+    store(h_t + b * H + u, h);
+  }
+}
+
+void forward(const Shape& s, const float* zs, const float* bias, const float* w_packed, const float* h0,
+             const float* c0, const float* masks, const float* resets, float* gates, float* cs, float* hs) {
+  const int64_t B = s.B, H = s.H, G = s.G();
+  const std::vector<float> zeros(H, 0.0f);
+  const int n = n_threads(s);
+  SpinBarrier barrier;
+#pragma omp parallel num_threads(n)
+  {
+#pragma omp single
+    barrier.set_size(omp_get_num_threads());  // (OpenMP may give fewer threads than asked)
+    const FlushDenormals flush;
+    int64_t first, last;
+    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+    std::vector<const float*> h_prev(B), c_prev(B);
+    for (int64_t t = 0; t < s.T; ++t) {
+      const float* h_before = t ? hs + (t - 1) * B * H : h0;
+      const float* c_before = t ? cs + (t - 1) * B * H : c0;
+      for (int64_t b = 0; b < B; ++b) {  // the carry after the step's reset
+        const bool reset = resets[t * B + b] != 0.0f;
+        h_prev[b] = reset ? zeros.data() : h_before + b * H;
+        c_prev[b] = reset ? zeros.data() : c_before + b * H;
+      }
+      const float* z_t = zs + t * B * G;
+      for (int64_t ub = first; ub < last; ++ub) {
+        const float* w_block = w_packed + ub * H * 4 * kLanes;
+        int64_t b0 = 0;
+        for (; b0 + kForwardRows <= B; b0 += kForwardRows)
+          forward_block<kForwardRows>(s, ub, b0, z_t, bias, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
+                                      gates + t * B * G, cs + t * B * H, hs + t * B * H);
+        for (; b0 < B; ++b0)
+          forward_block<1>(s, ub, b0, z_t, bias, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
+                           gates + t * B * G, cs + t * B * H, hs + t * B * H);
+      }
+      barrier.wait();
+    }
+  }
+}
+
+// Phase 1 of a backward step for one row and unit block: dz_t, and dC' into dc_carry (before reset).
+inline void backward_gates(const Shape& s, int64_t b, int64_t u, float m, const float* gates_t,
+                           const float* c_t, const float* c_prev, const float* dhs_t, float* dh_total,
+                           float* dc_carry, float* dz_t) {
+  const int64_t G = s.G(), H = s.H;
+  const float* a = gates_t + b * G + u;
+  const v16 i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
+  const v16 dh = load(dh_total + b * H + u) + load(dhs_t + b * H + u);
+  const v16 dc = load(dc_carry + b * H + u);
+  store(dh_total + b * H + u, dh);
+  const v16 tc = tanh16(load(c_t + b * H + u));
+  const v16 dh_new = m * dh;
+  const v16 dc_new = m * dc + dh_new * o * (1.0f - tc * tc);
+  const v16 c_in = c_prev ? load(c_prev + b * H + u) : splat(0.0f);
+  float* dz = dz_t + b * G + u;
+  store(dz, dc_new * g * i * (1.0f - i));
+  store(dz + H, dc_new * c_in * f * (1.0f - f));
+  store(dz + 2 * H, dc_new * i * (1.0f - g * g));
+  store(dz + 3 * H, dh_new * tc * o * (1.0f - o));
+  store(dc_carry + b * H + u, dc_new * f + (1.0f - m) * dc);
+}
+
+// Phase 2 for rows [b0, b0 + R) of unit block ub: dh' = dz_t W_hᵀ + (1 − m) dh, then the reset.
+template <int R>
+inline void backward_matmul(const Shape& s, int64_t ub, int64_t b0, const float* dz_t, const float* wt_block,
+                            const float* m_t, const float* r_t, const float* dh_total, float* dh_carry,
+                            float* dc_carry) {
+  const int64_t G = s.G(), H = s.H, u = ub * kLanes;
+  v16 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = splat(0.0f);
+  for (int64_t k = 0; k < G; ++k) {
+    const v16 w = load(wt_block + k * kLanes);
+    for (int r = 0; r < R; ++r) acc[r] += dz_t[(b0 + r) * G + k] * w;
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t b = b0 + r;
+    const float keep = 1.0f - r_t[b];
+    const v16 dh = acc[r] + (1.0f - m_t[b]) * load(dh_total + b * H + u);
+    store(dh_carry + b * H + u, keep * dh);
+    store(dc_carry + b * H + u, keep * load(dc_carry + b * H + u));
+  }
+}
+
+void backward(const Shape& s, const float* gates, const float* cs, const float* c0, const float* masks,
+              const float* resets, const float* wt_packed, const float* dhs, const float* dh_final,
+              const float* dc_final, float* dzs, float* dh0, float* dc0) {
+  const int64_t B = s.B, H = s.H, G = s.G();
+  // dh_carry: the cotangent of h_t (carry) as the reverse scan reaches step t; dh_total adds dhs_t
+  std::vector<float> dh_total(B * H, 0.0f);
+  std::copy(dh_final, dh_final + B * H, dh0);  // dh0 and dc0 serve as the carries
+  std::copy(dc_final, dc_final + B * H, dc0);
+  const int n = n_threads(s);
+  SpinBarrier barrier;
+#pragma omp parallel num_threads(n)
+  {
+#pragma omp single
+    barrier.set_size(omp_get_num_threads());
+    const FlushDenormals flush;
+    int64_t first, last;
+    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+    for (int64_t t = s.T - 1; t >= 0; --t) {
+      const float* c_before = t ? cs + (t - 1) * B * H : c0;
+      for (int64_t ub = first; ub < last; ++ub) {
+        // dh_total = dh_carry + dhs_t (phase 2 of step t + 1 left the carry in dh0)
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t u = ub * kLanes;
+          store(dh_total.data() + b * H + u, load(dh0 + b * H + u));
+          const float* c_prev = resets[t * B + b] != 0.0f ? nullptr : c_before;
+          backward_gates(s, b, u, masks[t * B + b], gates + t * B * G, cs + t * B * H, c_prev,
+                         dhs + t * B * H, dh_total.data(), dc0, dzs + t * B * G);
+        }
+      }
+      barrier.wait();
+      for (int64_t ub = first; ub < last; ++ub) {
+        const float* wt_block = wt_packed + ub * G * kLanes;
+        int64_t b0 = 0;
+        for (; b0 + kBackRows <= B; b0 += kBackRows)
+          backward_matmul<kBackRows>(s, ub, b0, dzs + t * B * G, wt_block, masks + t * B, resets + t * B,
+                                     dh_total.data(), dh0, dc0);
+        for (; b0 < B; ++b0)
+          backward_matmul<1>(s, ub, b0, dzs + t * B * G, wt_block, masks + t * B, resets + t * B,
+                             dh_total.data(), dh0, dc0);
+      }
+      // no barrier: step t − 1's phase 1 reads and writes only this thread's units
+    }
+  }
+}
+
+ffi::Error check(bool ok, const std::string& what) {
+  return ok ? ffi::Error::Success() : ffi::Error(ffi::ErrorCode::kInvalidArgument, "ltf lstm kernel: " + what);
+}
+
+template <typename Buf>
+int64_t elements(const Buf& buffer) {
+  int64_t n = 1;
+  for (int64_t d : buffer.dimensions()) n *= d;
+  return n;
+}
+
+ffi::Error forward_impl(ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> w_packed,
+                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> masks,
+                        ffi::Buffer<ffi::F32> resets, ffi::ResultBuffer<ffi::F32> gates,
+                        ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> hs) {
+  auto dims = zs.dimensions();
+  if (dims.size() != 3) return check(false, "zs must be T x B x 4H");
+  const Shape s{dims[0], dims[1], dims[2] / 4};
+  ffi::Error e = check(dims[2] == 4 * s.H && s.H % kLanes == 0, "4H columns with H a multiple of 16");
+  if (e.failure()) return e;
+  e = check(elements(bias) == s.G() && elements(w_packed) == s.H * s.G() && elements(h0) == s.B * s.H &&
+                elements(c0) == s.B * s.H && elements(masks) == s.T * s.B && elements(resets) == s.T * s.B,
+            "operand sizes disagree with zs");
+  if (e.failure()) return e;
+  forward(s, zs.typed_data(), bias.typed_data(), w_packed.typed_data(), h0.typed_data(), c0.typed_data(),
+          masks.typed_data(), resets.typed_data(), gates->typed_data(), cs->typed_data(), hs->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0,
+                         ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> wt_packed,
+                         ffi::Buffer<ffi::F32> dhs, ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                         ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dh0,
+                         ffi::ResultBuffer<ffi::F32> dc0) {
+  auto dims = cs.dimensions();
+  if (dims.size() != 3) return check(false, "cs must be T x B x H");
+  const Shape s{dims[0], dims[1], dims[2]};
+  ffi::Error e = check(s.H % kLanes == 0 && elements(gates) == s.T * s.B * s.G() && elements(c0) == s.B * s.H &&
+                           elements(masks) == s.T * s.B && elements(resets) == s.T * s.B &&
+                           elements(wt_packed) == s.H * s.G() && elements(dhs) == s.T * s.B * s.H &&
+                           elements(dh_final) == s.B * s.H && elements(dc_final) == s.B * s.H,
+                       "operand sizes disagree with cs");
+  if (e.failure()) return e;
+  backward(s, gates.typed_data(), cs.typed_data(), c0.typed_data(), masks.typed_data(), resets.typed_data(),
+           wt_packed.typed_data(), dhs.typed_data(), dh_final.typed_data(), dc_final.typed_data(),
+           dzs->typed_data(), dh0->typed_data(), dc0->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmForward, forward_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs, T x B x 4H (without b)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b, 4H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W_h packed, H/16 x H x 4 x 16
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0, B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // C0, B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // masks, T x B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // resets, T x B
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gates (i, f, g, o activated), T x B x 4H
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // C_t, T x B x H
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // h_t, T x B x H
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmBackward, backward_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gates, T x B x 4H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // C_t, T x B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // C0, B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // masks, T x B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // resets, T x B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W_hᵀ packed, H/16 x 4H x 16
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d h_t, T x B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d h_T (final carry), B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d C_T, B x H
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dz, T x B x 4H
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d h0, B x H
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // d C0, B x H
