@@ -44,6 +44,9 @@ Columns (one table per model: "model" is char_lm or layer in the JSON rows):
   path          how x_t W_x is computed: "dense" (layer: one matmul over B·T inputs), "per_token"
                 (char LM: the looked-up embeddings times W_x; flax, torch, ltf when asked or when
                 V >= B·T), "per_vocab" (ltf char LM: gathered from the V x G table E W_x)
+  kernel        what ran ltf's recurrence: "cpu" (the plain lstm as `ltf.cpu_kernel`'s compiled
+                kernel, the default on CPU where it applies) or "xla" (the scans of `ltf.fast_rnn` and
+                the other recurrences; impl ltf_xla forces them with LTF_CPU_KERNEL=off)
   tokens_per_s  B·T / step_ms
   step_ms       median wall time of one train step (forward, backward, Adam update)
   min_ms        the fastest single step seen (over all repeats): what the step costs on a quiet machine
@@ -82,10 +85,11 @@ from bench_workers import (IMPLS, INPUT_PROJECTIONS, LR, LTF_CELLS, MALLOCS, MOD
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((32, 128, 256), (32, 128, 512), (64, 256, 256), (16, 1024, 128))
-COLUMNS = ("impl", "cell", "path", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "x_ltf_lstm",
+COLUMNS = ("impl", "cell", "path", "kernel", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "x_ltf_lstm",
            "x_ltf_lstm_min", "compile_s", "base_rss_mb", "peak_rss_mb", "load_1m")
-FB_COLUMNS = ("impl", "cell", "path", "B", "T", "H", "fb_ms", "min_ms", "x_ltf_lstm", "x_ltf_lstm_min",
+FB_COLUMNS = ("impl", "cell", "path", "kernel", "B", "T", "H", "fb_ms", "min_ms", "x_ltf_lstm", "x_ltf_lstm_min",
               "compile_s", "peak_rss_mb", "load_1m")
+PEERS = ("torch", "flax", "ltf_xla")  # the ratios "ltf lstm speed = ... x <peer>"
 MODEL_TITLES = {"char_lm": "char LM", "layer": "recurrent layer alone (dense B x T x E inputs, loss mean(hs ⊙ R))"}
 
 
@@ -146,6 +150,7 @@ def with_defaults(rows: list[dict]) -> list[dict]:
     for r in rows:
         r.setdefault("model", "char_lm")
         r.setdefault("path", "per_token")
+        r.setdefault("kernel", "xla" if r.get("impl") == "ltf" else None)
     return rows
 
 
@@ -162,7 +167,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
                 r[col] = ratio if fb else 1.0 / ratio
     for (model, B, T, H), lstm in ref.items():
         s = {"model": model, "B": B, "T": T, "H": H}
-        for peer in ("torch", "flax"):
+        for peer in PEERS:
             p = next((r for r in rows if r["impl"] == peer and key(r) == key(lstm) and "step_ms" in r), None)
             if p is not None:  # speed of ltf lstm relative to the peer (time ratio inverted)
                 s[f"ltf_lstm_vs_{peer}"] = p["step_ms"] / lstm["step_ms"]
@@ -211,7 +216,7 @@ def model_markdown(model: str, rows: list[dict], summaries: list[dict], machine:
     lines.append("")
     for s in summaries:
         parts = [f"{s[k]:.2f}x {peer} ({s[k + '_min']:.2f}x on the fastest steps)"
-                 for peer in ("torch", "flax") if (k := f"ltf_lstm_vs_{peer}") in s]
+                 for peer in PEERS if (k := f"ltf_lstm_vs_{peer}") in s]
         if parts:
             lines.append(f"- ({s['B']},{s['T']},{s['H']}): ltf lstm speed = " + ", ".join(parts)
                          + " (inverse ratio of median step times)")
@@ -314,7 +319,7 @@ def main(argv=None):
         if set(given) - set(allowed):
             p.error(f"--{name}s: unknown {sorted(set(given) - set(allowed))}; allowed: {allowed}")
     jobs = [(model, impl, cell) for model in models for impl in impls
-            for cell in (cells if impl == "ltf" else ["lstm"])
+            for cell in (cells if impl == "ltf" else ["lstm"])  # ltf_xla, flax, torch: lstm
             if not (model == "layer" and split_cell(cell)[2])]  # attention runs in the char LM only
     if "layer" in models and "ltf" in impls and any(split_cell(c)[2] for c in cells):
         print("layer model: the +attention cells run in the char LM only; left out", file=sys.stderr)
@@ -327,7 +332,7 @@ def main(argv=None):
                 runs.setdefault((model, size, impl, cell), []).append(r)
                 status = (f"{r['tokens_per_s']:,.0f} tok/s, {r['step_ms']:.1f} ms, compile {r['compile_s']:.1f} s"
                           if "step_ms" in r else r.get("skipped") or r.get("error"))
-                print(f"[{rep + 1}/{args.repeats}] {model:7s} {impl:5s} {cell:22s} {size}: {status}",
+                print(f"[{rep + 1}/{args.repeats}] {model:7s} {impl:7s} {cell:22s} {size}: {status}",
                       file=sys.stderr, flush=True)
     rows = [merge_repeats(v) for v in runs.values()]
     summaries = add_ratios(rows)

@@ -20,6 +20,8 @@ E = H unless d_embed is given; every implementation uses the same E. Implementat
         of ltf.cells.registry.make_cell(cell). Δt = 1 (text has no time); the cells that read the
         clock (`uses_times`: phased) get 1..T as its last column (ltf.models.with_times)
   ltf   time_aware+attention, char_lm only: AttentionSpec(score="dot", normaliser="softmax", window=64)
+  ltf_xla  lstm: ltf with LTF_CPU_KERNEL=off (its XLA scans where the compiled CPU kernel,
+        `ltf.cpu_kernel`, would run the plain lstm; the same everywhere else)
   flax  lstm: flax.linen nn.RNN(nn.OptimizedLSTMCell(H)) (char_lm: between nn.Embed and nn.Dense)
   torch lstm: torch.nn.LSTM(E, H, batch_first=True) (char_lm: between nn.Embedding and nn.Linear)
 
@@ -54,7 +56,7 @@ def input_path(model: str, impl: str, cell: str, B: int, T: int, H: int, E: int,
     """The row's "path": how x_t W_x is computed (see the module docstring)."""
     if model == "layer":
         return "dense"
-    if impl != "ltf":
+    if impl not in ("ltf", "ltf_xla"):
         return "per_token"
     lm = ltf_language_model(cell, E, H, remat=remat, input_projection=input_projection)
     return lm.projection_path(B * T, training=False)
@@ -135,14 +137,14 @@ def jax_problem(model: str, impl: str, cell: str, B: int, T: int, H: int, E: int
     from ltf.losses import token_cross_entropy
 
     if model == "layer":
-        init, hs_fn = _ltf_layer(cell, E, H, remat) if impl == "ltf" else _flax_layer(E, H)
+        init, hs_fn = _ltf_layer(cell, E, H, remat) if impl.startswith("ltf") else _flax_layer(E, H)
         key_params, key_xs, key_r = jax.random.split(jax.random.PRNGKey(seed), 3)
         xs_BxTxE = jax.random.normal(key_xs, (B, T, E), jnp.float32)
         r_BxTxH = jax.random.normal(key_r, (B, T, H), jnp.float32)
         loss_fn = lambda params, xs_BxTxE, r_BxTxH: jnp.mean(hs_fn(params, xs_BxTxE) * r_BxTxH)
         return init(key_params), loss_fn, (xs_BxTxE, r_BxTxH)
 
-    init, logits_fn = _ltf_model(cell, E, H, remat, input_projection) if impl == "ltf" else _flax_model(E, H)
+    init, logits_fn = _ltf_model(cell, E, H, remat, input_projection) if impl.startswith("ltf") else _flax_model(E, H)
     key_params, key_data = jax.random.split(jax.random.PRNGKey(seed))
     tokens_BxT1 = jax.random.randint(key_data, (B, T + 1), 0, VOCAB, jnp.int32)
     mask_BxT = jnp.ones((B, T), jnp.float32)

@@ -21,6 +21,7 @@ threads would keep malloc arenas of their own (~19,000 page faults per step at 3
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -34,9 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_models.py, also when loaded by path
 
 from bench_models import (INPUT_PROJECTIONS, LTF_CELLS, MODELS, input_path, jax_problem,  # noqa: E402,F401
-                          torch_problem)
+                          split_cell, torch_problem)
 
-IMPLS = ("ltf", "flax", "torch")
+IMPLS = ("ltf", "ltf_xla", "flax", "torch")
+# ltf_xla: ltf with LTF_CPU_KERNEL=off, its XLA scans even where the compiled CPU kernel applies
+LTF_IMPLS = ("ltf", "ltf_xla")
 MALLOCS = ("default", "tuned")  # glibc as it comes, or ltf.allocator.keep_freed_memory() in every CPU worker
 LR = 1e-3
 
@@ -174,6 +177,40 @@ def runs_on_cpu(impl: str) -> bool:
     return jax.default_backend() == "cpu"
 
 
+@contextlib.contextmanager
+def kernel_setting(value: str | None):
+    """LTF_CPU_KERNEL=value while the step is traced (`ltf.cpu_kernel` reads it then), restored
+    after, so that an in-process worker (the tests) leaves the environment as it was."""
+    if value is None:
+        yield
+        return
+    saved = os.environ.get("LTF_CPU_KERNEL")
+    os.environ["LTF_CPU_KERNEL"] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["LTF_CPU_KERNEL"]
+        else:
+            os.environ["LTF_CPU_KERNEL"] = saved
+
+
+def recurrence_kernel(impl: str, cell: str, H: int, remat: bool) -> str | None:
+    """What ran ltf's recurrence: "cpu" (`ltf.cpu_kernel`'s compiled kernel) or "xla" (the scans);
+    None for flax and torch."""
+    if impl not in LTF_IMPLS:
+        return None
+    import jax
+    import jax.numpy as jnp
+
+    from ltf import cpu_kernel
+    from ltf.cells.registry import make_cell
+
+    name, options, _ = split_cell(cell)
+    zs = jax.ShapeDtypeStruct((1, 1, 4 * H), jnp.float32)
+    return "cpu" if not remat and cpu_kernel.applies(make_cell(name, **options), zs) else "xla"
+
+
 def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "char_lm", d_embed: int | None = None,
                steps: int = 10, warmup: int = 2, forward_backward: bool = False, seed: int = 0,
                remat: bool = False, malloc: str = "default", input_projection: str = "auto") -> dict:
@@ -186,10 +223,11 @@ def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "ch
         raise ValueError(f"impl={impl!r} has only cell='lstm' (flax's OptimizedLSTMCell, torch.nn.LSTM), "
                          f"got {cell!r}.")
     E = H if d_embed is None else d_embed
-    remat = remat and impl == "ltf"
+    remat = remat and impl in LTF_IMPLS
     row = {"model": model, "impl": impl, "cell": cell, "B": B, "T": T, "H": H, "E": E,
            "mode": "forward_backward" if forward_backward else "train", "steps": steps, "remat": remat,
-           "malloc": "default", "input_projection": input_projection if (model, impl) == ("char_lm", "ltf") else None}
+           "malloc": "default",
+           "input_projection": input_projection if model == "char_lm" and impl in LTF_IMPLS else None}
     if impl == "torch" and importlib.util.find_spec("torch") is None:
         return {**row, "path": input_path(model, impl, cell, B, T, H, E), "skipped": "torch is not importable"}
     if malloc == "tuned" and runs_on_cpu(impl):  # before any computation starts the libraries' threads
@@ -199,11 +237,15 @@ def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "ch
             raise RuntimeError("--malloc tuned needs glibc (Linux); use --malloc default here.")
         row["malloc"] = "tuned"
     row["path"] = input_path(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection)
+    row["kernel"] = None
     kwargs = dict(steps=steps, warmup=warmup, forward_backward=forward_backward, seed=seed)
     if impl == "torch":
         out = _torch_worker(model, B, T, H, E, **kwargs)
     else:
-        out = _jax_worker(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection, **kwargs)
+        with kernel_setting("off" if impl == "ltf_xla" else None):
+            row["kernel"] = recurrence_kernel(impl, cell, H, remat)
+            out = _jax_worker(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection,
+                              **kwargs)
     step_s = statistics.median(out["times"])
     row.update({"step_ms": 1e3 * step_s, "min_ms": 1e3 * min(out["times"]), "tokens_per_s": B * T / step_s,
                 **{k: v for k, v in out.items() if k != "times"}, "peak_rss_mb": _rss_mb(),

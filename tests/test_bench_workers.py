@@ -7,6 +7,7 @@ Speed is never asserted here; only that the pieces run and report what they prom
 import importlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(B=2, T=8, H=8)
-FIELDS = {"model", "impl", "cell", "path", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "compile_s",
+FIELDS = {"model", "impl", "cell", "path", "kernel", "B", "T", "H", "tokens_per_s", "step_ms", "min_ms", "compile_s",
           "base_rss_mb", "peak_rss_mb", "load_1m", "mode", "backend"}
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -67,6 +68,21 @@ def test_layer_worker_in_process(workers, impl, cell):
     check_row(row, impl, cell, model="layer", path="dense")
     assert row["input_projection"] is None and row["backend"] == "cpu" and row["peak_device_mb"] is None
     json.dumps(row)
+
+
+def test_ltf_rows_say_which_recurrence_ran(workers, monkeypatch):
+    """ltf takes the compiled CPU kernel where it applies (plain lstm, H a multiple of 16);
+    ltf_xla runs the scans there, and leaves LTF_CPU_KERNEL as it found it."""
+    from ltf import cpu_kernel
+
+    monkeypatch.delenv(cpu_kernel.ENV, raising=False)
+    size = dict(B=2, T=8, H=16)
+    rows = {impl: workers.run_worker(impl, "lstm", **size, model="layer", steps=1, warmup=0)
+            for impl in ("ltf", "ltf_xla", "flax")}
+    assert rows["ltf"]["kernel"] == ("cpu" if cpu_kernel.available() else "xla")
+    assert rows["ltf_xla"]["kernel"] == "xla" and rows["flax"]["kernel"] is None
+    assert cpu_kernel.ENV not in os.environ
+    assert workers.run_worker("ltf", "tlstm", **size, model="layer", steps=1, warmup=0)["kernel"] == "xla"
 
 
 def test_layer_model_has_no_attention(workers):
