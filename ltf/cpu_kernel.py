@@ -1,20 +1,20 @@
-"""The plain `lstm` recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
+"""The plain LSTM recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
 backward, called through `jax.ffi`.
 
     final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
 
-The same function and gradients as `ltf.fast_rnn`'s custom backward pass for `lstm` (tested to
+The same function and gradients as `ltf.fast_rnn`'s custom backward pass (tested to
 float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step of a scan as
 several fused ops with thread-pool waits between them, where the kernel computes a block's gates
 from the matmul's accumulators while they are in registers and meets the other threads once per
 step. dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t stay one large matmul in XLA after the kernel's
 reverse pass, as in `ltf.fast_rnn`.
 
-`applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
+`applies(cell, params, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
-LTF_CPU_KERNEL=off) for the plain `lstm` cell in float32 on the CPU backend, when H is a multiple
-of 16 and the kernel is built; with "off" never. Remat layers and every other cell run the XLA
-path. The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or
+LTF_CPU_KERNEL=off) for `lstm` and `time_aware` without `adaptive` (`plain_lstm_step`) in float32
+on the CPU backend, when H is a multiple of 16 and the kernel is built; with "off" never. Remat
+layers and the other cells run the XLA path. The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or
 c++; OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one
 file per source, compiler, jax version and CPU), a few seconds once. Without a compiler, or if
 the build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
@@ -45,21 +45,32 @@ LANES = 16  # units per block in the kernel: H must be a multiple
 FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
 
 
-def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
-    """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), the
-    plain forget-gate `lstm` (no GRU-D decay), float32, H a multiple of 16, the CPU backend, and
-    the kernel built."""
+def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
+    """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), a
+    cell whose step is the plain forget-gate LSTM's (`plain_lstm_step`), float32, H a multiple of
+    16, the CPU backend, and the kernel built."""
     if kernel is None:
         kernel = os.environ.get(ENV, "auto")
         if kernel not in KERNELS:
             raise ValueError(f"{ENV}={kernel!r}: allowed values are {KERNELS}.")
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}: allowed values are {KERNELS}.")
-    if kernel == "off" or type(cell) is not LSTM or cell.decay:
+    if kernel == "off" or not plain_lstm_step(cell, params):
         return False
     if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
         return False
     return available()
+
+
+def plain_lstm_step(cell, params) -> bool:
+    """The step after the projection is the forget-gate LSTM's own: z_t = zs_t + h_{t-1} W_h, then
+    `lstm_update` without peepholes, no `before_step`. True for `lstm` (any initialisation) and for
+    `time_aware` without `adaptive` (its Δt enters through the projection only)."""
+    kind = type(cell)
+    return (isinstance(cell, LSTM) and cell.gates == LSTM.gates and not cell.changes_carry
+            and not cell.reads_h_prev and cell.has_recurrent_matmul
+            and kind.gate_update is LSTM.gate_update and kind.recurrent_weight is LSTM.recurrent_weight
+            and kind.before_step is LSTM.before_step and not cell.peephole_weights(params))
 
 
 @functools.cache

@@ -8,7 +8,7 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
-Both hand the plain `lstm` in float32 on CPU to `ltf.cpu_kernel` (the same function, compiled;
+Both hand `lstm` and `time_aware` in float32 on CPU to `ltf.cpu_kernel` (the same function, compiled;
 `kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything below is the XLA path.
 
 Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
@@ -76,7 +76,7 @@ def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state
     real; no reset). Differentiable in params, zs, dts and state0 with the custom backward pass above.
     kernel: "auto" (None: $LTF_CPU_KERNEL, else "auto") or "off" (`ltf.cpu_kernel.applies`).
     """
-    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # (b is in zs already)
+    if cpu_kernel.applies(cell, params, zs_TxBxG, kernel):  # (b is in zs already)
         zero_bias = jnp.zeros_like(params["b"])
         return cpu_kernel.recurrence(params["w_h"], zero_bias, zs_TxBxG, masks_TxB, resets_TxB, state0)
     return _recurrence(cell, unroll, False, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
@@ -96,7 +96,7 @@ def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LS
         return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
     # the bias joins z_t inside the step (fused into the step's own add), not in a pass over zs
     zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
-    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # the kernel adds b inside its step too
+    if cpu_kernel.applies(cell, params, zs_TxBxG, kernel):  # the kernel adds b inside its step too
         return cpu_kernel.recurrence(params["w_h"], params["b"], zs_TxBxG, masks_TxB, resets_TxB, state0)
     return _recurrence(cell, unroll, True, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 

@@ -108,25 +108,27 @@ def test_no_output_depends_on_a_later_input():
     assert not np.allclose(hs[5:], hs_changed[5:])
 
 
-def test_the_fast_rnn_layer_takes_the_kernel_with_the_same_results():
-    """fast_rnn.layer on dense inputs (bias added inside the kernel's step) equals its XLA path."""
+@pytest.mark.parametrize("name", ["lstm", "time_aware"])
+def test_the_fast_rnn_layer_takes_the_kernel_with_the_same_results(name):
+    """fast_rnn.layer on dense inputs (bias added inside the kernel's step; time_aware's Δt in the
+    projection) equals its XLA path, in the gradients of every parameter and input."""
     T, B, D, H = 6, 5, 7, 32
-    cell = make_cell("lstm")
+    cell = make_cell(name)
     params = cell.init(jax.random.key(0), D, H)
-    params = {**params, "b": params["b"] + 0.3}
+    params = {k: v + 0.1 * jax.random.normal(jax.random.key(i + 1), v.shape) for i, (k, v) in enumerate(params.items())}
     rng = np.random.default_rng(5)
     xs = jnp.asarray(rng.normal(size=(T, B, D)), jnp.float32)
-    dts = jnp.zeros((T, B, 1), jnp.float32)
+    dts = jnp.asarray(rng.exponential(size=(T, B, 1)), jnp.float32)
     masks = jnp.asarray(rng.uniform(size=(T, B)) > 0.2, jnp.float32)
     state = LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))
-    assert cpu_kernel.applies(cell, jnp.zeros((T, B, 4 * H), jnp.float32))
+    assert cpu_kernel.applies(cell, params, jnp.zeros((T, B, 4 * H), jnp.float32))
 
-    def loss(params, xs, kernel):
-        _, hs = fast_rnn.layer(cell, params, xs, dts, masks, state, kernel=kernel)
+    def loss(params, xs, dts, kernel):
+        _, hs = fast_rnn.layer(cell, params, xs, cell.time_features(params, dts), masks, state, kernel=kernel)
         return jnp.sum(jnp.sin(hs))
 
-    got = jax.grad(loss, argnums=(0, 1))(params, xs, "auto")
-    want = jax.grad(loss, argnums=(0, 1))(params, xs, "off")
+    got = jax.grad(loss, argnums=(0, 1, 2))(params, xs, dts, "auto")
+    want = jax.grad(loss, argnums=(0, 1, 2))(params, xs, dts, "off")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
 
@@ -139,22 +141,33 @@ def test_vmap_over_parameters_equals_one_call_each():
         np.testing.assert_allclose(batched[i], cpu_kernel.recurrence(w, b, zs, m, r, state)[1], atol=1e-6)
 
 
-def test_applies_to_the_plain_lstm_in_float32_only(monkeypatch):
+@pytest.mark.parametrize("name, options, plain", [
+        ("lstm", {}, True), ("lstm", {"forget_init": "chrono", "chrono_t_max": 10.0}, True),
+        ("time_aware", {}, True), ("time_aware", {"adaptive": True}, False), ("adaptive", {}, False),
+        ("lstm", {"decay": True}, False), ("lstm_noforget", {}, False), ("tlstm", {}, False),
+        ("phased", {}, False), ("gru", {}, False), ("ctlstm", {}, False), ("rglru", {}, False)])
+def test_applies_to_the_plain_lstm_step_only(name, options, plain):
+    cell = make_cell(name, **options)
     zs = jnp.zeros((2, 3, 64), jnp.float32)
-    assert cpu_kernel.applies(make_cell("lstm"), zs)
-    assert not cpu_kernel.applies(make_cell("lstm"), zs, kernel="off")
-    assert not cpu_kernel.applies(make_cell("lstm", decay=True), zs)
-    assert not cpu_kernel.applies(make_cell("adaptive"), zs)
-    assert not cpu_kernel.applies(make_cell("lstm"), jnp.zeros((2, 3, 48), jnp.float32))  # H = 12
+    assert cpu_kernel.applies(cell, cell.init(jax.random.key(0), 3, 16), zs) is plain
+
+
+def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatch):
+    cell = make_cell("lstm")
+    params = cell.init(jax.random.key(0), 3, 16)
+    zs = jnp.zeros((2, 3, 64), jnp.float32)
+    assert cpu_kernel.applies(cell, params, zs)
+    assert not cpu_kernel.applies(cell, params, zs, kernel="off")
+    assert not cpu_kernel.applies(cell, params, jnp.zeros((2, 3, 48), jnp.float32))  # H = 12
     with jax.enable_x64(True):
-        assert not cpu_kernel.applies(make_cell("lstm"), jnp.zeros((2, 3, 64), jnp.float64))
+        assert not cpu_kernel.applies(cell, params, jnp.zeros((2, 3, 64), jnp.float64))
     monkeypatch.setenv(cpu_kernel.ENV, "off")
-    assert not cpu_kernel.applies(make_cell("lstm"), zs)
+    assert not cpu_kernel.applies(cell, params, zs)
     monkeypatch.setenv(cpu_kernel.ENV, "fast")
     with pytest.raises(ValueError, match="LTF_CPU_KERNEL='fast'"):
-        cpu_kernel.applies(make_cell("lstm"), zs)
+        cpu_kernel.applies(cell, params, zs)
     with pytest.raises(ValueError, match="kernel='on'"):
-        cpu_kernel.applies(make_cell("lstm"), zs, kernel="on")
+        cpu_kernel.applies(cell, params, zs, kernel="on")
 
 
 def test_a_failed_build_names_the_file_and_the_scan_path_takes_over(tmp_path, monkeypatch):
