@@ -13,11 +13,13 @@ reverse pass, as in `ltf.fast_rnn`.
 `applies(cell, params, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
 LTF_CPU_KERNEL=off) for `lstm` and `time_aware` without `adaptive` (`plain_lstm_step`) in float32
-on the CPU backend, when H is a multiple of 16 and the kernel is built; with "off" never. Remat
-layers and the other cells run the XLA path. The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or
-c++; OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one
-file per source, compiler, jax version and CPU), a few seconds once. Without a compiler, or if
-the build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
+on the CPU backend with one device, when H is a multiple of 16 and the kernel is built; with
+"off" never. Remat layers, data-parallel programs and the other cells run the XLA path.
+
+The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
+OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
+per source, compiler, jax version and CPU), a few seconds once. Without a compiler, or if the
+build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
 def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
     """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), a
     cell whose step is the plain forget-gate LSTM's (`plain_lstm_step`), float32, H a multiple of
-    16, the CPU backend, and the kernel built."""
+    16, the CPU backend with one device, and the kernel built."""
     if kernel is None:
         kernel = os.environ.get(ENV, "auto")
         if kernel not in KERNELS:
@@ -59,7 +61,9 @@ def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
         return False
     if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
         return False
-    return available()
+    # one device only: the custom calls have no sharding rule, so under data parallelism
+    # (`ltf.parallel`) XLA would gather every shard's batch to run them whole on each device
+    return jax.device_count() == 1 and available()
 
 
 def plain_lstm_step(cell, params) -> bool:

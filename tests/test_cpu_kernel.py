@@ -161,6 +161,9 @@ def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatc
     assert not cpu_kernel.applies(cell, params, jnp.zeros((2, 3, 48), jnp.float32))  # H = 12
     with jax.enable_x64(True):
         assert not cpu_kernel.applies(cell, params, jnp.zeros((2, 3, 64), jnp.float64))
+    with monkeypatch.context() as patch:  # data parallel: XLA would gather the shards for it
+        patch.setattr(cpu_kernel.jax, "device_count", lambda: 2)
+        assert not cpu_kernel.applies(cell, params, zs)
     monkeypatch.setenv(cpu_kernel.ENV, "off")
     assert not cpu_kernel.applies(cell, params, zs)
     monkeypatch.setenv(cpu_kernel.ENV, "fast")
