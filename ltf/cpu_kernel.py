@@ -1,7 +1,7 @@
-"""The plain LSTM recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
+"""The forget-gate LSTM's recurrence (peepholes too) as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
 backward, called through `jax.ffi`.
 
-    final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
+    final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes)
 
 The same function and gradients as `ltf.fast_rnn`'s custom backward pass (tested to
 float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step of a scan as
@@ -10,10 +10,10 @@ from the matmul's accumulators while they are in registers and meets the other t
 step. dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t stay one large matmul in XLA after the kernel's
 reverse pass, as in `ltf.fast_rnn`.
 
-`applies(cell, params, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
+`applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
-LTF_CPU_KERNEL=off) for `lstm` and `time_aware` without `adaptive` (`plain_lstm_step`) in float32
-on the CPU backend with one device, when H is a multiple of 16 and the kernel is built; with
+LTF_CPU_KERNEL=off) for `lstm`, `adaptive` and `time_aware` (`plain_lstm_step`) in float32 on
+the CPU backend with one device, when H is a multiple of 16 and the kernel is built; with
 "off" never. Remat layers, data-parallel programs and the other cells run the XLA path.
 
 The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
@@ -47,7 +47,7 @@ LANES = 16  # units per block in the kernel: H must be a multiple
 FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
 
 
-def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
+def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
     """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), a
     cell whose step is the plain forget-gate LSTM's (`plain_lstm_step`), float32, H a multiple of
     16, the CPU backend with one device, and the kernel built."""
@@ -57,7 +57,7 @@ def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
             raise ValueError(f"{ENV}={kernel!r}: allowed values are {KERNELS}.")
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}: allowed values are {KERNELS}.")
-    if kernel == "off" or not plain_lstm_step(cell, params):
+    if kernel == "off" or not plain_lstm_step(cell):
         return False
     if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
         return False
@@ -66,15 +66,16 @@ def applies(cell, params, zs_TxBxG, kernel: str | None = None) -> bool:
     return jax.device_count() == 1 and available()
 
 
-def plain_lstm_step(cell, params) -> bool:
+def plain_lstm_step(cell) -> bool:
     """The step after the projection is the forget-gate LSTM's own: z_t = zs_t + h_{t-1} W_h, then
-    `lstm_update` without peepholes, no `before_step`. True for `lstm` (any initialisation) and for
-    `time_aware` without `adaptive` (its Δt enters through the projection only)."""
+    `lstm_update` (with its diagonal peepholes, if any), no `before_step`. True for `lstm` (any
+    initialisation), `adaptive` (with or without the peepholes on i and o) and `time_aware`
+    (whose Δt enters through the projection)."""
     kind = type(cell)
     return (isinstance(cell, LSTM) and cell.gates == LSTM.gates and not cell.changes_carry
             and not cell.reads_h_prev and cell.has_recurrent_matmul
             and kind.gate_update is LSTM.gate_update and kind.recurrent_weight is LSTM.recurrent_weight
-            and kind.before_step is LSTM.before_step and not cell.peephole_weights(params))
+            and kind.before_step is LSTM.before_step)
 
 
 @functools.cache
@@ -131,7 +132,7 @@ def _build() -> Path:
     return target
 
 
-# -- the recurrence: forward and backward kernels, dW_h and d b in XLA ---------------------------
+# -- the recurrence: forward and backward kernels; dW_h, d b and d u in XLA------------------------
 
 def packed_weight(w_h_HxG):
     """W_h gate-interleaved per block of 16 units: [U][k][gate][16], U = H / 16."""
@@ -145,17 +146,23 @@ def packed_weight_t(w_h_HxG):
     return jnp.transpose(w_h_HxG.reshape(d_hidden // LANES, LANES, n_gates_x_h), (0, 2, 1))
 
 
-def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState):
-    """The `lstm` recurrence z_t = zs_t + b + h'_{t-1} W_h over T steps (time-major). `masks_TxB`,
-    `resets_TxB` may be None. Returns (final LSTMState, hs_TxBxH); differentiable in w_h, b, zs
-    and state0 (masks and resets get no cotangent)."""
-    n_steps, batch, _ = zs_TxBxG.shape
+def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState,
+               peepholes: dict | None = None):
+    """The LSTM recurrence z_t = zs_t + b + h'_{t-1} W_h over T steps (time-major), with the
+    diagonal peepholes in `peepholes` (u_f, u_i, u_o: H each, any of them; as
+    `cell.peephole_weights` gives them). `masks_TxB`, `resets_TxB` may be None. Returns (final
+    LSTMState, hs_TxBxH); differentiable in w_h, b, zs, the peepholes and state0 (masks and
+    resets get no cotangent)."""
+    n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
     resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
-    return _recurrence(w_h_HxG, b_G, zs_TxBxG, masks, resets, state0)
+    peepholes = peepholes or {}
+    zero = jnp.zeros((n_gates_x_h // 4,), jnp.float32)
+    u_3xH = jnp.stack([peepholes.get(name, zero) for name in ("u_i", "u_f", "u_o")])
+    return _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks, resets, state0)
 
 
-def _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
+def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     hidden = jax.ShapeDtypeStruct((n_steps, batch, n_gates_x_h // 4), jnp.float32)
     gates = jax.ShapeDtypeStruct(zs_TxBxG.shape, jnp.float32)
@@ -163,23 +170,23 @@ def _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
     # no T x B x 4H buffer of their own to allocate (page faults) and fill
     return jax.ffi.ffi_call(FORWARD_TARGET, (gates, hidden, hidden), vmap_method="sequential",
                             input_output_aliases={0: 0})(
-            zs_TxBxG, b_G, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB)
+            zs_TxBxG, b_G, u_3xH, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB)
 
 
 @jax.custom_vjp
-def _recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
-    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
+def _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
+    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0)
     return LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH
 
 
-def _recurrence_fwd(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0):
-    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0)
-    residuals = (w_h_HxG, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0)
+def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
+    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0)
+    residuals = (w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0)
     return (LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH), residuals
 
 
 def _recurrence_bwd(residuals, cotangents):
-    w_h_HxG, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0 = residuals
+    w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0 = residuals
     d_final, dhs_TxBxH = cotangents
     batch_hidden = jax.ShapeDtypeStruct(state0.h.shape, jnp.float32)
     # dz_t is written over the gates of step t, which no earlier step reads
@@ -187,13 +194,20 @@ def _recurrence_bwd(residuals, cotangents):
                                                   batch_hidden, batch_hidden),
                                 vmap_method="sequential", input_output_aliases={0: 0})
     dzs_TxBxG, dh0_BxH, dc0_BxH = backward(gates_TxBxG, cs_TxBxH, state0.c, masks_TxB, resets_TxB,
-                                           packed_weight_t(w_h_HxG), dhs_TxBxH, d_final.h, d_final.c)
+                                           packed_weight_t(w_h_HxG), u_3xH, dhs_TxBxH, d_final.h, d_final.c)
+    keep_TxBx1 = (1 - resets_TxB)[..., None]
     # h'_{t-1}: h0, h_1, ..., h_{T-1}, zero after a reset; dW_h = Σ_t h'ᵀ dz_t as one matmul
-    h_prev_TxBxH = jnp.concatenate([state0.h[None], hs_TxBxH[:-1]], axis=0) * (1 - resets_TxB)[..., None]
+    h_prev_TxBxH = jnp.concatenate([state0.h[None], hs_TxBxH[:-1]], axis=0) * keep_TxBx1
     d_hidden, n_gates_x_h = w_h_HxG.shape
     dw_h_HxG = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)
     d_b = jnp.sum(dzs_TxBxG, axis=(0, 1))
-    return dw_h_HxG, d_b, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH)
+    # the peepholes: d u_i = Σ dz_i ⊙ C'_{t-1}, d u_f = Σ dz_f ⊙ C'_{t-1}, d u_o = Σ dz_o ⊙ C_t
+    # (a masked step has dz = 0, whatever its C)
+    c_prev_TxBxH = jnp.concatenate([state0.c[None], cs_TxBxH[:-1]], axis=0) * keep_TxBx1
+    dz_i, dz_f, _, dz_o = jnp.split(dzs_TxBxG, 4, axis=-1)
+    d_u_3xH = jnp.stack([jnp.sum(dz_i * c_prev_TxBxH, axis=(0, 1)), jnp.sum(dz_f * c_prev_TxBxH, axis=(0, 1)),
+                         jnp.sum(dz_o * cs_TxBxH, axis=(0, 1))])
+    return dw_h_HxG, d_b, d_u_3xH, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -8,7 +8,7 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
-Both hand `lstm` and `time_aware` in float32 on CPU to `ltf.cpu_kernel` (the same function, compiled;
+Both hand `lstm`, `adaptive`, `time_aware` in float32 on CPU to `ltf.cpu_kernel` (the same function compiled;
 `kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything below is the XLA path.
 
 Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
@@ -76,9 +76,9 @@ def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state
     real; no reset). Differentiable in params, zs, dts and state0 with the custom backward pass above.
     kernel: "auto" (None: $LTF_CPU_KERNEL, else "auto") or "off" (`ltf.cpu_kernel.applies`).
     """
-    if cpu_kernel.applies(cell, params, zs_TxBxG, kernel):  # (b is in zs already)
-        zero_bias = jnp.zeros_like(params["b"])
-        return cpu_kernel.recurrence(params["w_h"], zero_bias, zs_TxBxG, masks_TxB, resets_TxB, state0)
+    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # (b is in zs already)
+        return cpu_kernel.recurrence(params["w_h"], jnp.zeros_like(params["b"]), zs_TxBxG, masks_TxB, resets_TxB,
+                                     state0, cell.peephole_weights(params))
     return _recurrence(cell, unroll, False, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
@@ -96,8 +96,9 @@ def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LS
         return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
     # the bias joins z_t inside the step (fused into the step's own add), not in a pass over zs
     zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
-    if cpu_kernel.applies(cell, params, zs_TxBxG, kernel):  # the kernel adds b inside its step too
-        return cpu_kernel.recurrence(params["w_h"], params["b"], zs_TxBxG, masks_TxB, resets_TxB, state0)
+    if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # the kernel adds b inside its step too
+        return cpu_kernel.recurrence(params["w_h"], params["b"], zs_TxBxG, masks_TxB, resets_TxB, state0,
+                                     cell.peephole_weights(params))
     return _recurrence(cell, unroll, True, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
@@ -126,10 +127,9 @@ def _kept(r_B, x_BxH):
 
 
 def transposed(w_HxG):
-    """w.T materialised (G x H, row-major). XLA would otherwise fold the transpose into the dot,
-    and on CPU a small matmul against a transposed operand inside a loop runs slower (177–252 vs
-    143–159 µs per step with a tanh at B = 32, H = 256: `scripts/bench_profile.py scan`); the
-    barrier keeps the transpose a copy."""
+    """w.T materialised (G x H, row-major; the barrier keeps it a copy). XLA would otherwise fold the
+    transpose into the dot, and on CPU a small matmul against a transposed operand in a loop runs
+    slower (177–252 vs 143–159 µs per step with a tanh at B = 32, H = 256: `bench_profile.py scan`)."""
     return jax.lax.optimization_barrier(jnp.transpose(w_HxG))
 
 

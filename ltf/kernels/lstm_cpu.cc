@@ -2,8 +2,9 @@
 // custom calls for the CPU (`ltf.cpu_kernel` compiles this file at first use and registers them).
 //
 //   z_t = zs_t + b + h'_{t-1} W_h                  (zs_t = x_t W_x, projected before the call)
-//   i, f, o = σ(z_i, z_f, z_o),  g = tanh(z_g)
-//   C_t = f ⊙ C'_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(C_t)
+//   i = σ(z_i + u_i ⊙ C'_{t-1}),  f = σ(z_f + u_f ⊙ C'_{t-1}),  g = tanh(z_g)
+//   C_t = f ⊙ C'_{t-1} + i ⊙ g,  o = σ(z_o + u_o ⊙ C_t),  h_t = o ⊙ tanh(C_t)
+//   (u: the diagonal peepholes of the adaptive forget gate and of Gers et al. 2002; zero without)
 //   (C', h')_{t-1} = (1 − r_t)(C, h)_{t-1}         (a reset zeroes the carry before the step)
 //   a masked step (m_t = 0) keeps (C', h')_{t-1} and emits h'_{t-1}.
 //
@@ -17,11 +18,13 @@
 //
 // Backward, per step from T down to 1, in two phases with a barrier between them:
 //   1. per own unit: dh = dh_carry + dhs_t; with dh~ = m dh, dc~ = m dc:
-//      dC = dc~ + dh~ o (1 − tanh²C_t);  dz_i = dC g i(1−i), dz_f = dC C' f(1−f),
-//      dz_g = dC i (1−g²), dz_o = dh~ tanh(C_t) o(1−o);  dC' = dC f + (1 − m) dc
+//      dz_o = dh~ tanh(C_t) o(1−o);  dC = dc~ + dh~ o (1 − tanh²C_t) + u_o dz_o;
+//      dz_i = dC g i(1−i), dz_f = dC C' f(1−f), dz_g = dC i (1−g²);
+//      dC' = dC f + u_f dz_f + u_i dz_i + (1 − m) dc
 //   2. per own unit: dh' = dz_t W_hᵀ + (1 − m) dh  (reads dz_t of every unit)
 //   then (dc, dh)_carry = (1 − r_t)(dC', dh').
-// dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t are left to the caller: one large matmul after the scan.
+// dW_h = Σ_t h'ᵀ dz_t, d b = Σ_t dz_t and d u (from dz and C) are left to the caller: one large
+// matmul and two reductions after the scan.
 //
 // Activations are rational approximations (tanh as Eigen's float tanh, |error| < 4e-7;
 // σ(x) = (1 + tanh(x/2)) / 2), vectorised by the compiler with GCC's vector extensions.
@@ -131,8 +134,8 @@ inline int n_threads(const Shape& s) {
 // One forward block: rows [b0, b0 + R) × units of block ub at step t.
 template <int R>
 inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z_t, const float* bias,
-                          const float* w_block, const float* const* h_prev, const float* const* c_prev,
-                          const float* m_t, float* gates_t, float* c_t, float* h_t) {
+                          const float* peepholes, const float* w_block, const float* const* h_prev,
+                          const float* const* c_prev, const float* m_t, float* gates_t, float* c_t, float* h_t) {
   const int64_t G = s.G(), H = s.H, u = ub * kLanes;
   v16 acc[R][4];
   for (int r = 0; r < R; ++r)
@@ -145,22 +148,27 @@ inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z
       acc[r][0] += a * w_i; acc[r][1] += a * w_f; acc[r][2] += a * w_g; acc[r][3] += a * w_o;
     }
   }
+  const v16 u_i = load(peepholes + u), u_f = load(peepholes + H + u), u_o = load(peepholes + 2 * H + u);
   for (int r = 0; r < R; ++r) {
     const int64_t b = b0 + r;
-    const v16 i = sigmoid16(acc[r][0]), f = sigmoid16(acc[r][1]), g = tanh16(acc[r][2]), o = sigmoid16(acc[r][3]);
+    const v16 c_in = load(c_prev[r] + u);
+    const v16 i = sigmoid16(acc[r][0] + u_i * c_in);  // i = σ(z_i + u_i ⊙ C'_{t-1})
+    const v16 f = sigmoid16(acc[r][1] + u_f * c_in);  // f = σ(z_f + u_f ⊙ C'_{t-1})
+    const v16 g = tanh16(acc[r][2]);                  // g = tanh(z_g)
+    v16 c = f * c_in + i * g;                         // C_t = f ⊙ C'_{t-1} + i ⊙ g
+    const v16 o = sigmoid16(acc[r][3] + u_o * c);     // o = σ(z_o + u_o ⊙ C_t)
+    v16 h = o * tanh16(c);                            // h_t = o ⊙ tanh(C_t)
     float* gates = gates_t + b * G + u;
     store(gates, i); store(gates + H, f); store(gates + 2 * H, g); store(gates + 3 * H, o);
-    const v16 c_in = load(c_prev[r] + u);
-    v16 c = f * c_in + i * g;            // C_t = f ⊙ C'_{t-1} + i ⊙ g
-    v16 h = o * tanh16(c);               // h_t = o ⊙ tanh(C_t)
     if (m_t[b] == 0.0f) { c = c_in; h = load(h_prev[r] + u); }  // a masked step keeps the carry
     store(c_t + b * H + u, c);
     store(h_t + b * H + u, h);
   }
 }
 
-void forward(const Shape& s, const float* zs, const float* bias, const float* w_packed, const float* h0,
-             const float* c0, const float* masks, const float* resets, float* gates, float* cs, float* hs) {
+void forward(const Shape& s, const float* zs, const float* bias, const float* peepholes, const float* w_packed,
+             const float* h0, const float* c0, const float* masks, const float* resets, float* gates, float* cs,
+             float* hs) {
   const int64_t B = s.B, H = s.H, G = s.G();
   const std::vector<float> zeros(H, 0.0f);
   const int n = n_threads(s);
@@ -186,10 +194,10 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* w_
         const float* w_block = w_packed + ub * H * 4 * kLanes;
         int64_t b0 = 0;
         for (; b0 + kForwardRows <= B; b0 += kForwardRows)
-          forward_block<kForwardRows>(s, ub, b0, z_t, bias, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
-                                      gates + t * B * G, cs + t * B * H, hs + t * B * H);
+          forward_block<kForwardRows>(s, ub, b0, z_t, bias, peepholes, w_block, &h_prev[b0], &c_prev[b0],
+                                      masks + t * B, gates + t * B * G, cs + t * B * H, hs + t * B * H);
         for (; b0 < B; ++b0)
-          forward_block<1>(s, ub, b0, z_t, bias, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
+          forward_block<1>(s, ub, b0, z_t, bias, peepholes, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
                            gates + t * B * G, cs + t * B * H, hs + t * B * H);
       }
       barrier.wait();
@@ -199,8 +207,8 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* w_
 
 // Phase 1 of a backward step for one row and unit block: dz_t, and dC' into dc_carry (before reset).
 inline void backward_gates(const Shape& s, int64_t b, int64_t u, float m, const float* gates_t,
-                           const float* c_t, const float* c_prev, const float* dhs_t, float* dh_total,
-                           float* dc_carry, float* dz_t) {
+                           const float* c_t, const float* c_prev, const float* peepholes, const float* dhs_t,
+                           float* dh_total, float* dc_carry, float* dz_t) {
   const int64_t G = s.G(), H = s.H;
   const float* a = gates_t + b * G + u;
   const v16 i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
@@ -208,15 +216,19 @@ inline void backward_gates(const Shape& s, int64_t b, int64_t u, float m, const 
   const v16 dc = load(dc_carry + b * H + u);
   store(dh_total + b * H + u, dh);
   const v16 tc = tanh16(load(c_t + b * H + u));
+  const v16 u_i = load(peepholes + u), u_f = load(peepholes + H + u), u_o = load(peepholes + 2 * H + u);
   const v16 dh_new = m * dh;
-  const v16 dc_new = m * dc + dh_new * o * (1.0f - tc * tc);
+  const v16 dz_o = dh_new * tc * o * (1.0f - o);
+  const v16 dc_new = m * dc + dh_new * o * (1.0f - tc * tc) + u_o * dz_o;  // o reads C_t through u_o
   const v16 c_in = c_prev ? load(c_prev + b * H + u) : splat(0.0f);
+  const v16 dz_i = dc_new * g * i * (1.0f - i), dz_f = dc_new * c_in * f * (1.0f - f);
   float* dz = dz_t + b * G + u;
-  store(dz, dc_new * g * i * (1.0f - i));
-  store(dz + H, dc_new * c_in * f * (1.0f - f));
+  store(dz, dz_i);
+  store(dz + H, dz_f);
   store(dz + 2 * H, dc_new * i * (1.0f - g * g));
-  store(dz + 3 * H, dh_new * tc * o * (1.0f - o));
-  store(dc_carry + b * H + u, dc_new * f + (1.0f - m) * dc);
+  store(dz + 3 * H, dz_o);
+  // C'_{t-1} reaches C_t through f and, by the peepholes, through i and f themselves
+  store(dc_carry + b * H + u, dc_new * f + u_f * dz_f + u_i * dz_i + (1.0f - m) * dc);
 }
 
 // Phase 2 for rows [b0, b0 + R) of unit block ub: dh' = dz_t W_hᵀ + (1 − m) dh, then the reset.
@@ -241,7 +253,8 @@ inline void backward_matmul(const Shape& s, int64_t ub, int64_t b0, const float*
 }
 
 void backward(const Shape& s, const float* gates, const float* cs, const float* c0, const float* masks,
-              const float* resets, const float* wt_packed, const float* dhs, const float* dh_final,
+              const float* resets, const float* wt_packed, const float* peepholes, const float* dhs,
+              const float* dh_final,
               const float* dc_final, float* dzs, float* dh0, float* dc0) {
   const int64_t B = s.B, H = s.H, G = s.G();
   // dh_carry: the cotangent of h_t (carry) as the reverse scan reaches step t; dh_total adds dhs_t
@@ -265,7 +278,7 @@ void backward(const Shape& s, const float* gates, const float* cs, const float* 
           const int64_t u = ub * kLanes;
           store(dh_total.data() + b * H + u, load(dh0 + b * H + u));
           const float* c_prev = resets[t * B + b] != 0.0f ? nullptr : c_before;
-          backward_gates(s, b, u, masks[t * B + b], gates + t * B * G, cs + t * B * H, c_prev,
+          backward_gates(s, b, u, masks[t * B + b], gates + t * B * G, cs + t * B * H, c_prev, peepholes,
                          dhs + t * B * H, dh_total.data(), dc0, dzs + t * B * G);
         }
       }
@@ -296,27 +309,30 @@ int64_t elements(const Buf& buffer) {
   return n;
 }
 
-ffi::Error forward_impl(ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> w_packed,
-                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> masks,
-                        ffi::Buffer<ffi::F32> resets, ffi::ResultBuffer<ffi::F32> gates,
+ffi::Error forward_impl(ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> peepholes,
+                        ffi::Buffer<ffi::F32> w_packed, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                        ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::ResultBuffer<ffi::F32> gates,
                         ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> hs) {
   auto dims = zs.dimensions();
   if (dims.size() != 3) return check(false, "zs must be T x B x 4H");
   const Shape s{dims[0], dims[1], dims[2] / 4};
   ffi::Error e = check(dims[2] == 4 * s.H && s.H % kLanes == 0, "4H columns with H a multiple of 16");
   if (e.failure()) return e;
-  e = check(elements(bias) == s.G() && elements(w_packed) == s.H * s.G() && elements(h0) == s.B * s.H &&
+  e = check(elements(bias) == s.G() && elements(peepholes) == 3 * s.H && elements(w_packed) == s.H * s.G() &&
+                elements(h0) == s.B * s.H &&
                 elements(c0) == s.B * s.H && elements(masks) == s.T * s.B && elements(resets) == s.T * s.B,
             "operand sizes disagree with zs");
   if (e.failure()) return e;
-  forward(s, zs.typed_data(), bias.typed_data(), w_packed.typed_data(), h0.typed_data(), c0.typed_data(),
+  forward(s, zs.typed_data(), bias.typed_data(), peepholes.typed_data(), w_packed.typed_data(), h0.typed_data(),
+          c0.typed_data(),
           masks.typed_data(), resets.typed_data(), gates->typed_data(), cs->typed_data(), hs->typed_data());
   return ffi::Error::Success();
 }
 
 ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0,
                          ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> wt_packed,
-                         ffi::Buffer<ffi::F32> dhs, ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                         ffi::Buffer<ffi::F32> peepholes, ffi::Buffer<ffi::F32> dhs, ffi::Buffer<ffi::F32> dh_final,
+                         ffi::Buffer<ffi::F32> dc_final,
                          ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dh0,
                          ffi::ResultBuffer<ffi::F32> dc0) {
   auto dims = cs.dimensions();
@@ -324,12 +340,14 @@ ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, 
   const Shape s{dims[0], dims[1], dims[2]};
   ffi::Error e = check(s.H % kLanes == 0 && elements(gates) == s.T * s.B * s.G() && elements(c0) == s.B * s.H &&
                            elements(masks) == s.T * s.B && elements(resets) == s.T * s.B &&
-                           elements(wt_packed) == s.H * s.G() && elements(dhs) == s.T * s.B * s.H &&
+                           elements(wt_packed) == s.H * s.G() && elements(peepholes) == 3 * s.H &&
+                           elements(dhs) == s.T * s.B * s.H &&
                            elements(dh_final) == s.B * s.H && elements(dc_final) == s.B * s.H,
                        "operand sizes disagree with cs");
   if (e.failure()) return e;
   backward(s, gates.typed_data(), cs.typed_data(), c0.typed_data(), masks.typed_data(), resets.typed_data(),
-           wt_packed.typed_data(), dhs.typed_data(), dh_final.typed_data(), dc_final.typed_data(),
+           wt_packed.typed_data(), peepholes.typed_data(), dhs.typed_data(), dh_final.typed_data(),
+           dc_final.typed_data(),
            dzs->typed_data(), dh0->typed_data(), dc0->typed_data());
   return ffi::Error::Success();
 }
@@ -340,6 +358,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmForward, forward_impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // zs, T x B x 4H (without b)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b, 4H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes u_i, u_f, u_o: 3 x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W_h packed, H/16 x H x 4 x 16
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0, B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C0, B x H
@@ -357,6 +376,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmBackward, backward_impl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // masks, T x B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // resets, T x B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W_hᵀ packed, H/16 x 4H x 16
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes u_i, u_f, u_o: 3 x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d h_t, T x B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d h_T (final carry), B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d C_T, B x H
