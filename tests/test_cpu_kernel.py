@@ -164,7 +164,6 @@ def test_applies_to_the_plain_lstm_step_only(name, options, plain):
 
 def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatch):
     cell = make_cell("lstm")
-    params = cell.init(jax.random.key(0), 3, 16)
     zs = jnp.zeros((2, 3, 64), jnp.float32)
     assert cpu_kernel.applies(cell, zs)
     assert not cpu_kernel.applies(cell, zs, kernel="off")
