@@ -281,3 +281,14 @@ def test_workdirs_under_their_old_long_names_are_renamed_and_resumed(tmp_path):
     assert json.loads((tmp_path / new / sweep.RUN_FILE).read_text())["name"] == new
     assert (tmp_path / old[1]).is_dir() and "leaving the old one" in lines[-1]
     assert sweep_runner.seed_template(the_sweep.runs[0]) == sweep_runner.seed_template(the_sweep.runs[1])
+
+
+def test_parallel_jobs_share_the_cores_and_keep_the_callers_settings(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sweep_runner.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert "OMP_NUM_THREADS" not in sweep_runner.job_environment(1)
+    assert sweep_runner.job_environment(2)["OMP_NUM_THREADS"] == "2"
+    assert sweep_runner.job_environment(8)["OMP_NUM_THREADS"] == "1"
+    assert sweep_runner.job_environment(2)["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert sweep_runner.job_environment(2)["OMP_NUM_THREADS"] == "3"
