@@ -13,6 +13,7 @@ each seed gets the workdir of a separate run with that seed, --workdir with {see
 """
 
 import datetime
+import os
 import re
 import sys
 from pathlib import Path
@@ -52,7 +53,9 @@ def main(argv):
     config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
     if config_arg is None:
         config_arg = sys.argv[sys.argv.index("--config") + 1]
-    workdir = FLAGS.workdir or str(default_workdir(config_arg))
+    # "~" expanded here too: a quoted workdir (as `scripts/sweep.py --dry-run` prints them) would
+    # otherwise make a directory named "~" in the current one
+    workdir = os.path.expanduser(FLAGS.workdir) if FLAGS.workdir else str(default_workdir(config_arg))
     if not FLAGS.seeds:
         print(f"workdir: {workdir}")
         report = {None: train.train_and_evaluate(FLAGS.config, workdir)}

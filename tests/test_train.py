@@ -1,6 +1,7 @@
 """End to end: every config's smoke run, exact resume, learning, and the errors users meet."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,18 @@ def test_cerg_lr_decay_keeps_and_tests_the_checkpoint_with_the_longest_error_fre
     val = {m["step"]: m["error_free_length"] for m in logged if m["split"] == "validation"}
     (test,) = [m for m in logged if m["split"] == "test"]
     assert val[test["checkpoint_step"]] == max(val.values())
+
+
+def test_train_script_expands_a_quoted_home_in_the_workdir(tmp_path):
+    """`--workdir '~/runs/seed={seed}'`, quoted as `scripts/sweep.py --dry-run` prints it: the run
+    goes under $HOME, not into a directory named "~" in the current one."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(home)}
+    command = [sys.executable, str(repo / "scripts" / "train.py"), "--config", f"{repo / 'configs' / 'tlstm_lm.py'}:smoke",
+               "--workdir", "~/runs/seed={seed}", "--seeds", "0"]
+    subprocess.run(command, cwd=here, env=env, check=True, capture_output=True, timeout=300)
+    assert (home / "runs" / "seed=0" / "config.json").exists()
+    assert not (here / "~").exists()
