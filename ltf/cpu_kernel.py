@@ -1,5 +1,5 @@
-"""The forget-gate LSTM's recurrence (peepholes too) as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`), forward and
-backward, called through `jax.ffi`.
+"""The forget-gate LSTM's recurrence (peepholes too) as one compiled CPU kernel
+(`ltf/kernels/lstm_cpu.cc`), forward and backward, called through `jax.ffi`.
 
     final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes)
 
@@ -84,8 +84,8 @@ def available() -> bool:
     try:
         library = ctypes.CDLL(str(_build()))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"ltf's CPU LSTM kernel is not available, so `lstm` runs the XLA path (slower on CPU): "
-                      f"{error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) or set CXX to "
+        warnings.warn(f"ltf's CPU LSTM kernel is not available, so ltf runs the XLA path for the LSTM cells "
+                      f"(slower on CPU): {error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) or set CXX to "
                       "one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
         return False
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")

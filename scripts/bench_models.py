@@ -21,7 +21,7 @@ E = H unless d_embed is given; every implementation uses the same E. Implementat
         clock (`uses_times`: phased) get 1..T as its last column (ltf.models.with_times)
   ltf   time_aware+attention, char_lm only: AttentionSpec(score="dot", normaliser="softmax", window=64)
   ltf_xla  lstm: ltf with LTF_CPU_KERNEL=off (its XLA scans where the compiled CPU kernel,
-        `ltf.cpu_kernel`, would run the plain lstm; the same everywhere else)
+        `ltf.cpu_kernel`, would run lstm; the same everywhere else)
   flax  lstm: flax.linen nn.RNN(nn.OptimizedLSTMCell(H)) (char_lm: between nn.Embed and nn.Dense)
   torch lstm: torch.nn.LSTM(E, H, batch_first=True) (char_lm: between nn.Embedding and nn.Linear)
 
