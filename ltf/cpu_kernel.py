@@ -85,8 +85,8 @@ def available() -> bool:
         library = ctypes.CDLL(str(_build()))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"ltf's CPU LSTM kernel is not available, so ltf runs the XLA path for the LSTM cells "
-                      f"(slower on CPU): {error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) or set CXX to "
-                      "one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
+                      f"(slower on CPU): {error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) "
+                      "or set CXX to one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
         return False
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")
     jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmBackward), platform="cpu")
