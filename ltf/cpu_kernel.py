@@ -1,20 +1,26 @@
-"""The forget-gate LSTM's recurrence (peepholes too) as one compiled CPU kernel
-(`ltf/kernels/lstm_cpu.cc`), forward and backward, called through `jax.ffi`.
+"""The forget-gate LSTM's recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`),
+forward and backward, called through `jax.ffi`: with its peepholes, GRU-D's decay before the step
+and Phased LSTM's time gate after it.
 
-    final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes)
+    final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes,
+                                 decay_TxBxH=None, blend_TxBxH=None)
+    final, hs_TxBxH = cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 The same function and gradients as `ltf.fast_rnn`'s custom backward pass (tested to
 float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step of a scan as
 several fused ops with thread-pool waits between them, where the kernel computes a block's gates
 from the matmul's accumulators while they are in registers and meets the other threads once per
 step. dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t stay one large matmul in XLA after the kernel's
-reverse pass, as in `ltf.fast_rnn`.
+reverse pass, as in `ltf.fast_rnn`. The decay γ_t and the time gate k_t depend on the times and
+the parameters alone: they are computed for all steps before the call, and their parameters get
+gradients by autodiff through the cotangents the kernel returns for them.
 
 `applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
-LTF_CPU_KERNEL=off) for `lstm`, `adaptive` and `time_aware` (`plain_lstm_step`) in float32 on
-the CPU backend with one device, when H is a multiple of 16 and the kernel is built; with
-"off" never. Remat layers, data-parallel programs and the other cells run the XLA path.
+LTF_CPU_KERNEL=off) for the cells `kernel_step` names (`lstm`, `adaptive`, `time_aware`, each
+with or without `decay`, and `phased`) in float32 on the CPU backend with one device, when H is
+a multiple of 16 and the kernel is built; with "off" never. Remat layers, data-parallel programs
+and the other cells (`tlstm`, `ctlstm`, the GRUs, ...) run the XLA path.
 
 The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
 OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
@@ -38,7 +44,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from ltf.cells import decay as decay_lib
 from ltf.cells.base import LSTM, LSTMState
+from ltf.cells.phased import Phased
+from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
 ENV = "LTF_CPU_KERNEL"  # the default of `kernel`: "auto" or "off"
@@ -49,15 +58,14 @@ FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
 
 def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
     """The kernel runs this recurrence: `kernel="auto"` (None: $LTF_CPU_KERNEL, else "auto"), a
-    cell whose step is the plain forget-gate LSTM's (`plain_lstm_step`), float32, H a multiple of
-    16, the CPU backend with one device, and the kernel built."""
+    cell whose step it has (`kernel_step`), float32, H a multiple of 16, the CPU backend with one
+    device, and the kernel built."""
+    source = "kernel"
     if kernel is None:
-        kernel = os.environ.get(ENV, "auto")
-        if kernel not in KERNELS:
-            raise ValueError(f"{ENV}={kernel!r}: allowed values are {KERNELS}.")
+        kernel, source = os.environ.get(ENV, "auto"), ENV
     if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r}: allowed values are {KERNELS}.")
-    if kernel == "off" or not plain_lstm_step(cell):
+        raise ValueError(f"{source}={kernel!r}: allowed values are {KERNELS}.")
+    if kernel == "off" or kernel_step(cell) is None:
         return False
     if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
         return False
@@ -66,16 +74,38 @@ def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
     return jax.device_count() == 1 and available()
 
 
-def plain_lstm_step(cell) -> bool:
-    """The step after the projection is the forget-gate LSTM's own: z_t = zs_t + h_{t-1} W_h, then
-    `lstm_update` (with its diagonal peepholes, if any), no `before_step`. True for `lstm` (any
-    initialisation), `adaptive` (with or without the peepholes on i and o) and `time_aware`
-    (whose Δt enters through the projection)."""
+def kernel_step(cell) -> str | None:
+    """Which of the kernel's steps is the cell's own, or None (the XLA scans):
+
+    "plain": z_t = zs_t + h_{t-1} W_h, then `lstm_update` (with its diagonal peepholes, if
+        any): `lstm` (any initialisation), `adaptive` (with or without the peepholes on i and
+        o), `time_aware` (whose Δt enters through the projection);
+    "decay": one of those with GRU-D's decay (`decay=True`), C', h' = γ_t ⊙ (C, h)_{t-1} first;
+    "blend": `phased`, whose time gate k_t blends the peephole LSTM's update with the carry.
+    A subclass that overrides any part of the step is not recognised."""
     kind = type(cell)
-    return (isinstance(cell, LSTM) and cell.gates == LSTM.gates and not cell.changes_carry
-            and not cell.reads_h_prev and cell.has_recurrent_matmul
-            and kind.gate_update is LSTM.gate_update and kind.recurrent_weight is LSTM.recurrent_weight
-            and kind.before_step is LSTM.before_step)
+    if not (isinstance(cell, LSTM) and cell.gates == LSTM.gates and cell.has_recurrent_matmul
+            and kind.recurrent_weight is LSTM.recurrent_weight and kind.before_step is LSTM.before_step):
+        return None
+    if kind.gate_update is Phased.gate_update and not cell.changes_carry:
+        return "blend"
+    if kind.gate_update is not LSTM.gate_update or cell.reads_h_prev or kind.changes_carry is not LSTM.changes_carry:
+        return None
+    return "decay" if cell.decay else "plain"
+
+
+def cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0: LSTMState, *,
+                    bias_in_step: bool):
+    """`recurrence` for a cell that `applies`, as `ltf.fast_rnn.recurrence` takes it: zs with the
+    bias (`bias_in_step=False`) or without (True: the kernel adds b), and the time features
+    dts_TxBxK (`cell.time_features`), from which γ_t (`decay`) or k_t (`phased`: the features are
+    k_t itself) come for all steps at once."""
+    step = kernel_step(cell)
+    bias = params["b"] if bias_in_step else jnp.zeros_like(params["b"])
+    decay = decay_lib.hidden_decay(params, dts_TxBxK) if step == "decay" else None
+    blend = dts_TxBxK if step == "blend" else None
+    return recurrence(params["w_h"], bias, zs_TxBxG, masks_TxB, resets_TxB, state0, cell.peephole_weights(params),
+                      decay_TxBxH=decay, blend_TxBxH=blend)
 
 
 @functools.cache
@@ -147,22 +177,27 @@ def packed_weight_t(w_h_HxG):
 
 
 def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState,
-               peepholes: dict | None = None):
+               peepholes: dict | None = None, *, decay_TxBxH=None, blend_TxBxH=None):
     """The LSTM recurrence z_t = zs_t + b + h'_{t-1} W_h over T steps (time-major), with the
     diagonal peepholes in `peepholes` (u_f, u_i, u_o: H each, any of them; as
-    `cell.peephole_weights` gives them). `masks_TxB`, `resets_TxB` may be None. Returns (final
-    LSTMState, hs_TxBxH); differentiable in w_h, b, zs, the peepholes and state0 (masks and
-    resets get no cotangent)."""
+    `cell.peephole_weights` gives them), GRU-D's decay γ_t of the carry before each step
+    (`decay_TxBxH`) and Phased LSTM's blend with the time gate k_t after it (`blend_TxBxH`; the
+    module doc of ltf/kernels/lstm_cpu.cc has the equations). `masks_TxB`, `resets_TxB`, the
+    decay and the blend may be None. Returns (final LSTMState, hs_TxBxH); differentiable in w_h,
+    b, zs, the peepholes, state0, γ and k (masks and resets get no cotangent)."""
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
     resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
     peepholes = peepholes or {}
     zero = jnp.zeros((n_gates_x_h // 4,), jnp.float32)
     u_3xH = jnp.stack([peepholes.get(name, zero) for name in ("u_i", "u_f", "u_o")])
-    return _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks, resets, state0)
+    none = jnp.ones((1,), jnp.float32)  # the kernel reads a one-element factor as "this cell has none"
+    gammas = none if decay_TxBxH is None else decay_TxBxH
+    ks = none if blend_TxBxH is None else blend_TxBxH
+    return _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks, resets, state0, gammas, ks)
 
 
-def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
+def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     hidden = jax.ShapeDtypeStruct((n_steps, batch, n_gates_x_h // 4), jnp.float32)
     gates = jax.ShapeDtypeStruct(zs_TxBxG.shape, jnp.float32)
@@ -170,44 +205,44 @@ def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
     # no T x B x 4H buffer of their own to allocate (page faults) and fill
     return jax.ffi.ffi_call(FORWARD_TARGET, (gates, hidden, hidden), vmap_method="sequential",
                             input_output_aliases={0: 0})(
-            zs_TxBxG, b_G, u_3xH, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB)
+            zs_TxBxG, b_G, u_3xH, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB, gammas, ks)
 
 
 @jax.custom_vjp
-def _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
-    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0)
+def _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
+    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks)
     return LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH
 
 
-def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0):
-    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0)
-    residuals = (w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0)
+def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
+    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0,
+                                                    gammas, ks)
+    residuals = (w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, gammas, ks)
     return (LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH), residuals
 
 
 def _recurrence_bwd(residuals, cotangents):
-    w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0 = residuals
+    w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, gammas, ks = residuals
     d_final, dhs_TxBxH = cotangents
-    batch_hidden = jax.ShapeDtypeStruct(state0.h.shape, jnp.float32)
-    # dz_t is written over the gates of step t, which no earlier step reads
-    backward = jax.ffi.ffi_call(BACKWARD_TARGET, (jax.ShapeDtypeStruct(gates_TxBxG.shape, jnp.float32),
-                                                  batch_hidden, batch_hidden),
-                                vmap_method="sequential", input_output_aliases={0: 0})
-    dzs_TxBxG, dh0_BxH, dc0_BxH = backward(gates_TxBxG, cs_TxBxH, state0.c, masks_TxB, resets_TxB,
-                                           packed_weight_t(w_h_HxG), u_3xH, dhs_TxBxH, d_final.h, d_final.c)
-    keep_TxBx1 = (1 - resets_TxB)[..., None]
-    # h'_{t-1}: h0, h_1, ..., h_{T-1}, zero after a reset; dW_h = Σ_t h'ᵀ dz_t as one matmul
-    h_prev_TxBxH = jnp.concatenate([state0.h[None], hs_TxBxH[:-1]], axis=0) * keep_TxBx1
+    shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+    # dz_t is written over the gates of step t, dγ_t over γ_t and dk_t over k_t: each is read
+    # at step t only
+    backward = jax.ffi.ffi_call(BACKWARD_TARGET, (shape(gates_TxBxG), shape(gammas), shape(ks), shape(state0.h),
+                                                  shape(state0.c), shape(u_3xH)),
+                                vmap_method="sequential", input_output_aliases={0: 0, 7: 1, 8: 2})
+    h_prev_TxBxH = previous_steps(state0.h, hs_TxBxH, resets_TxB)
+    if gammas.size > 1:  # h' = γ ⊙ h_{t-1}: what the step's matmul read
+        h_prev_TxBxH = h_prev_TxBxH * gammas
+    dzs_TxBxG, d_gammas, d_ks, dh0_BxH, dc0_BxH, d_u_3xH = backward(
+            gates_TxBxG, cs_TxBxH, hs_TxBxH, state0.h, state0.c, masks_TxB, resets_TxB, gammas, ks,
+            packed_weight_t(w_h_HxG), u_3xH, dhs_TxBxH, d_final.h, d_final.c)
     d_hidden, n_gates_x_h = w_h_HxG.shape
-    dw_h_HxG = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)
+    dw_h_HxG = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)  # Σ_t h'ᵀ dz_t
     d_b = jnp.sum(dzs_TxBxG, axis=(0, 1))
-    # the peepholes: d u_i = Σ dz_i ⊙ C'_{t-1}, d u_f = Σ dz_f ⊙ C'_{t-1}, d u_o = Σ dz_o ⊙ C_t
-    # (a masked step has dz = 0, whatever its C)
-    c_prev_TxBxH = jnp.concatenate([state0.c[None], cs_TxBxH[:-1]], axis=0) * keep_TxBx1
-    dz_i, dz_f, _, dz_o = jnp.split(dzs_TxBxG, 4, axis=-1)
-    d_u_3xH = jnp.stack([jnp.sum(dz_i * c_prev_TxBxH, axis=(0, 1)), jnp.sum(dz_f * c_prev_TxBxH, axis=(0, 1)),
-                         jnp.sum(dz_o * cs_TxBxH, axis=(0, 1))])
-    return dw_h_HxG, d_b, d_u_3xH, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH)
+    # a one-element factor stands for none: its "cotangent" is the kernel's untouched input
+    d_gammas = d_gammas if gammas.size > 1 else jnp.zeros_like(gammas)
+    d_ks = d_ks if ks.size > 1 else jnp.zeros_like(ks)
+    return dw_h_HxG, d_b, d_u_3xH, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH), d_gammas, d_ks
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

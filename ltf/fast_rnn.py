@@ -8,8 +8,9 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
-Both hand `lstm`, `adaptive`, `time_aware` in float32 on CPU to `ltf.cpu_kernel` (the same function compiled;
-`kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything below is the XLA path.
+Both hand `lstm`, `adaptive`, `time_aware` (with or without GRU-D's decay) and `phased` in float32 on CPU to
+`ltf.cpu_kernel` (the same function compiled; `kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything
+below is the XLA path.
 
 Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
 reset at a string boundary) zero the carry before the step: (C, h)_{t-1} <- (1 - r_t)(C, h)_{t-1}.
@@ -60,6 +61,7 @@ import jax.numpy as jnp
 
 from ltf import cpu_kernel
 from ltf.cells.base import LSTM, LSTMState, Params
+from ltf.shapes import previous_steps
 
 # Read only by `cell.project` (w_x, b) or by the recurrent matmul (w_h): not differentiated per step.
 NOT_PER_STEP = ("w_x", "b", "w_h")
@@ -77,8 +79,8 @@ def recurrence(cell: LSTM, params: Params, zs_TxBxG, dts_TxBxK, masks_TxB, state
     kernel: "auto" (None: $LTF_CPU_KERNEL, else "auto") or "off" (`ltf.cpu_kernel.applies`).
     """
     if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # (b is in zs already)
-        return cpu_kernel.recurrence(params["w_h"], jnp.zeros_like(params["b"]), zs_TxBxG, masks_TxB, resets_TxB,
-                                     state0, cell.peephole_weights(params))
+        return cpu_kernel.cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0,
+                                          bias_in_step=False)
     return _recurrence(cell, unroll, False, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
@@ -97,8 +99,8 @@ def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LS
     # the bias joins z_t inside the step (fused into the step's own add), not in a pass over zs
     zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
     if cpu_kernel.applies(cell, zs_TxBxG, kernel):  # the kernel adds b inside its step too
-        return cpu_kernel.recurrence(params["w_h"], params["b"], zs_TxBxG, masks_TxB, resets_TxB, state0,
-                                     cell.peephole_weights(params))
+        return cpu_kernel.cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0,
+                                          bias_in_step=True)
     return _recurrence(cell, unroll, True, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
 
 
@@ -215,14 +217,6 @@ def _recurrent_weight_grad(cell, params, dw_rec_HxG) -> dict:
     return d_params
 
 
-def _previous(h0_BxH, hs_TxBxH, resets_TxB):
-    """h_{t-1} for every step, after its reset: h0, h_1, ..., h_{T-1}."""
-    h_prev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]], axis=0)
-    if resets_TxB is None:
-        return h_prev_TxBxH
-    return h_prev_TxBxH * (1 - resets_TxB)[..., None].astype(h_prev_TxBxH.dtype)
-
-
 def _backward(cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, h_prev_TxBxH, dts_TxBxK, masks_TxB,
               resets_TxB, d_final, dhs_TxBxH):
     """The reverse scan and dW_h after it. Returns (d params, dzs, d dts, d state0).
@@ -309,7 +303,7 @@ def _recurrence_bwd(cell, unroll, bias_in_step, residuals, cotangents):
     params, zfull_TxBxG, c_prev_TxBxH, hs_TxBxH, dts_TxBxK, masks_TxB, resets_TxB, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
     d_params, dzs_TxBxG, ddts_TxBxK, d_state0 = _backward(
-            cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, _previous(h0_BxH, hs_TxBxH, resets_TxB),
+            cell, unroll, params, zfull_TxBxG, c_prev_TxBxH, previous_steps(h0_BxH, hs_TxBxH, resets_TxB),
             dts_TxBxK, masks_TxB, resets_TxB, d_final, dhs_TxBxH)
     if bias_in_step:  # d b = Σ_t dz_t, as for any addend of z_t
         d_params["b"] = d_params["b"] + jnp.sum(dzs_TxBxG, axis=(0, 1))
@@ -362,7 +356,7 @@ def _remat_layer_bwd(cell, unroll, chunk, residuals, cotangents):
     params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH, hs_TxBxH, h0_BxH = residuals
     d_final, dhs_TxBxH = cotangents
     steps = (xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, c_prev_TxBxH,
-             _previous(h0_BxH, hs_TxBxH, resets_TxB), dhs_TxBxH)  # each T x ... (None stays None)
+             previous_steps(h0_BxH, hs_TxBxH, resets_TxB), dhs_TxBxH)  # each T x ... (None stays None)
 
     def chunk_backward(carry, piece):
         """The backward pass over one chunk of L steps, from the cotangents of its last carry."""

@@ -26,3 +26,12 @@ def time_chunks(a_Tx, n_chunks: int, chunk: int):
 def dense_init(key, d_in: int, d_out: int) -> dict:
     """The parameters of `dense`: w_IxO LeCun normal, b_O zeros."""
     return {"w": jax.nn.initializers.lecun_normal()(key, (d_in, d_out)), "b": jnp.zeros((d_out,))}
+
+
+def previous_steps(x0_BxH, xs_TxBxH, resets_TxB=None):
+    """x_{t-1} for every step t, after its reset: x0, x_1, ..., x_{T-1}, zero where r_t = 1 (the
+    carry a recurrence's step t read, from its initial carry and its outputs)."""
+    prev_TxBxH = jnp.concatenate([x0_BxH[None], xs_TxBxH[:-1]], axis=0)
+    if resets_TxB is None:
+        return prev_TxBxH
+    return prev_TxBxH * (1 - resets_TxB)[..., None].astype(prev_TxBxH.dtype)

@@ -1,8 +1,9 @@
-"""The compiled CPU kernel for the plain `lstm` (`ltf.cpu_kernel`): against a float64 NumPy
+"""The compiled CPU kernel for the LSTM recurrence (`ltf.cpu_kernel`): against a float64 NumPy
 reference and against `ltf.fast_rnn`'s XLA scans (values and gradients, masks, resets, carried
-state, shapes that do not fill the kernel's blocks), causality, vmap, when it applies, and its
-build errors."""
+state, shapes that do not fill the kernel's blocks; the peepholes, GRU-D's decay and Phased
+LSTM's time gate), causality, vmap, when it applies, and its build errors."""
 
+import functools
 import warnings
 
 import jax
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.skipif(not cpu_kernel.available(),
 SHAPES = [(7, 5, 32), (6, 9, 48), (1, 3, 16), (12, 16, 16)]
 
 
-def problem(T, B, H, seed=0, *, masks=True, resets=True, peepholes=False):
+def problem(T, B, H, seed=0, *, masks=True, resets=True, peepholes=False, factors=None):
+    """w_h, b, zs, masks, resets, state0, peepholes and, with `factors` ("decay" or "blend"), a
+    T x B x H factor in (0, 1] (γ_t, or k_t with some exact 0s and 1s, as a closed or open gate)."""
     rng = np.random.default_rng(seed)
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     w_h = f32(rng.normal(size=(H, 4 * H)) / np.sqrt(H))
@@ -33,10 +36,20 @@ def problem(T, B, H, seed=0, *, masks=True, resets=True, peepholes=False):
     r = f32(rng.uniform(size=(T, B)) > 0.8) if resets else None
     state = LSTMState(c=f32(rng.normal(size=(B, H))), h=f32(0.5 * rng.normal(size=(B, H))))
     u = {name: f32(0.5 * rng.normal(size=H)) for name in ("u_f", "u_i", "u_o")} if peepholes else None
-    return w_h, b, zs, m, r, state, u
+    if factors is None:
+        return w_h, b, zs, m, r, state, u
+    factor = rng.uniform(0.05, 1.0, size=(T, B, H))
+    if factors == "blend":
+        factor = np.where(rng.uniform(size=factor.shape) < 0.2, np.round(factor), factor)
+    return w_h, b, zs, m, r, state, u, f32(factor)
 
 
-def reference(w_h, b, zs, masks, resets, state, peepholes=None):
+def factor_kwargs(factors, factor):
+    """recurrence's keyword for the factor of `problem(..., factors=...)`."""
+    return {"decay_TxBxH": factor} if factors == "decay" else {"blend_TxBxH": factor} if factors else {}
+
+
+def reference(w_h, b, zs, masks, resets, state, peepholes=None, decay_TxBxH=None, blend_TxBxH=None):
     """The recurrence step by step in float64 NumPy (module doc of ltf/kernels/lstm_cpu.cc)."""
     u = {k: np.asarray(v, np.float64) for k, v in (peepholes or {}).items()}
     u_f, u_i, u_o = (u.get(name, 0.0) for name in ("u_f", "u_i", "u_o"))
@@ -47,24 +60,30 @@ def reference(w_h, b, zs, masks, resets, state, peepholes=None):
     masks = np.ones((T, B)) if masks is None else np.asarray(masks, np.float64)
     resets = np.zeros((T, B)) if resets is None else np.asarray(resets, np.float64)
     hs = []
+    gammas = np.ones((T, 1, 1)) if decay_TxBxH is None else np.asarray(decay_TxBxH, np.float64)
+    ks = np.ones((T, 1, 1)) if blend_TxBxH is None else np.asarray(blend_TxBxH, np.float64)
     for t in range(T):
         keep = (1 - resets[t])[:, None]
-        c, h = keep * c, keep * h  # (C', h')_{t-1}: zero where a sequence starts
-        z_i, z_f, z_g, z_o = np.split(zs[t] + b + h @ w_h, 4, axis=-1)
-        c_new = sigmoid(z_f + u_f * c) * c + sigmoid(z_i + u_i * c) * np.tanh(z_g)
+        c, h = keep * c, keep * h  # (C, h)_{t-1}: zero where a sequence starts
+        c_in, h_in = gammas[t] * c, gammas[t] * h  # C', h' after the decay
+        z_i, z_f, z_g, z_o = np.split(zs[t] + b + h_in @ w_h, 4, axis=-1)
+        c_new = sigmoid(z_f + u_f * c_in) * c_in + sigmoid(z_i + u_i * c_in) * np.tanh(z_g)
         h_new = sigmoid(z_o + u_o * c_new) * np.tanh(c_new)
+        c_new, h_new = ks[t] * c_new + (1 - ks[t]) * c_in, ks[t] * h_new + (1 - ks[t]) * h_in  # the time gate
         m = masks[t][:, None]
         c, h = m * c_new + (1 - m) * c, m * h_new + (1 - m) * h
         hs.append(h)
     return LSTMState(c, h), np.stack(hs)
 
 
-@pytest.mark.parametrize("peepholes", [False, True])
+@pytest.mark.parametrize("peepholes, factors", [(False, None), (True, None), (False, "decay"), (True, "blend")])
 @pytest.mark.parametrize("T, B, H", SHAPES)
-def test_values_equal_the_float64_reference(T, B, H, peepholes):
-    args = problem(T, B, H, peepholes=peepholes)
-    final, hs = jax.jit(cpu_kernel.recurrence)(*args)
-    ref_final, ref_hs = reference(*args)
+def test_values_equal_the_float64_reference(T, B, H, peepholes, factors):
+    args = problem(T, B, H, peepholes=peepholes, factors=factors)
+    kwargs = factor_kwargs(factors, args[-1]) if factors else {}
+    args = args[:7]
+    final, hs = jax.jit(functools.partial(cpu_kernel.recurrence, **kwargs))(*args)
+    ref_final, ref_hs = reference(*args, **kwargs)
     np.testing.assert_allclose(hs, ref_hs, atol=2e-6)
     np.testing.assert_allclose(final.c, ref_final.c, atol=2e-6)
     np.testing.assert_allclose(final.h, ref_final.h, atol=2e-6)
@@ -102,10 +121,16 @@ def test_values_and_gradients_equal_the_xla_scans(T, B, H, masks, resets, peepho
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5)
 
 
-def test_check_grads():
-    w_h, b, zs, m, r, state, u = problem(5, 3, 16, seed=3, peepholes=True)
-    run = lambda w_h, b, zs, c0, h0, u: cpu_kernel.recurrence(w_h, b, zs, m, r, LSTMState(c0, h0), u)[1]
-    check_grads(run, (w_h, b, zs, state.c, state.h, u), order=1, modes=("rev",), atol=2e-2, rtol=2e-2, eps=1e-2)
+@pytest.mark.parametrize("factors", [None, "decay", "blend"])
+def test_check_grads(factors):
+    w_h, b, zs, m, r, state, u, factor = problem(5, 3, 16, seed=3, peepholes=True, factors=factors or "decay")
+
+    def run(w_h, b, zs, c0, h0, u, factor):
+        kwargs = factor_kwargs(factors, factor)
+        return cpu_kernel.recurrence(w_h, b, zs, m, r, LSTMState(c0, h0), u, **kwargs)[1]
+    factor = 0.5 + 0.4 * factor  # away from the blend's exact 0 and 1: a finite difference must not cross them
+    check_grads(run, (w_h, b, zs, state.c, state.h, u, factor), order=1, modes=("rev",), atol=2e-2, rtol=2e-2,
+                eps=1e-2)
 
 
 def test_no_output_depends_on_a_later_input():
@@ -116,30 +141,50 @@ def test_no_output_depends_on_a_later_input():
     assert not np.allclose(hs[5:], hs_changed[5:])
 
 
-@pytest.mark.parametrize("name, options", [("lstm", {}), ("time_aware", {}), ("adaptive", {}),
-                                           ("time_aware", {"adaptive": True, "peepholes": True})])
-def test_the_fast_rnn_layer_takes_the_kernel_with_the_same_results(name, options):
-    """fast_rnn.layer on dense inputs (bias added inside the kernel's step; time_aware's Δt in the
-    projection; the peepholes) equals its XLA path, in the gradients of every parameter and input."""
-    T, B, D, H = 6, 5, 7, 32
+@pytest.mark.parametrize("name, options", [
+        ("lstm", {}), ("time_aware", {}), ("adaptive", {}), ("time_aware", {"adaptive": True, "peepholes": True}),
+        ("lstm", {"decay": True}), ("time_aware", {"adaptive": True, "peepholes": True, "decay": True}),
+        ("phased", {}), ("phased", {"time_params": "raw", "learn_r_on": False})])
+def test_the_fast_rnn_paths_take_the_kernel_with_the_same_results(name, options):
+    """fast_rnn.layer (bias added inside the kernel's step) and fast_rnn.recurrence (bias in zs) on
+    dense inputs, with masks, resets and a carried state, equal their XLA path in the gradients of
+    every parameter and input: time_aware's Δt in the projection, the peepholes, GRU-D's decay
+    (γ_t from Δt) and Phased LSTM's time gate (k_t from the absolute times)."""
+    T, B, D, H = 9, 5, 7, 32
     cell = make_cell(name, **options)
     params = cell.init(jax.random.key(0), D, H)
     params = {k: v + 0.1 * jax.random.normal(jax.random.key(i + 1), v.shape) for i, (k, v) in enumerate(params.items())}
+    if name == "phased":  # periods of a few steps, open a third of the time: k spans closed, rising and falling
+        params["shift"] = params["shift"] % 3.0
+        periods_H = jnp.linspace(2.0, 6.0, H)
+        if "log_tau" in params:
+            params["log_tau"] = jnp.log(periods_H)
+        else:
+            params["tau"] = periods_H
+        cell = cell.for_evaluation() if options else cell
     rng = np.random.default_rng(5)
     xs = jnp.asarray(rng.normal(size=(T, B, D)), jnp.float32)
-    dts = jnp.asarray(rng.exponential(size=(T, B, 1)), jnp.float32)
+    dts = rng.exponential(size=(T, B, 1))
+    dts = jnp.asarray(np.cumsum(dts, axis=0) if cell.uses_times else dts, jnp.float32)  # phased: absolute times
     masks = jnp.asarray(rng.uniform(size=(T, B)) > 0.2, jnp.float32)
-    state = LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))
+    resets = jnp.asarray(rng.uniform(size=(T, B)) > 0.85, jnp.float32)
+    c0_BxH, h0_BxH = (jnp.asarray(rng.normal(size=(B, H)), jnp.float32) for _ in range(2))
+    state = LSTMState(c0_BxH, h0_BxH)
     assert cpu_kernel.applies(cell, jnp.zeros((T, B, 4 * H), jnp.float32))
 
-    def loss(params, xs, dts, kernel):
-        _, hs = fast_rnn.layer(cell, params, xs, cell.time_features(params, dts), masks, state, kernel=kernel)
-        return jnp.sum(jnp.sin(hs))
+    def loss(params, xs, dts, state, kernel):
+        feats = cell.time_features(params, dts)
+        final, hs = fast_rnn.layer(cell, params, xs, feats, masks, state, resets_TxB=resets, kernel=kernel)
+        zs = fast_rnn.project(cell, params, xs, feats)
+        _, hs_rec = fast_rnn.recurrence(cell, params, zs, feats, masks, state, resets_TxB=resets, kernel=kernel)
+        return jnp.sum(jnp.sin(hs)) + jnp.sum(final.c ** 2) + jnp.sum(jnp.cos(hs_rec))
 
-    got = jax.grad(loss, argnums=(0, 1, 2))(params, xs, dts, "auto")
-    want = jax.grad(loss, argnums=(0, 1, 2))(params, xs, dts, "off")
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+    argnums = (0, 1, 2, 3)
+    got_value, got = jax.value_and_grad(loss, argnums=argnums)(params, xs, dts, state, "auto")
+    want_value, want = jax.value_and_grad(loss, argnums=argnums)(params, xs, dts, state, "off")
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=3e-5, err_msg=jax.tree_util.keystr(path))
 
 
 def test_vmap_over_parameters_equals_one_call_each():
@@ -150,16 +195,20 @@ def test_vmap_over_parameters_equals_one_call_each():
         np.testing.assert_allclose(batched[i], cpu_kernel.recurrence(w, b, zs, m, r, state)[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("name, options, plain", [
-        ("lstm", {}, True), ("lstm", {"forget_init": "chrono", "chrono_t_max": 10.0}, True),
-        ("time_aware", {}, True), ("time_aware", {"adaptive": True, "peepholes": True}, True), ("adaptive", {}, True),
-        ("adaptive", {"peepholes": True}, True),
-        ("lstm", {"decay": True}, False), ("lstm_noforget", {}, False), ("tlstm", {}, False),
-        ("phased", {}, False), ("gru", {}, False), ("ctlstm", {}, False), ("rglru", {}, False)])
-def test_applies_to_the_plain_lstm_step_only(name, options, plain):
+@pytest.mark.parametrize("name, options, step", [
+        ("lstm", {}, "plain"), ("lstm", {"forget_init": "chrono", "chrono_t_max": 10.0}, "plain"),
+        ("time_aware", {}, "plain"), ("time_aware", {"adaptive": True, "peepholes": True}, "plain"),
+        ("adaptive", {}, "plain"), ("adaptive", {"peepholes": True}, "plain"),
+        ("lstm", {"decay": True}, "decay"), ("time_aware", {"decay": True}, "decay"),
+        ("adaptive", {"peepholes": True, "decay": True}, "decay"),
+        ("phased", {}, "blend"), ("phased", {"time_params": "raw", "learn_r_on": False}, "blend"),
+        ("lstm_noforget", {}, None), ("tlstm", {}, None), ("gru", {}, None), ("grud", {}, None),
+        ("ctlstm", {}, None), ("rglru", {}, None), ("mlstm", {}, None)])
+def test_applies_to_the_cells_whose_step_it_has(name, options, step):
     cell = make_cell(name, **options)
     zs = jnp.zeros((2, 3, 64), jnp.float32)
-    assert cpu_kernel.applies(cell, zs) is plain
+    assert cpu_kernel.kernel_step(cell) == step
+    assert cpu_kernel.applies(cell, zs) is (step is not None)
 
 
 def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatch):

@@ -1,12 +1,17 @@
 // The forget-gate LSTM's recurrence over a whole sequence, forward and backward, as two XLA FFI
 // custom calls for the CPU (`ltf.cpu_kernel` compiles this file at first use and registers them).
 //
-//   z_t = zs_t + b + h'_{t-1} W_h                  (zs_t = x_t W_x, projected before the call)
-//   i = σ(z_i + u_i ⊙ C'_{t-1}),  f = σ(z_f + u_f ⊙ C'_{t-1}),  g = tanh(z_g)
-//   C_t = f ⊙ C'_{t-1} + i ⊙ g,  o = σ(z_o + u_o ⊙ C_t),  h_t = o ⊙ tanh(C_t)
+//   (C, h)_{t-1} <- (1 − r_t)(C, h)_{t-1}         (a reset zeroes the carry before the step)
+//   C' = γ_t ⊙ C_{t-1},  h' = γ_t ⊙ h_{t-1}        (GRU-D's decay; γ ≡ 1 without it)
+//   z_t = zs_t + b + h' W_h                        (zs_t = x_t W_x, projected before the call)
+//   i = σ(z_i + u_i ⊙ C'),  f = σ(z_f + u_f ⊙ C'),  g = tanh(z_g)
+//   C~ = f ⊙ C' + i ⊙ g,  o = σ(z_o + u_o ⊙ C~),  h~ = o ⊙ tanh(C~)
 //   (u: the diagonal peepholes of the adaptive forget gate and of Gers et al. 2002; zero without)
-//   (C', h')_{t-1} = (1 − r_t)(C, h)_{t-1}         (a reset zeroes the carry before the step)
-//   a masked step (m_t = 0) keeps (C', h')_{t-1} and emits h'_{t-1}.
+//   C_t = k_t ⊙ C~ + (1 − k_t) ⊙ C',  h_t = k_t ⊙ h~ + (1 − k_t) ⊙ h'
+//                                                  (Phased LSTM's time gate; k ≡ 1 without it)
+//   a masked step (m_t = 0) keeps (C, h)_{t-1} (after the reset, before the decay) and emits h_{t-1}.
+// γ and k depend on the times and parameters alone: the caller computes them for all steps
+// (T x B x H each, or one element when the cell has none) and gets their cotangents back.
 //
 // Why a kernel: XLA runs each step as several fused ops with thread-pool waits between them; the
 // step's matmul alone is most of the work, and here it is written so that the gate math runs on
@@ -17,14 +22,16 @@
 // barrier per step, since step t + 1 reads all of h_t.
 //
 // Backward, per step from T down to 1, in two phases with a barrier between them:
-//   1. per own unit: dh = dh_carry + dhs_t; with dh~ = m dh, dc~ = m dc:
-//      dz_o = dh~ tanh(C_t) o(1−o);  dC = dc~ + dh~ o (1 − tanh²C_t) + u_o dz_o;
-//      dz_i = dC g i(1−i), dz_f = dC C' f(1−f), dz_g = dC i (1−g²);
-//      dC' = dC f + u_f dz_f + u_i dz_i + (1 − m) dc
-//   2. per own unit: dh' = dz_t W_hᵀ + (1 − m) dh  (reads dz_t of every unit)
-//   then (dc, dh)_carry = (1 − r_t)(dC', dh').
-// dW_h = Σ_t h'ᵀ dz_t, d b = Σ_t dz_t and d u (from dz and C) are left to the caller: one large
-// matmul and two reductions after the scan.
+//   1. per own unit: dh = dh_carry + dhs_t; with dh~ = m k dh, dc~ = m k dc:
+//      dz_o = dh~ tanh(C~) o(1−o);  dC~ = dc~ + dh~ o (1 − tanh²C~) + u_o dz_o;
+//      dz_i = dC~ g i(1−i), dz_f = dC~ C' f(1−f), dz_g = dC~ i (1−g²);
+//      dC' = dC~ f + u_f dz_f + u_i dz_i + m(1 − k) dc;  dk = m (dh (h~ − h') + dc (C~ − C'));
+//      d u += (dz_i C', dz_f C', dz_o C~)
+//   2. per own unit: dh' = dz_t W_hᵀ + m(1 − k) dh  (reads dz_t of every unit);
+//      dγ = m (dh' h_{t-1} + dC' C_{t-1});  (dc, dh)_{t-1} = γ (dC', dh') (m = 1) or (dc, dh) (m = 0)
+//   then (dc, dh)_carry = (1 − r_t)(dc, dh)_{t-1}.
+// dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t are left to the caller: one large matmul and a
+// reduction after the scan.
 //
 // Activations are rational approximations (tanh as Eigen's float tanh, |error| < 4e-7;
 // σ(x) = (1 + tanh(x/2)) / 2), vectorised by the compiler with GCC's vector extensions.
@@ -134,11 +141,14 @@ inline int n_threads(const Shape& s) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), s.U())));
 }
 
-// One forward block: rows [b0, b0 + R) × units of block ub at step t.
+// One forward block: rows [b0, b0 + R) × units of block ub at step t. h_carry, c_carry: the
+// rows' carry after the reset; h_in: h' = γ ⊙ h_carry (h_carry itself without a decay), which the
+// matmul reads; gamma_t, k_t: B x H, or null for a cell without the decay or the time gate.
 template <int R>
 inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z_t, const float* bias,
-                          const float* peepholes, const float* w_block, const float* const* h_prev,
-                          const float* const* c_prev, const float* m_t, float* gates_t, float* c_t, float* h_t) {
+                          const float* peepholes, const float* w_block, const float* const* h_in,
+                          const float* const* h_carry, const float* const* c_carry, const float* gamma_t,
+                          const float* k_t, const float* m_t, float* gates_t, float* c_t, float* h_t) {
   const int64_t G = s.G(), H = s.H, u = ub * kLanes;
   v16 acc[R][4];
   for (int r = 0; r < R; ++r)
@@ -147,31 +157,37 @@ inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z
     const float* w = w_block + k * 4 * kLanes;
     const v16 w_i = load(w), w_f = load(w + kLanes), w_g = load(w + 2 * kLanes), w_o = load(w + 3 * kLanes);
     for (int r = 0; r < R; ++r) {
-      const float a = h_prev[r][k];
+      const float a = h_in[r][k];
       acc[r][0] += a * w_i; acc[r][1] += a * w_f; acc[r][2] += a * w_g; acc[r][3] += a * w_o;
     }
   }
   const v16 u_i = load(peepholes + u), u_f = load(peepholes + H + u), u_o = load(peepholes + 2 * H + u);
   for (int r = 0; r < R; ++r) {
-    const int64_t b = b0 + r;
-    const v16 c_in = load(c_prev[r] + u);
-    const v16 i = sigmoid16(acc[r][0] + u_i * c_in);  // i = σ(z_i + u_i ⊙ C'_{t-1})
-    const v16 f = sigmoid16(acc[r][1] + u_f * c_in);  // f = σ(z_f + u_f ⊙ C'_{t-1})
+    const int64_t b = b0 + r, row = b * H + u;
+    const v16 c_keep = load(c_carry[r] + u);
+    const v16 c_in = gamma_t ? load(gamma_t + row) * c_keep : c_keep;  // C' = γ ⊙ C_{t-1}
+    const v16 i = sigmoid16(acc[r][0] + u_i * c_in);  // i = σ(z_i + u_i ⊙ C')
+    const v16 f = sigmoid16(acc[r][1] + u_f * c_in);  // f = σ(z_f + u_f ⊙ C')
     const v16 g = tanh16(acc[r][2]);                  // g = tanh(z_g)
-    v16 c = f * c_in + i * g;                         // C_t = f ⊙ C'_{t-1} + i ⊙ g
-    const v16 o = sigmoid16(acc[r][3] + u_o * c);     // o = σ(z_o + u_o ⊙ C_t)
-    v16 h = o * tanh16(c);                            // h_t = o ⊙ tanh(C_t)
+    v16 c = f * c_in + i * g;                         // C~ = f ⊙ C' + i ⊙ g
+    const v16 o = sigmoid16(acc[r][3] + u_o * c);     // o = σ(z_o + u_o ⊙ C~)
+    v16 h = o * tanh16(c);                            // h~ = o ⊙ tanh(C~)
     float* gates = gates_t + b * G + u;
     store(gates, i); store(gates + H, f); store(gates + 2 * H, g); store(gates + 3 * H, o);
-    if (m_t[b] == 0.0f) { c = c_in; h = load(h_prev[r] + u); }  // a masked step keeps the carry
-    store(c_t + b * H + u, c);
-    store(h_t + b * H + u, h);
+    if (k_t) {  // C_t = k ⊙ C~ + (1 − k) ⊙ C',  h_t = k ⊙ h~ + (1 − k) ⊙ h'
+      const v16 k = load(k_t + row);
+      c = k * c + (1.0f - k) * c_in;
+      h = k * h + (1.0f - k) * load(h_in[r] + u);
+    }
+    if (m_t[b] == 0.0f) { c = c_keep; h = load(h_carry[r] + u); }  // a masked step keeps the carry
+    store(c_t + row, c);
+    store(h_t + row, h);
   }
 }
 
 void forward(const Shape& s, const float* zs, const float* bias, const float* peepholes, const float* w_packed,
-             const float* h0, const float* c0, const float* masks, const float* resets, float* gates, float* cs,
-             float* hs) {
+             const float* h0, const float* c0, const float* masks, const float* resets, const float* gammas,
+             const float* ks, float* gates, float* cs, float* hs) {
   const int64_t B = s.B, H = s.H, G = s.G();
   const std::vector<float> zeros(H, 0.0f);
   const int n = n_threads(s);
@@ -183,62 +199,88 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* pe
     const FlushDenormals flush;
     int64_t first, last;
     own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
-    std::vector<const float*> h_prev(B), c_prev(B);
+    std::vector<const float*> h_carry(B), c_carry(B), h_in(B);
+    // h' = γ ⊙ h_{t-1} for every unit, since the matmul reads them all: each thread decays its own
+    // copy (B·H multiplies against the step's B·H·4H multiply-adds), so that no barrier is added
+    std::vector<float> h_decayed(gammas ? B * H : 0);
     for (int64_t t = 0; t < s.T; ++t) {
       const float* h_before = t ? hs + (t - 1) * B * H : h0;
       const float* c_before = t ? cs + (t - 1) * B * H : c0;
+      const float* gamma_t = gammas ? gammas + t * B * H : nullptr;
+      const float* k_t = ks ? ks + t * B * H : nullptr;
       for (int64_t b = 0; b < B; ++b) {  // the carry after the step's reset
         const bool reset = resets[t * B + b] != 0.0f;
-        h_prev[b] = reset ? zeros.data() : h_before + b * H;
-        c_prev[b] = reset ? zeros.data() : c_before + b * H;
+        h_carry[b] = reset ? zeros.data() : h_before + b * H;
+        c_carry[b] = reset ? zeros.data() : c_before + b * H;
+        h_in[b] = h_carry[b];
+        if (gamma_t) {
+          float* decayed = h_decayed.data() + b * H;
+          for (int64_t j = 0; j < H; ++j) decayed[j] = gamma_t[b * H + j] * h_carry[b][j];
+          h_in[b] = decayed;
+        }
       }
       const float* z_t = zs + t * B * G;
       for (int64_t ub = first; ub < last; ++ub) {
         const float* w_block = w_packed + ub * H * 4 * kLanes;
         int64_t b0 = 0;
         for (; b0 + kForwardRows <= B; b0 += kForwardRows)
-          forward_block<kForwardRows>(s, ub, b0, z_t, bias, peepholes, w_block, &h_prev[b0], &c_prev[b0],
-                                      masks + t * B, gates + t * B * G, cs + t * B * H, hs + t * B * H);
+          forward_block<kForwardRows>(s, ub, b0, z_t, bias, peepholes, w_block, &h_in[b0], &h_carry[b0],
+                                      &c_carry[b0], gamma_t, k_t, masks + t * B, gates + t * B * G,
+                                      cs + t * B * H, hs + t * B * H);
         for (; b0 < B; ++b0)
-          forward_block<1>(s, ub, b0, z_t, bias, peepholes, w_block, &h_prev[b0], &c_prev[b0], masks + t * B,
-                           gates + t * B * G, cs + t * B * H, hs + t * B * H);
+          forward_block<1>(s, ub, b0, z_t, bias, peepholes, w_block, &h_in[b0], &h_carry[b0], &c_carry[b0],
+                           gamma_t, k_t, masks + t * B, gates + t * B * G, cs + t * B * H, hs + t * B * H);
       }
       barrier.wait();
     }
   }
 }
 
-// Phase 1 of a backward step for one row and unit block: dz_t, and dC' into dc_carry (before reset).
-inline void backward_gates(const Shape& s, int64_t b, int64_t u, float m, const float* gates_t,
-                           const float* c_t, const float* c_prev, const float* peepholes, const float* dhs_t,
-                           float* dh_total, float* dc_carry, float* dz_t) {
-  const int64_t G = s.G(), H = s.H;
-  const float* a = gates_t + b * G + u;
+// Phase 1 of a backward step for one row and unit block: dz_t over the gates; into dc_carry dC'
+// (before the decay; a masked step's dc as it is); into dh_direct what of dh reaches h' other than
+// through z_t; dk over k_t; d u. c_keep, h_keep: the step's carry after its reset (null: reset).
+inline void backward_gates(const Shape& s, int64_t b, int64_t u, float m, float* gates_dz_t, const float* c_keep,
+                           const float* h_keep, const float* gamma_t, float* k_dk_t, const float* peepholes,
+                           const float* dhs_t, const float* dh_carry, float* dh_direct, float* dc_carry,
+                           float* du) {
+  const int64_t G = s.G(), H = s.H, row = b * H + u;
+  float* a = gates_dz_t + b * G + u;
   const v16 i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
-  const v16 dh = load(dh_total + b * H + u) + load(dhs_t + b * H + u);
-  const v16 dc = load(dc_carry + b * H + u);
-  store(dh_total + b * H + u, dh);
-  const v16 tc = tanh16(load(c_t + b * H + u));
+  const v16 dh = load(dh_carry + row) + load(dhs_t + row);
+  const v16 dc = load(dc_carry + row);
+  const v16 gamma = gamma_t ? load(gamma_t + row) : splat(1.0f);
+  const v16 k = k_dk_t ? load(k_dk_t + row) : splat(1.0f);
+  const v16 c_in = c_keep ? gamma * load(c_keep + row) : splat(0.0f);  // C'
+  const v16 c_new = f * c_in + i * g;                                  // C~, as the forward step made it
+  const v16 tc = tanh16(c_new);
   const v16 u_i = load(peepholes + u), u_f = load(peepholes + H + u), u_o = load(peepholes + 2 * H + u);
-  const v16 dh_new = m * dh;
+  const v16 mk = m * k, pass = 1.0f - mk;  // pass: m(1 − k) + (1 − m), the share that skips the gates
+  const v16 dh_new = mk * dh;
   const v16 dz_o = dh_new * tc * o * (1.0f - o);
-  const v16 dc_new = m * dc + dh_new * o * (1.0f - tc * tc) + u_o * dz_o;  // o reads C_t through u_o
-  const v16 c_in = c_prev ? load(c_prev + b * H + u) : splat(0.0f);
+  const v16 dc_new = mk * dc + dh_new * o * (1.0f - tc * tc) + u_o * dz_o;  // o reads C~ through u_o
   const v16 dz_i = dc_new * g * i * (1.0f - i), dz_f = dc_new * c_in * f * (1.0f - f);
-  float* dz = dz_t + b * G + u;
-  store(dz, dz_i);
-  store(dz + H, dz_f);
-  store(dz + 2 * H, dc_new * i * (1.0f - g * g));
-  store(dz + 3 * H, dz_o);
-  // C'_{t-1} reaches C_t through f and, by the peepholes, through i and f themselves
-  store(dc_carry + b * H + u, dc_new * f + u_f * dz_f + u_i * dz_i + (1.0f - m) * dc);
+  store(a, dz_i);
+  store(a + H, dz_f);
+  store(a + 2 * H, dc_new * i * (1.0f - g * g));
+  store(a + 3 * H, dz_o);
+  // C' reaches C~ through f and, by the peepholes, through i and f themselves
+  store(dc_carry + row, dc_new * f + u_f * dz_f + u_i * dz_i + pass * dc);
+  store(dh_direct + row, pass * dh);
+  if (k_dk_t) {  // dk = m (dh (h~ − h') + dc (C~ − C'))
+    const v16 h_in = h_keep ? gamma * load(h_keep + row) : splat(0.0f);
+    store(k_dk_t + row, m * (dh * (o * tc - h_in) + dc * (c_new - c_in)));
+  }
+  store(du + u, load(du + u) + dz_i * c_in);  // d u_i += dz_i C', d u_f += dz_f C', d u_o += dz_o C~
+  store(du + H + u, load(du + H + u) + dz_f * c_in);
+  store(du + 2 * H + u, load(du + 2 * H + u) + dz_o * c_new);
 }
 
-// Phase 2 for rows [b0, b0 + R) of unit block ub: dh' = dz_t W_hᵀ + (1 − m) dh, then the reset.
+// Phase 2 for rows [b0, b0 + R) of unit block ub: dh' = dz_t W_hᵀ + dh_direct; with a decay dγ
+// over γ_t and (dC', dh') scaled by γ; then the reset.
 template <int R>
 inline void backward_matmul(const Shape& s, int64_t ub, int64_t b0, const float* dz_t, const float* wt_block,
-                            const float* m_t, const float* r_t, const float* dh_total, float* dh_carry,
-                            float* dc_carry) {
+                            const float* m_t, const float* r_t, const float* c_before, const float* h_before,
+                            float* gamma_dgamma_t, const float* dh_direct, float* dh_carry, float* dc_carry) {
   const int64_t G = s.G(), H = s.H, u = ub * kLanes;
   v16 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = splat(0.0f);
@@ -247,23 +289,35 @@ inline void backward_matmul(const Shape& s, int64_t ub, int64_t b0, const float*
     for (int r = 0; r < R; ++r) acc[r] += dz_t[(b0 + r) * G + k] * w;
   }
   for (int r = 0; r < R; ++r) {
-    const int64_t b = b0 + r;
+    const int64_t b = b0 + r, row = b * H + u;
+    v16 dh = acc[r] + load(dh_direct + row), dc = load(dc_carry + row);
+    if (gamma_dgamma_t) {
+      const v16 gamma = load(gamma_dgamma_t + row);
+      v16 d_gamma = splat(0.0f);
+      if (m_t[b] != 0.0f) {  // dγ = dh' ⊙ h_{t-1} + dC' ⊙ C_{t-1};  (dc, dh)_{t-1} = γ ⊙ (dC', dh')
+        if (r_t[b] == 0.0f) d_gamma = dh * load(h_before + row) + dc * load(c_before + row);
+        dh = gamma * dh;
+        dc = gamma * dc;
+      }
+      store(gamma_dgamma_t + row, d_gamma);
+    }
     const float keep = 1.0f - r_t[b];
-    const v16 dh = acc[r] + (1.0f - m_t[b]) * load(dh_total + b * H + u);
-    store(dh_carry + b * H + u, keep * dh);
-    store(dc_carry + b * H + u, keep * load(dc_carry + b * H + u));
+    store(dh_carry + row, keep * dh);
+    store(dc_carry + row, keep * dc);
   }
 }
 
-void backward(const Shape& s, const float* gates, const float* cs, const float* c0, const float* masks,
-              const float* resets, const float* wt_packed, const float* peepholes, const float* dhs,
-              const float* dh_final,
-              const float* dc_final, float* dzs, float* dh0, float* dc0) {
+// gates_dzs, gammas_dgammas, ks_dks: inputs read at step t and overwritten there with their
+// cotangents (the custom call aliases them); gammas, ks null for a cell without them.
+void backward(const Shape& s, float* gates_dzs, const float* cs, const float* hs, const float* h0, const float* c0,
+              const float* masks, const float* resets, float* gammas_dgammas, float* ks_dks, const float* wt_packed,
+              const float* peepholes, const float* dhs, const float* dh_final, const float* dc_final, float* dh0,
+              float* dc0, float* du) {
   const int64_t B = s.B, H = s.H, G = s.G();
-  // dh_carry: the cotangent of h_t (carry) as the reverse scan reaches step t; dh_total adds dhs_t
-  std::vector<float> dh_total(B * H, 0.0f);
+  std::vector<float> dh_direct(B * H, 0.0f);
   std::copy(dh_final, dh_final + B * H, dh0);  // dh0 and dc0 serve as the carries
   std::copy(dc_final, dc_final + B * H, dc0);
+  std::fill(du, du + 3 * H, 0.0f);
   const int n = n_threads(s);
   SpinBarrier barrier;
 #pragma omp parallel num_threads(n)
@@ -275,14 +329,15 @@ void backward(const Shape& s, const float* gates, const float* cs, const float* 
     own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const float* c_before = t ? cs + (t - 1) * B * H : c0;
+      const float* h_before = t ? hs + (t - 1) * B * H : h0;
+      float* gamma_t = gammas_dgammas ? gammas_dgammas + t * B * H : nullptr;
+      float* k_t = ks_dks ? ks_dks + t * B * H : nullptr;
       for (int64_t ub = first; ub < last; ++ub) {
-        // dh_total = dh_carry + dhs_t (phase 2 of step t + 1 left the carry in dh0)
         for (int64_t b = 0; b < B; ++b) {
-          const int64_t u = ub * kLanes;
-          store(dh_total.data() + b * H + u, load(dh0 + b * H + u));
-          const float* c_prev = resets[t * B + b] != 0.0f ? nullptr : c_before;
-          backward_gates(s, b, u, masks[t * B + b], gates + t * B * G, cs + t * B * H, c_prev, peepholes,
-                         dhs + t * B * H, dh_total.data(), dc0, dzs + t * B * G);
+          const bool reset = resets[t * B + b] != 0.0f;
+          backward_gates(s, b, ub * kLanes, masks[t * B + b], gates_dzs + t * B * G, reset ? nullptr : c_before,
+                         reset ? nullptr : h_before, gamma_t, k_t, peepholes, dhs + t * B * H, dh0,
+                         dh_direct.data(), dc0, du);
         }
       }
       barrier.wait();
@@ -290,11 +345,11 @@ void backward(const Shape& s, const float* gates, const float* cs, const float* 
         const float* wt_block = wt_packed + ub * G * kLanes;
         int64_t b0 = 0;
         for (; b0 + kBackRows <= B; b0 += kBackRows)
-          backward_matmul<kBackRows>(s, ub, b0, dzs + t * B * G, wt_block, masks + t * B, resets + t * B,
-                                     dh_total.data(), dh0, dc0);
+          backward_matmul<kBackRows>(s, ub, b0, gates_dzs + t * B * G, wt_block, masks + t * B, resets + t * B,
+                                     c_before, h_before, gamma_t, dh_direct.data(), dh0, dc0);
         for (; b0 < B; ++b0)
-          backward_matmul<1>(s, ub, b0, dzs + t * B * G, wt_block, masks + t * B, resets + t * B,
-                             dh_total.data(), dh0, dc0);
+          backward_matmul<1>(s, ub, b0, gates_dzs + t * B * G, wt_block, masks + t * B, resets + t * B, c_before,
+                             h_before, gamma_t, dh_direct.data(), dh0, dc0);
       }
       // no barrier: step t − 1's phase 1 reads and writes only this thread's units
     }
@@ -312,46 +367,68 @@ int64_t elements(const Buf& buffer) {
   return n;
 }
 
+// A time factor (γ or k): T x B x H, or one element for a cell without it (then null).
+template <typename Buf>
+bool time_factor(const Shape& s, const Buf& buffer, bool* present) {
+  *present = elements(buffer) == s.T * s.B * s.H;
+  return *present || elements(buffer) == 1;
+}
+
 ffi::Error forward_impl(ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> peepholes,
                         ffi::Buffer<ffi::F32> w_packed, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
-                        ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::ResultBuffer<ffi::F32> gates,
-                        ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> hs) {
+                        ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> gammas,
+                        ffi::Buffer<ffi::F32> ks, ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> cs,
+                        ffi::ResultBuffer<ffi::F32> hs) {
   auto dims = zs.dimensions();
   if (dims.size() != 3) return check(false, "zs must be T x B x 4H");
   const Shape s{dims[0], dims[1], dims[2] / 4};
   ffi::Error e = check(dims[2] == 4 * s.H && s.H % kLanes == 0, "4H columns with H a multiple of 16");
   if (e.failure()) return e;
+  bool decays = false, blends = false;
   e = check(elements(bias) == s.G() && elements(peepholes) == 3 * s.H && elements(w_packed) == s.H * s.G() &&
-                elements(h0) == s.B * s.H &&
-                elements(c0) == s.B * s.H && elements(masks) == s.T * s.B && elements(resets) == s.T * s.B,
+                elements(h0) == s.B * s.H && elements(c0) == s.B * s.H && elements(masks) == s.T * s.B &&
+                elements(resets) == s.T * s.B && time_factor(s, gammas, &decays) && time_factor(s, ks, &blends),
             "operand sizes disagree with zs");
   if (e.failure()) return e;
   forward(s, zs.typed_data(), bias.typed_data(), peepholes.typed_data(), w_packed.typed_data(), h0.typed_data(),
-          c0.typed_data(),
-          masks.typed_data(), resets.typed_data(), gates->typed_data(), cs->typed_data(), hs->typed_data());
+          c0.typed_data(), masks.typed_data(), resets.typed_data(), decays ? gammas.typed_data() : nullptr,
+          blends ? ks.typed_data() : nullptr, gates->typed_data(), cs->typed_data(), hs->typed_data());
   return ffi::Error::Success();
 }
 
-ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0,
-                         ffi::Buffer<ffi::F32> masks, ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> wt_packed,
-                         ffi::Buffer<ffi::F32> peepholes, ffi::Buffer<ffi::F32> dhs, ffi::Buffer<ffi::F32> dh_final,
-                         ffi::Buffer<ffi::F32> dc_final,
-                         ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dh0,
-                         ffi::ResultBuffer<ffi::F32> dc0) {
+// The inputs aliased to outputs (gates to dz, γ to dγ, k to dk) are written through the outputs.
+ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> hs,
+                         ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> masks,
+                         ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> gammas, ffi::Buffer<ffi::F32> ks,
+                         ffi::Buffer<ffi::F32> wt_packed, ffi::Buffer<ffi::F32> peepholes,
+                         ffi::Buffer<ffi::F32> dhs, ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                         ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> d_gammas,
+                         ffi::ResultBuffer<ffi::F32> d_ks, ffi::ResultBuffer<ffi::F32> dh0,
+                         ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> du) {
   auto dims = cs.dimensions();
   if (dims.size() != 3) return check(false, "cs must be T x B x H");
   const Shape s{dims[0], dims[1], dims[2]};
-  ffi::Error e = check(s.H % kLanes == 0 && elements(gates) == s.T * s.B * s.G() && elements(c0) == s.B * s.H &&
-                           elements(masks) == s.T * s.B && elements(resets) == s.T * s.B &&
-                           elements(wt_packed) == s.H * s.G() && elements(peepholes) == 3 * s.H &&
-                           elements(dhs) == s.T * s.B * s.H &&
-                           elements(dh_final) == s.B * s.H && elements(dc_final) == s.B * s.H,
+  bool decays = false, blends = false;
+  ffi::Error e = check(s.H % kLanes == 0 && elements(gates) == s.T * s.B * s.G() &&
+                           elements(hs) == s.T * s.B * s.H && elements(h0) == s.B * s.H &&
+                           elements(c0) == s.B * s.H && elements(masks) == s.T * s.B &&
+                           elements(resets) == s.T * s.B && time_factor(s, gammas, &decays) &&
+                           time_factor(s, ks, &blends) && elements(wt_packed) == s.H * s.G() &&
+                           elements(peepholes) == 3 * s.H && elements(dhs) == s.T * s.B * s.H &&
+                           elements(dh_final) == s.B * s.H && elements(dc_final) == s.B * s.H &&
+                           elements(*dzs) == elements(gates) && elements(*d_gammas) == elements(gammas) &&
+                           elements(*d_ks) == elements(ks) && elements(*du) == 3 * s.H,
                        "operand sizes disagree with cs");
   if (e.failure()) return e;
-  backward(s, gates.typed_data(), cs.typed_data(), c0.typed_data(), masks.typed_data(), resets.typed_data(),
-           wt_packed.typed_data(), peepholes.typed_data(), dhs.typed_data(), dh_final.typed_data(),
-           dc_final.typed_data(),
-           dzs->typed_data(), dh0->typed_data(), dc0->typed_data());
+  // without aliasing (XLA may copy an aliased input that is still in use) the output starts as the input
+  auto start_as = [](const float* in, float* out, int64_t n) { if (in != out) std::copy(in, in + n, out); };
+  start_as(gates.typed_data(), dzs->typed_data(), elements(gates));
+  if (decays) start_as(gammas.typed_data(), d_gammas->typed_data(), elements(gammas));
+  if (blends) start_as(ks.typed_data(), d_ks->typed_data(), elements(ks));
+  backward(s, dzs->typed_data(), cs.typed_data(), hs.typed_data(), h0.typed_data(), c0.typed_data(),
+           masks.typed_data(), resets.typed_data(), decays ? d_gammas->typed_data() : nullptr,
+           blends ? d_ks->typed_data() : nullptr, wt_packed.typed_data(), peepholes.typed_data(), dhs.typed_data(),
+           dh_final.typed_data(), dc_final.typed_data(), dh0->typed_data(), dc0->typed_data(), du->typed_data());
   return ffi::Error::Success();
 }
 
@@ -367,6 +444,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmForward, forward_impl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C0, B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // masks, T x B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // resets, T x B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // γ, T x B x H (or 1: no decay)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // k, T x B x H (or 1: no time gate)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gates (i, f, g, o activated), T x B x 4H
                                   .Ret<ffi::Buffer<ffi::F32>>()  // C_t, T x B x H
                                   .Ret<ffi::Buffer<ffi::F32>>());  // h_t, T x B x H
@@ -375,14 +454,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LtfLstmBackward, backward_impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gates, T x B x 4H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C_t, T x B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_t, T x B x H
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0, B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C0, B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // masks, T x B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // resets, T x B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // γ, T x B x H (or 1)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // k, T x B x H (or 1)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W_hᵀ packed, H/16 x 4H x 16
                                   .Arg<ffi::Buffer<ffi::F32>>()  // peepholes u_i, u_f, u_o: 3 x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d h_t, T x B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d h_T (final carry), B x H
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d C_T, B x H
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dz, T x B x 4H
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dγ, as γ
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dk, as k
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d h0, B x H
-                                  .Ret<ffi::Buffer<ffi::F32>>());  // d C0, B x H
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d C0, B x H
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // d u, 3 x H
