@@ -1,6 +1,6 @@
 """The forget-gate LSTM's recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`),
-forward and backward, called through `jax.ffi`: with its peepholes, GRU-D's decay before the step
-and Phased LSTM's time gate after it.
+forward and backward, called through `jax.ffi`: with its peepholes, GRU-D's decay before the step,
+Phased LSTM's time gate after it, or T-LSTM's discounted short-term memory.
 
     final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes,
                                  decay_TxBxH=None, blend_TxBxH=None)
@@ -11,16 +11,17 @@ float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step
 several fused ops with thread-pool waits between them, where the kernel computes a block's gates
 from the matmul's accumulators while they are in registers and meets the other threads once per
 step. dW_h = Σ_t h'ᵀ dz_t and d b = Σ_t dz_t stay one large matmul in XLA after the kernel's
-reverse pass, as in `ltf.fast_rnn`. The decay γ_t and the time gate k_t depend on the times and
-the parameters alone: they are computed for all steps before the call, and their parameters get
-gradients by autodiff through the cotangents the kernel returns for them.
+reverse pass, as in `ltf.fast_rnn` (and T-LSTM's dW_d = Σ_t C_{t-1}ᵀ dS~_t likewise). The decay
+γ_t, the time gate k_t and T-LSTM's g(Δt) depend on the times and the parameters alone: they are
+computed for all steps before the call, and their parameters get gradients by autodiff through
+the cotangents the kernel returns for them.
 
 `applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
 LTF_CPU_KERNEL=off) for the cells `kernel_step` names (`lstm`, `adaptive`, `time_aware`, each
-with or without `decay`, and `phased`) in float32 on the CPU backend with one device, when H is
-a multiple of 16 and the kernel is built; with "off" never. Remat layers, data-parallel programs
-and the other cells (`tlstm`, `ctlstm`, the GRUs, ...) run the XLA path.
+with or without `decay`, `phased` and `tlstm`) in float32 on the CPU backend with one device, when
+H is a multiple of 16 and the kernel is built; with "off" never. Remat layers, data-parallel
+programs and the other cells (`ctlstm`, the GRUs, ...) run the XLA path.
 
 The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
 OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
@@ -47,6 +48,7 @@ import jax.numpy as jnp
 from ltf.cells import decay as decay_lib
 from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.phased import Phased
+from ltf.cells.time_aware import TLSTM
 from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
@@ -81,7 +83,8 @@ def kernel_step(cell) -> str | None:
         any): `lstm` (any initialisation), `adaptive` (with or without the peepholes on i and
         o), `time_aware` (whose Δt enters through the projection);
     "decay": one of those with GRU-D's decay (`decay=True`), C', h' = γ_t ⊙ (C, h)_{t-1} first;
-    "blend": `phased`, whose time gate k_t blends the peephole LSTM's update with the carry.
+    "blend": `phased`, whose time gate k_t blends the peephole LSTM's update with the carry;
+    "short_term": `tlstm` (without decay), whose memory's short-term part is discounted by g(Δt).
     A subclass that overrides any part of the step is not recognised."""
     kind = type(cell)
     if not (isinstance(cell, LSTM) and cell.gates == LSTM.gates and cell.has_recurrent_matmul
@@ -89,6 +92,8 @@ def kernel_step(cell) -> str | None:
         return None
     if kind.gate_update is Phased.gate_update and not cell.changes_carry:
         return "blend"
+    if kind.gate_update is TLSTM.gate_update and not cell.changes_carry:
+        return "short_term"
     if kind.gate_update is not LSTM.gate_update or cell.reads_h_prev or kind.changes_carry is not LSTM.changes_carry:
         return None
     return "decay" if cell.decay else "plain"
@@ -98,14 +103,18 @@ def cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, st
                     bias_in_step: bool):
     """`recurrence` for a cell that `applies`, as `ltf.fast_rnn.recurrence` takes it: zs with the
     bias (`bias_in_step=False`) or without (True: the kernel adds b), and the time features
-    dts_TxBxK (`cell.time_features`), from which γ_t (`decay`) or k_t (`phased`: the features are
-    k_t itself) come for all steps at once."""
+    dts_TxBxK (`cell.time_features`), from which γ_t (`decay`), k_t (`phased`: the features are
+    k_t itself) or g(Δt) (`tlstm`) come for all steps at once."""
     step = kernel_step(cell)
     bias = params["b"] if bias_in_step else jnp.zeros_like(params["b"])
     decay = decay_lib.hidden_decay(params, dts_TxBxK) if step == "decay" else None
     blend = dts_TxBxK if step == "blend" else None
+    short_term = None
+    if step == "short_term":
+        g_TxBxH = jnp.broadcast_to(cell.elapsed_discount(dts_TxBxK), zs_TxBxG.shape[:2] + params["b_d"].shape)
+        short_term = (params["w_d"], params["b_d"], g_TxBxH)
     return recurrence(params["w_h"], bias, zs_TxBxG, masks_TxB, resets_TxB, state0, cell.peephole_weights(params),
-                      decay_TxBxH=decay, blend_TxBxH=blend)
+                      decay_TxBxH=decay, blend_TxBxH=blend, short_term=short_term)
 
 
 @functools.cache
@@ -177,72 +186,97 @@ def packed_weight_t(w_h_HxG):
 
 
 def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState,
-               peepholes: dict | None = None, *, decay_TxBxH=None, blend_TxBxH=None):
+               peepholes: dict | None = None, *, decay_TxBxH=None, blend_TxBxH=None, short_term=None):
     """The LSTM recurrence z_t = zs_t + b + h'_{t-1} W_h over T steps (time-major), with the
     diagonal peepholes in `peepholes` (u_f, u_i, u_o: H each, any of them; as
     `cell.peephole_weights` gives them), GRU-D's decay γ_t of the carry before each step
-    (`decay_TxBxH`) and Phased LSTM's blend with the time gate k_t after it (`blend_TxBxH`; the
-    module doc of ltf/kernels/lstm_cpu.cc has the equations). `masks_TxB`, `resets_TxB`, the
-    decay and the blend may be None. Returns (final LSTMState, hs_TxBxH); differentiable in w_h,
-    b, zs, the peepholes, state0, γ and k (masks and resets get no cotangent)."""
+    (`decay_TxBxH`), Phased LSTM's blend with the time gate k_t after it (`blend_TxBxH`) or
+    T-LSTM's discounted short-term memory (`short_term` = (w_d_HxH, b_d_H, g_TxBxH)); the module
+    doc of ltf/kernels/lstm_cpu.cc has the equations. `masks_TxB`, `resets_TxB`, the decay, the
+    blend and the short-term memory may be None. Returns (final LSTMState, hs_TxBxH);
+    differentiable in w_h, b, zs, the peepholes, state0, γ, k, W_d, b_d and g (masks and resets
+    get no cotangent)."""
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
     resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
     peepholes = peepholes or {}
     zero = jnp.zeros((n_gates_x_h // 4,), jnp.float32)
     u_3xH = jnp.stack([peepholes.get(name, zero) for name in ("u_i", "u_f", "u_o")])
-    none = jnp.ones((1,), jnp.float32)  # the kernel reads a one-element factor as "this cell has none"
-    gammas = none if decay_TxBxH is None else decay_TxBxH
-    ks = none if blend_TxBxH is None else blend_TxBxH
-    return _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks, resets, state0, gammas, ks)
+    none = jnp.ones((1,), jnp.float32)  # the kernel reads a one-element operand as "this cell has none"
+    w_d, b_d, g = short_term if short_term is not None else (none, none, none)
+    factors = {"gamma": none if decay_TxBxH is None else decay_TxBxH, "k": none if blend_TxBxH is None else blend_TxBxH,
+               "w_d": w_d, "b_d": b_d, "g": g}
+    return _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks, resets, state0, factors)
 
 
-def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
+def _present(a) -> bool:
+    return a.size > 1
+
+
+def _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, factors):
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     hidden = jax.ShapeDtypeStruct((n_steps, batch, n_gates_x_h // 4), jnp.float32)
     gates = jax.ShapeDtypeStruct(zs_TxBxG.shape, jnp.float32)
-    # the gates are written over zs (dead after the call), as fast_rnn's scans overwrite theirs:
+    short_term = hidden if _present(factors["w_d"]) else jax.ShapeDtypeStruct((1,), jnp.float32)
+    # W_d's columns per block of 16 units, as W_h's: packed_weight_t of W_dᵀ is [U][k][16]
+    w_d_packed = packed_weight_t(factors["w_d"].T) if _present(factors["w_d"]) else factors["w_d"]
+    # zs are read at step t only: the gates of step t are written over them (aliased), so XLA has
     # no T x B x 4H buffer of their own to allocate (page faults) and fill
-    return jax.ffi.ffi_call(FORWARD_TARGET, (gates, hidden, hidden), vmap_method="sequential",
+    return jax.ffi.ffi_call(FORWARD_TARGET, (gates, hidden, hidden, short_term), vmap_method="sequential",
                             input_output_aliases={0: 0})(
-            zs_TxBxG, b_G, u_3xH, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB, gammas, ks)
+            zs_TxBxG, b_G, u_3xH, packed_weight(w_h_HxG), state0.h, state0.c, masks_TxB, resets_TxB,
+            factors["gamma"], factors["k"], w_d_packed, factors["b_d"], factors["g"])
 
 
 @jax.custom_vjp
-def _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
-    _, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks)
+def _recurrence(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, factors):
+    _, cs_TxBxH, hs_TxBxH, _ = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, factors)
     return LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH
 
 
-def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, gammas, ks):
-    gates_TxBxG, cs_TxBxH, hs_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0,
-                                                    gammas, ks)
-    residuals = (w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, gammas, ks)
+def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0, factors):
+    gates_TxBxG, cs_TxBxH, hs_TxBxH, short_TxBxH = _forward_call(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB,
+                                                                 resets_TxB, state0, factors)
+    residuals = (w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, factors,
+                 short_TxBxH)
     return (LSTMState(cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH), residuals
 
 
 def _recurrence_bwd(residuals, cotangents):
-    w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, gammas, ks = residuals
+    w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, factors, short_TxBxH = residuals
     d_final, dhs_TxBxH = cotangents
-    shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
-    # dz_t is written over the gates of step t, dγ_t over γ_t and dk_t over k_t: each is read
-    # at step t only
+
+    def shape(a):
+        return jax.ShapeDtypeStruct(a.shape, jnp.float32)
+
+    gammas, ks, w_d, g = factors["gamma"], factors["k"], factors["w_d"], factors["g"]
+    # dz_t is written over the gates of step t, dγ_t over γ_t, dk_t over k_t, dS~_t over S_t and
+    # dg_t over g_t: each is read at step t only
     backward = jax.ffi.ffi_call(BACKWARD_TARGET, (shape(gates_TxBxG), shape(gammas), shape(ks), shape(state0.h),
-                                                  shape(state0.c), shape(u_3xH)),
-                                vmap_method="sequential", input_output_aliases={0: 0, 7: 1, 8: 2})
-    h_prev_TxBxH = previous_steps(state0.h, hs_TxBxH, resets_TxB)
-    if gammas.size > 1:  # h' = γ ⊙ h_{t-1}: what the step's matmul read
-        h_prev_TxBxH = h_prev_TxBxH * gammas
-    dzs_TxBxG, d_gammas, d_ks, dh0_BxH, dc0_BxH, d_u_3xH = backward(
+                                                  shape(state0.c), shape(u_3xH), shape(short_TxBxH), shape(g)),
+                                vmap_method="sequential", input_output_aliases={0: 0, 7: 1, 8: 2, 14: 6, 15: 7})
+    dzs_TxBxG, d_gammas, d_ks, dh0_BxH, dc0_BxH, d_u_3xH, d_short_TxBxH, d_g = backward(
             gates_TxBxG, cs_TxBxH, hs_TxBxH, state0.h, state0.c, masks_TxB, resets_TxB, gammas, ks,
-            packed_weight_t(w_h_HxG), u_3xH, dhs_TxBxH, d_final.h, d_final.c)
+            packed_weight_t(w_h_HxG), u_3xH, dhs_TxBxH, d_final.h, d_final.c, short_TxBxH, g,
+            packed_weight_t(w_d) if _present(w_d) else w_d)
     d_hidden, n_gates_x_h = w_h_HxG.shape
+    h_prev_TxBxH = previous_steps(state0.h, hs_TxBxH, resets_TxB)
+    if _present(gammas):  # h' = γ ⊙ h_{t-1}: what the step's matmul read
+        h_prev_TxBxH = h_prev_TxBxH * gammas
     dw_h_HxG = h_prev_TxBxH.reshape(-1, d_hidden).T @ dzs_TxBxG.reshape(-1, n_gates_x_h)  # Σ_t h'ᵀ dz_t
-    d_b = jnp.sum(dzs_TxBxG, axis=(0, 1))
-    # a one-element factor stands for none: its "cotangent" is the kernel's untouched input
-    d_gammas = d_gammas if gammas.size > 1 else jnp.zeros_like(gammas)
-    d_ks = d_ks if ks.size > 1 else jnp.zeros_like(ks)
-    return dw_h_HxG, d_b, d_u_3xH, dzs_TxBxG, None, None, LSTMState(c=dc0_BxH, h=dh0_BxH), d_gammas, d_ks
+    # a one-element operand stands for none: its "cotangent" is zero
+    d_factors = {name: jnp.zeros_like(a) for name, a in factors.items()}
+    if _present(gammas):
+        d_factors["gamma"] = d_gammas
+    if _present(ks):
+        d_factors["k"] = d_ks
+    if _present(w_d):  # S~ = C_{t-1} W_d + b_d: dW_d = Σ_t C_{t-1}ᵀ dS~_t, d b_d = Σ_t dS~_t
+        c_prev_TxBxH = previous_steps(state0.c, cs_TxBxH, resets_TxB)
+        d_factors["w_d"] = c_prev_TxBxH.reshape(-1, d_hidden).T @ d_short_TxBxH.reshape(-1, d_hidden)
+        d_factors["b_d"] = jnp.sum(d_short_TxBxH, axis=(0, 1))
+        d_factors["g"] = d_g
+    return (dw_h_HxG, jnp.sum(dzs_TxBxG, axis=(0, 1)), d_u_3xH, dzs_TxBxG, None, None,
+            LSTMState(c=dc0_BxH, h=dh0_BxH), d_factors)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -8,7 +8,7 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, state0)
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
-Both hand `lstm`, `adaptive`, `time_aware` (with or without GRU-D's decay) and `phased` in float32 on CPU to
+Both hand `lstm`, `adaptive`, `time_aware` (with or without GRU-D's decay), `phased` and `tlstm` in float32 on CPU to
 `ltf.cpu_kernel` (the same function compiled; `kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything
 below is the XLA path.
 

@@ -44,7 +44,7 @@ Columns (one table per model: "model" is char_lm or layer in the JSON rows):
   path          how x_t W_x is computed: "dense" (layer: one matmul over B·T inputs), "per_token"
                 (char LM: the looked-up embeddings times W_x; flax, torch, ltf when asked or when
                 V >= B·T), "per_vocab" (ltf char LM: gathered from the V x G table E W_x)
-  kernel        what ran ltf's recurrence: "cpu" (lstm, adaptive, time_aware, decay and phased in
+  kernel        what ran ltf's recurrence: "cpu" (lstm, adaptive, time_aware, decay, phased, tlstm in
                 `ltf.cpu_kernel`'s compiled kernel, the default on CPU where it applies) or "xla" (the scans
                 of `ltf.fast_rnn` and the other recurrences; impl ltf_xla forces them with LTF_CPU_KERNEL=off)
   tokens_per_s  B·T / step_ms

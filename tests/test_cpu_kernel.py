@@ -1,7 +1,7 @@
 """The compiled CPU kernel for the LSTM recurrence (`ltf.cpu_kernel`): against a float64 NumPy
 reference and against `ltf.fast_rnn`'s XLA scans (values and gradients, masks, resets, carried
-state, shapes that do not fill the kernel's blocks; the peepholes, GRU-D's decay and Phased
-LSTM's time gate), causality, vmap, when it applies, and its build errors."""
+state, shapes that do not fill the kernel's blocks; the peepholes, GRU-D's decay, Phased LSTM's
+time gate and T-LSTM's short-term memory), causality, vmap, when it applies, and its build errors."""
 
 import functools
 import warnings
@@ -25,8 +25,9 @@ SHAPES = [(7, 5, 32), (6, 9, 48), (1, 3, 16), (12, 16, 16)]
 
 
 def problem(T, B, H, seed=0, *, masks=True, resets=True, peepholes=False, factors=None):
-    """w_h, b, zs, masks, resets, state0, peepholes and, with `factors` ("decay" or "blend"), a
-    T x B x H factor in (0, 1] (γ_t, or k_t with some exact 0s and 1s, as a closed or open gate)."""
+    """w_h, b, zs, masks, resets, state0, peepholes and, with `factors` ("decay", "blend" or
+    "short_term"), a T x B x H factor in (0, 1] (γ_t, k_t with some exact 0s and 1s, as a closed or
+    open gate, or T-LSTM's (W_d, b_d, g_t))."""
     rng = np.random.default_rng(seed)
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     w_h = f32(rng.normal(size=(H, 4 * H)) / np.sqrt(H))
@@ -41,15 +42,20 @@ def problem(T, B, H, seed=0, *, masks=True, resets=True, peepholes=False, factor
     factor = rng.uniform(0.05, 1.0, size=(T, B, H))
     if factors == "blend":
         factor = np.where(rng.uniform(size=factor.shape) < 0.2, np.round(factor), factor)
+    if factors == "short_term":
+        return w_h, b, zs, m, r, state, u, (f32(rng.normal(size=(H, H)) / np.sqrt(H)), f32(rng.normal(size=H)),
+                                            f32(factor))
     return w_h, b, zs, m, r, state, u, f32(factor)
 
 
 def factor_kwargs(factors, factor):
     """recurrence's keyword for the factor of `problem(..., factors=...)`."""
-    return {"decay_TxBxH": factor} if factors == "decay" else {"blend_TxBxH": factor} if factors else {}
+    names = {"decay": "decay_TxBxH", "blend": "blend_TxBxH", "short_term": "short_term"}
+    return {names[factors]: factor} if factors else {}
 
 
-def reference(w_h, b, zs, masks, resets, state, peepholes=None, decay_TxBxH=None, blend_TxBxH=None):
+def reference(w_h, b, zs, masks, resets, state, peepholes=None, decay_TxBxH=None, blend_TxBxH=None,
+              short_term=None):
     """The recurrence step by step in float64 NumPy (module doc of ltf/kernels/lstm_cpu.cc)."""
     u = {k: np.asarray(v, np.float64) for k, v in (peepholes or {}).items()}
     u_f, u_i, u_o = (u.get(name, 0.0) for name in ("u_f", "u_i", "u_o"))
@@ -66,6 +72,9 @@ def reference(w_h, b, zs, masks, resets, state, peepholes=None, decay_TxBxH=None
         keep = (1 - resets[t])[:, None]
         c, h = keep * c, keep * h  # (C, h)_{t-1}: zero where a sequence starts
         c_in, h_in = gammas[t] * c, gammas[t] * h  # C', h' after the decay
+        if short_term is not None:  # T-LSTM: C' = C + (g − 1) tanh(C W_d + b_d)
+            w_d, b_d, g = (np.asarray(a, np.float64) for a in short_term)
+            c_in = c + (g[t] - 1) * np.tanh(c @ w_d + b_d)
         z_i, z_f, z_g, z_o = np.split(zs[t] + b + h_in @ w_h, 4, axis=-1)
         c_new = sigmoid(z_f + u_f * c_in) * c_in + sigmoid(z_i + u_i * c_in) * np.tanh(z_g)
         h_new = sigmoid(z_o + u_o * c_new) * np.tanh(c_new)
@@ -76,7 +85,8 @@ def reference(w_h, b, zs, masks, resets, state, peepholes=None, decay_TxBxH=None
     return LSTMState(c, h), np.stack(hs)
 
 
-@pytest.mark.parametrize("peepholes, factors", [(False, None), (True, None), (False, "decay"), (True, "blend")])
+@pytest.mark.parametrize("peepholes, factors", [(False, None), (True, None), (False, "decay"), (True, "blend"),
+                                                (False, "short_term")])
 @pytest.mark.parametrize("T, B, H", SHAPES)
 def test_values_equal_the_float64_reference(T, B, H, peepholes, factors):
     args = problem(T, B, H, peepholes=peepholes, factors=factors)
@@ -121,14 +131,18 @@ def test_values_and_gradients_equal_the_xla_scans(T, B, H, masks, resets, peepho
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5)
 
 
-@pytest.mark.parametrize("factors", [None, "decay", "blend"])
+@pytest.mark.parametrize("factors", [None, "decay", "blend", "short_term"])
 def test_check_grads(factors):
-    w_h, b, zs, m, r, state, u, factor = problem(5, 3, 16, seed=3, peepholes=True, factors=factors or "decay")
+    w_h, b, zs, m, r, state, u, factor = problem(5, 3, 16, seed=3, peepholes=factors != "short_term",
+                                                 factors=factors or "decay")
 
     def run(w_h, b, zs, c0, h0, u, factor):
         kwargs = factor_kwargs(factors, factor)
         return cpu_kernel.recurrence(w_h, b, zs, m, r, LSTMState(c0, h0), u, **kwargs)[1]
-    factor = 0.5 + 0.4 * factor  # away from the blend's exact 0 and 1: a finite difference must not cross them
+    if factors == "short_term":
+        factor = (*factor[:2], 0.5 + 0.4 * factor[2])
+    else:  # away from the blend's exact 0 and 1: a finite difference must not cross them
+        factor = 0.5 + 0.4 * factor
     check_grads(run, (w_h, b, zs, state.c, state.h, u, factor), order=1, modes=("rev",), atol=2e-2, rtol=2e-2,
                 eps=1e-2)
 
@@ -144,12 +158,13 @@ def test_no_output_depends_on_a_later_input():
 @pytest.mark.parametrize("name, options", [
         ("lstm", {}), ("time_aware", {}), ("adaptive", {}), ("time_aware", {"adaptive": True, "peepholes": True}),
         ("lstm", {"decay": True}), ("time_aware", {"adaptive": True, "peepholes": True, "decay": True}),
-        ("phased", {}), ("phased", {"time_params": "raw", "learn_r_on": False})])
+        ("phased", {}), ("phased", {"time_params": "raw", "learn_r_on": False}), ("tlstm", {})])
 def test_the_fast_rnn_paths_take_the_kernel_with_the_same_results(name, options):
     """fast_rnn.layer (bias added inside the kernel's step) and fast_rnn.recurrence (bias in zs) on
     dense inputs, with masks, resets and a carried state, equal their XLA path in the gradients of
     every parameter and input: time_aware's Δt in the projection, the peepholes, GRU-D's decay
-    (γ_t from Δt) and Phased LSTM's time gate (k_t from the absolute times)."""
+    (γ_t from Δt), Phased LSTM's time gate (k_t from the absolute times) and T-LSTM's W_d, b_d and
+    g(Δt)."""
     T, B, D, H = 9, 5, 7, 32
     cell = make_cell(name, **options)
     params = cell.init(jax.random.key(0), D, H)
@@ -202,7 +217,8 @@ def test_vmap_over_parameters_equals_one_call_each():
         ("lstm", {"decay": True}, "decay"), ("time_aware", {"decay": True}, "decay"),
         ("adaptive", {"peepholes": True, "decay": True}, "decay"),
         ("phased", {}, "blend"), ("phased", {"time_params": "raw", "learn_r_on": False}, "blend"),
-        ("lstm_noforget", {}, None), ("tlstm", {}, None), ("gru", {}, None), ("grud", {}, None),
+        ("tlstm", {}, "short_term"), ("tlstm", {"decay": True}, None),
+        ("lstm_noforget", {}, None), ("gru", {}, None), ("grud", {}, None),
         ("ctlstm", {}, None), ("rglru", {}, None), ("mlstm", {}, None)])
 def test_applies_to_the_cells_whose_step_it_has(name, options, step):
     cell = make_cell(name, **options)

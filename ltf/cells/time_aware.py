@@ -70,9 +70,14 @@ class TLSTM(LSTM):
         return {"w_d": jax.nn.initializers.orthogonal()(key, (d_hidden, d_hidden)),
                         "b_d": jnp.zeros((d_hidden,))}
 
+    @staticmethod
+    def elapsed_discount(dts_xK):
+        """g(Δt) = 1 / log(e + Δt) from the first column of Δt: ... x 1."""
+        return 1.0 / jnp.log(jnp.e + dts_xK[..., :1])
+
     def gate_update(self, params: Params, z_BxG, c_prev_BxH, h_prev_BxH, dt_BxK):
         del h_prev_BxH
         c_short = jnp.tanh(c_prev_BxH @ params["w_d"] + lead(params["b_d"], c_prev_BxH))  # C^S_{t-1}
-        decay = 1.0 / jnp.log(jnp.e + dt_BxK[:, :1])  # g(Δt), B x 1
+        decay = self.elapsed_discount(dt_BxK)  # g(Δt), B x 1
         c_adjusted = c_prev_BxH - c_short + decay * c_short  # C*_{t-1}
         return lstm_update(z_BxG, c_adjusted)
