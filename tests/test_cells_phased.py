@@ -183,6 +183,32 @@ def test_phase_is_periodic_in_the_absolute_time():
                                    atol=1e-12)
 
 
+def test_phase_in_float32_at_long_times_and_its_gradients_are_those_of_the_remainder():
+    """φ is computed as (t − s)/τ less its floor (vectorised, where XLA's remainder is not): in
+    float32 over two days in minutes it stays within the rounding that t − s itself carries, and
+    its gradients in log τ and s are those of mod(t − s, τ)/τ."""
+    cell, params, _, _, _ = setup()
+    t = jnp.linspace(0.0, 2880.0, 97, dtype=jnp.float32)
+    phi = np.asarray(cell.phase(params, t))
+    tau = np.exp(np.asarray(params["log_tau"], np.float64))
+    want = np.mod(np.asarray(t, np.float64)[:, None] - np.asarray(params["shift"], np.float64), tau) / tau
+    wrapped = np.abs(phi - want)
+    np.testing.assert_array_less(np.minimum(wrapped, 1 - wrapped), 1e-4)  # (0 and 1 are the same phase)
+    assert np.all((phi >= 0) & (phi <= 1))
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        t64 = jnp.asarray([0.3, 7.9, 123.4, 2000.1])
+
+        def remainder_form(p):
+            tau_1xH = jnp.exp(p["log_tau"])[None]
+            return jnp.sum(jnp.sin(3.0 * jnp.mod(t64[:, None] - p["shift"][None], tau_1xH) / tau_1xH))
+
+        got = jax.grad(lambda p: jnp.sum(jnp.sin(3.0 * cell.phase(p, t64))))(params64)
+        want = jax.grad(remainder_form)(params64)
+        for name in ("log_tau", "shift"):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-9, err_msg=name)
+
+
 @pytest.mark.slow  # 18 s on 2 busy cores; tests/test_fast_rnn.py compares phased's custom pass with autodiff by default
 @pytest.mark.parametrize("options", [{}, {"learn_r_on": False}, {"remat": True}],
                          ids=["learn_r_on", "fixed_r_on", "remat"])

@@ -159,7 +159,11 @@ class Phased(LSTM):
         """φ_...xH = ((t − s) mod τ) / τ, in [0, 1), at the absolute times t_... (any leading shape)."""
         tau_H = self.period(params)
         t_x1 = t_B[..., None]
-        return jnp.mod(t_x1 - lead(params["shift"], t_x1), lead(tau_H, t_x1)) / lead(tau_H, t_x1)
+        # (t − s)/τ less its floor: the same value as mod(t − s, τ)/τ to float rounding (of the
+        # order that t − s itself carries) and the same gradients, but vectorised: XLA's float
+        # remainder is a scalar libm call per element, 11 ms of the char LM's ~100 ms step
+        cycles = (t_x1 - lead(params["shift"], t_x1)) / lead(tau_H, t_x1)
+        return cycles - jnp.floor(cycles)
 
     def time_gate(self, params: Params, t_B: Array) -> Array:
         """k_...xH at the absolute times t_... (any leading shape)."""
