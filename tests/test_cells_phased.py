@@ -184,9 +184,9 @@ def test_phase_is_periodic_in_the_absolute_time():
 
 
 def test_phase_in_float32_at_long_times_and_its_gradients_are_those_of_the_remainder():
-    """φ is computed as (t − s)/τ less its floor (vectorised, where XLA's remainder is not): in
-    float32 over two days in minutes it stays within the rounding that t − s itself carries, and
-    its gradients in log τ and s are those of mod(t − s, τ)/τ."""
+    """φ is computed as t − s less a whole number of periods, then over τ (vectorised, where XLA's
+    remainder is not): in float32 over two days in minutes it stays within the rounding that t − s
+    itself carries, and its gradients in log τ and s are those of mod(t − s, τ)/τ."""
     cell, params, _, _, _ = setup()
     t = jnp.linspace(0.0, 2880.0, 97, dtype=jnp.float32)
     phi = np.asarray(cell.phase(params, t))
@@ -195,6 +195,12 @@ def test_phase_in_float32_at_long_times_and_its_gradients_are_those_of_the_remai
     wrapped = np.abs(phi - want)
     np.testing.assert_array_less(np.minimum(wrapped, 1 - wrapped), 1e-4)  # (0 and 1 are the same phase)
     assert np.all((phi >= 0) & (phi <= 1))
+    # as exact as the remainder: within a few float32 spacings of t − s (over τ) and of φ itself,
+    # not of (t − s)/τ, which the open window's slope 2/r_on would magnify
+    gap = np.abs(np.asarray(t, np.float32)[:, None] - np.asarray(params["shift"], np.float32))
+    bound = 4 * (np.spacing(gap) / tau + np.spacing(np.float32(want)))
+    near = np.minimum(wrapped, 1 - wrapped)
+    assert np.all(near <= bound), float(np.max(near / bound))
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         t64 = jnp.asarray([0.3, 7.9, 123.4, 2000.1])

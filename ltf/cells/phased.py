@@ -159,11 +159,17 @@ class Phased(LSTM):
         """φ_...xH = ((t − s) mod τ) / τ, in [0, 1), at the absolute times t_... (any leading shape)."""
         tau_H = self.period(params)
         t_x1 = t_B[..., None]
-        # (t − s)/τ less its floor: the same value as mod(t − s, τ)/τ to float rounding (of the
-        # order that t − s itself carries) and the same gradients, but vectorised: XLA's float
-        # remainder is a scalar libm call per element, 11 ms of the char LM's ~100 ms step
-        cycles = (t_x1 - lead(params["shift"], t_x1)) / lead(tau_H, t_x1)
-        return cycles - jnp.floor(cycles)
+        # mod(t − s, τ) as t − s − nτ with n = floor((t − s)/τ), not XLA's float remainder, a
+        # scalar libm call per element (11 ms of the char LM's ~100 ms step). Subtracting nτ
+        # before dividing keeps φ as exact as the remainder's for the first periods (φ − floor φ
+        # after dividing would round φ to the spacing of (t − s)/τ, which the steep open window,
+        # slope 2/r_on, magnifies); the two `where`s mend an n that rounding put one off.
+        gap = t_x1 - lead(params["shift"], t_x1)
+        tau_x = lead(tau_H, t_x1)
+        rest = gap - tau_x * jnp.floor(gap / tau_x)
+        rest = jnp.where(rest < 0, rest + tau_x, rest)
+        rest = jnp.where(rest >= tau_x, rest - tau_x, rest)
+        return rest / tau_x
 
     def time_gate(self, params: Params, t_B: Array) -> Array:
         """k_...xH at the absolute times t_... (any leading shape)."""
