@@ -3,8 +3,9 @@ forward and backward, called through `jax.ffi`: with its peepholes, GRU-D's deca
 Phased LSTM's time gate after it, or T-LSTM's discounted short-term memory.
 
     final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes,
-                                 decay_TxBxH=None, blend_TxBxH=None)
-    final, hs_TxBxH = cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0)
+                                 decay_TxBxH=None, blend_TxBxH=None, short_term=None)
+    final, hs_TxBxH = cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, state0,
+                                      bias_in_step=...)
 
 The same function and gradients as `ltf.fast_rnn`'s custom backward pass (tested to
 float32 rounding in tests/test_cpu_kernel.py), faster on CPU: XLA runs each step of a scan as

@@ -355,8 +355,8 @@ inline void backward_matmul(const Shape& s, int64_t ub, int64_t b0, const float*
   }
 }
 
-// gates_dzs, gammas_dgammas, ks_dks: inputs read at step t and overwritten there with their
-// cotangents (the custom call aliases them); gammas, ks null for a cell without them.
+// gates_dzs, gammas_dgammas, ks_dks (and st.g, st.s): inputs read at step t and overwritten there
+// with their cotangents (the custom call aliases them); gammas, ks null for a cell without them.
 void backward(const Shape& s, float* gates_dzs, const float* cs, const float* hs, const float* h0, const float* c0,
               const float* masks, const float* resets, float* gammas_dgammas, float* ks_dks, const float* wt_packed,
               const float* peepholes, const ShortTerm& st, const float* dhs, const float* dh_final,
@@ -465,7 +465,8 @@ ffi::Error forward_impl(ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> bias, ff
   return ffi::Error::Success();
 }
 
-// The inputs aliased to outputs (gates to dz, γ to dγ, k to dk) are written through the outputs.
+// The inputs aliased to outputs (gates to dz, γ to dγ, k to dk, S to dS~, g to dg) are written
+// through the outputs.
 ffi::Error backward_impl(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> hs,
                          ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> masks,
                          ffi::Buffer<ffi::F32> resets, ffi::Buffer<ffi::F32> gammas, ffi::Buffer<ffi::F32> ks,
