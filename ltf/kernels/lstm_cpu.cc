@@ -58,14 +58,17 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kLanes = 16;       // units per block: one vector per gate
-constexpr int kForwardRows = 4;  // batch rows per register block in the forward step (8 accumulators)
-constexpr int kBackRows = 8;     // batch rows per register block of dz_t W_hᵀ (16 accumulators)
+constexpr int kForwardRows = 4;  // batch rows per register block in the forward step (16 accumulators)
+constexpr int kBackRows = 8;     // batch rows per register block of dz_t W_hᵀ (8 accumulators; T-LSTM 16)
 
 typedef float v16 __attribute__((vector_size(64)));
 
 inline v16 load(const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 inline v16 splat(float x) { return v16{} + x; }
+// Keeps v in a register: without it GCC folds each use of a loaded W vector into its FMA as a
+// memory operand, one 64-byte load per FMA (R of them per vector) where one load would do
+inline void pin(v16& v) { asm("" : "+v"(v)); }
 
 // tanh(x) = x P(x²) / Q(x²) on |x| <= 7.905 (±1 to float precision beyond)
 inline v16 tanh16(v16 x) {
@@ -166,7 +169,7 @@ inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z
                           const float* k_t, const float* m_t, const ShortTerm& st, int64_t t, float* gates_t,
                           float* c_t, float* h_t) {
   const int64_t G = s.G(), H = s.H, u = ub * kLanes;
-  v16 acc[R][4], acc_s[R];
+  v16 acc[R][4], acc_s[R] = {};  // (acc_s: T-LSTM's S~; zero, and unused, for the other cells)
   if (st.present()) {  // S~ = C_{t-1} W_d + b_d for this block's 16 columns
     const float* wd_block = st.w_d + ub * H * kLanes;
     for (int r = 0; r < R; ++r) acc_s[r] = load(st.b_d + u);
@@ -179,7 +182,8 @@ inline void forward_block(const Shape& s, int64_t ub, int64_t b0, const float* z
     for (int g = 0; g < 4; ++g) acc[r][g] = load(z_t + (b0 + r) * G + g * H + u) + load(bias + g * H + u);
   for (int64_t k = 0; k < H; ++k) {  // z += h' W_h for this block's 4 × 16 columns
     const float* w = w_block + k * 4 * kLanes;
-    const v16 w_i = load(w), w_f = load(w + kLanes), w_g = load(w + 2 * kLanes), w_o = load(w + 3 * kLanes);
+    v16 w_i = load(w), w_f = load(w + kLanes), w_g = load(w + 2 * kLanes), w_o = load(w + 3 * kLanes);
+    pin(w_i); pin(w_f); pin(w_g); pin(w_o);
     for (int r = 0; r < R; ++r) {
       const float a = h_in[r][k];
       acc[r][0] += a * w_i; acc[r][1] += a * w_f; acc[r][2] += a * w_g; acc[r][3] += a * w_o;
