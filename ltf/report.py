@@ -217,7 +217,7 @@ def _figures(results: Sequence[RunResult], rows: list[dict], metric: str, workdi
 def write_report(workdir: str | Path, *, runs: Sequence[Run | dict] | None = None, metric: str | None = None,
                  title: str | None = None) -> dict[str, Path]:
     """results.md, results.csv and the figures in W (see the module docstring); returns their paths."""
-    workdir = Path(workdir)
+    workdir = Path(workdir).expanduser()
     results = collect(workdir, runs)
     metric = choose_metric(results, metric)
     rows = summarise(results, metric)

@@ -269,7 +269,7 @@ def run_sweep(sweep: Sweep, workdir: str | Path, *, jobs: int = 1, shard_spec: t
 
     `seeds_per_process` > 1 trains up to that many seeds of one arm in one process, vmapped
     (`scripts/train.py --seeds`); each still gets its own run dir, as if trained alone."""
-    workdir = Path(workdir).resolve()
+    workdir = Path(workdir).expanduser().resolve()  # '~/runs' quoted in the shell is still the home's
     runs = shard(sweep.runs, *shard_spec)
     rename_legacy_dirs(runs, workdir, out, dry_run=dry_run)
     done = [r.name for r in runs if is_finished(r, workdir / r.name)]

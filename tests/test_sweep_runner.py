@@ -79,6 +79,18 @@ def test_a_dry_run_lists_every_run_with_its_status_and_trains_nothing(tmp_path):
     assert not (workdir / runs[0].name).exists()
 
 
+def test_a_workdir_given_with_a_tilde_is_in_the_home_directory(tmp_path, monkeypatch):
+    # '~/runs' quoted in the shell reaches the sweep unexpanded: it must not become ./~/runs
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    sweep_runner.run_sweep(sweep.load_sweep(f"{CONFIG}:arms=lstm,seeds=1,smoke"), "~/runs", dry_run=True,
+                           out=lines.append)
+    assert f"workdir {tmp_path / 'home' / 'runs'}" in lines[0]
+    assert f"--workdir={tmp_path / 'home' / 'runs'}/" in "\n".join(lines)
+    assert not (tmp_path / "~").exists()
+
+
 # Four training processes, ~70 s on 2 cores: its parts are each in the default suite (the dry
 # run's statuses above, train.py and resuming in test_train.py, the report in test_report.py).
 @pytest.mark.slow
