@@ -55,6 +55,9 @@ Columns (one table per model: "model" is char_lm or layer in the JSON rows):
                 than ltf lstm); on the torch and flax rows it reads "torch is 1.3x ltf lstm"; in the
                 forward-backward table it is the time ratio fb_ms / fb_ms(ltf lstm) (1.25 = 25% more time)
   x_ltf_lstm_min  the same ratio from min_ms (less sensitive to other processes' load)
+  x_range       (--repeats > 1) the lowest and highest of the ratio over the repeats, each from one
+                repeat's step times (the repeats interleave, so each saw the same load): the spread
+                the median hides; the peer lines below the table give it too
   compile_s     wall time of the first step, compilation (JAX) or first-call overhead (torch) included
   base_rss_mb   peak RSS of the worker before its first step (interpreter, libraries, params, inputs)
   peak_rss_mb   peak RSS of the worker at the end (resource.getrusage(RUSAGE_SELF).ru_maxrss); the
@@ -140,9 +143,21 @@ def merge_repeats(runs: list[dict]) -> dict:
             row[k] = max(r[k] for r in ok)
     row["tokens_per_s"] = row["B"] * row["T"] / (row["step_ms"] / 1e3)
     row["repeats"] = len(ok)
-    if len(ok) > 1:
-        row["step_ms_all"] = [r["step_ms"] for r in ok]
+    if len(runs) > 1:  # per repeat, in order (None: that repeat failed), for the ratios' spread
+        row["step_ms_all"] = [r.get("step_ms") for r in runs]
     return row
+
+
+def repeat_ratios(row: dict, ref: dict, *, time_ratio: bool = False) -> list[float]:
+    """ref's step time over row's (row's over ref's with `time_ratio`) in each repeat both ran:
+    the repeats are interleaved, so repeat i of each row saw the same load."""
+    pairs = [(a, b) for a, b in zip(row.get("step_ms_all") or [], ref.get("step_ms_all") or [])
+             if a is not None and b is not None]
+    return [a / b if time_ratio else b / a for a, b in pairs]
+
+
+def _spread(ratios: list[float]) -> list[float] | None:
+    return [min(ratios), max(ratios)] if len(ratios) > 1 else None
 
 
 def with_defaults(rows: list[dict]) -> list[dict]:
@@ -165,6 +180,9 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             for col, ms in (("x_ltf_lstm", "step_ms"), ("x_ltf_lstm_min", "min_ms")):
                 ratio = r[ms] / ref[key(r)][ms]  # time ratio
                 r[col] = ratio if fb else 1.0 / ratio
+            spread = None if r is ref[key(r)] else _spread(repeat_ratios(r, ref[key(r)], time_ratio=fb))
+            if spread is not None:
+                r["x_range"] = spread
     for (model, B, T, H), lstm in ref.items():
         s = {"model": model, "B": B, "T": T, "H": H}
         for peer in PEERS:
@@ -172,11 +190,15 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             if p is not None:  # speed of ltf lstm relative to the peer (time ratio inverted)
                 s[f"ltf_lstm_vs_{peer}"] = p["step_ms"] / lstm["step_ms"]
                 s[f"ltf_lstm_vs_{peer}_min"] = p["min_ms"] / lstm["min_ms"]
+                if (spread := _spread(repeat_ratios(lstm, p))) is not None:
+                    s[f"ltf_lstm_vs_{peer}_range"] = spread
         summaries.append(s)
     return summaries
 
 
 def _fmt(v) -> str:
+    if isinstance(v, list):  # a spread [lowest, highest]
+        return "–".join(f"{x:.2f}" for x in v)
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
     return "" if v is None else str(v)
@@ -201,6 +223,9 @@ def model_markdown(model: str, rows: list[dict], summaries: list[dict], machine:
     if any(r.get("peak_device_mb") is not None for r in rows):  # an accelerator's memory, after the host's
         i = columns.index("peak_rss_mb") + 1
         columns = columns[:i] + ("peak_device_mb",) + columns[i:]
+    if any("x_range" in r for r in rows):  # repeated: the lowest and highest per-repeat ratio
+        i = columns.index("x_ltf_lstm_min") + 1
+        columns = columns[:i] + ("x_range",) + columns[i:]
     title = "forward+backward (value_and_grad, no optimiser)" if fb else "train step (fwd + bwd + Adam)"
     if machine.get("remat"):
         title += ", ltf with remat"
@@ -215,7 +240,8 @@ def model_markdown(model: str, rows: list[dict], summaries: list[dict], machine:
             lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
     lines.append("")
     for s in summaries:
-        parts = [f"{s[k]:.2f}x {peer} ({s[k + '_min']:.2f}x on the fastest steps)"
+        spread = lambda k: f"{_fmt(s[k + '_range'])} over the repeats, " if k + "_range" in s else ""  # noqa: E731
+        parts = [f"{s[k]:.2f}x {peer} ({spread(k)}{s[k + '_min']:.2f}x on the fastest steps)"
                  for peer in PEERS if (k := f"ltf_lstm_vs_{peer}") in s]
         if parts:
             lines.append(f"- ({s['B']},{s['T']},{s['H']}): ltf lstm speed = " + ", ".join(parts)

@@ -82,6 +82,28 @@ def test_one_table_per_model_with_its_own_ratios(bench):
     assert table.count("0.50x torch") == 2  # the same ratios per model: each model its own ltf lstm
 
 
+def test_repeats_give_the_spread_of_each_ratio_from_interleaved_step_times(bench):
+    rows = _fake_rows()
+    lstm, tlstm, flax = rows[0], rows[1], next(r for r in rows if r["impl"] == "flax")
+    lstm["step_ms_all"] = [5.0, 4.0, 6.0]
+    tlstm["step_ms_all"] = [10.0, 10.0, None]  # its third repeat failed: only repeats both ran count
+    flax["step_ms_all"] = [8.0, 8.0, 9.0]
+    summaries = bench.add_ratios(rows)
+    assert tlstm["x_range"] == pytest.approx([0.4, 0.5])  # 4/10 and 5/10, not a ratio of medians
+    assert "x_range" not in lstm and "x_range" not in rows[2]  # itself; a row run once
+    assert summaries[0]["ltf_lstm_vs_flax_range"] == pytest.approx([1.5, 2.0])  # 9/6, 8/4
+    table = bench.markdown(rows, summaries, {"cpu_count": 2})
+    assert _header(table)[0][_header(table)[0].index("x_ltf_lstm_min") + 1] == "x_range"
+    assert "| 0.40–0.50 |" in table and "1.50–2.00 over the repeats" in table
+
+
+def test_merged_repeats_keep_each_repeats_time_in_order(bench):
+    runs = [{"B": 1, "T": 2, "H": 3, "step_ms": ms, "min_ms": ms, "compile_s": 1.0, "base_rss_mb": 1.0,
+             "load_1m": 0.0, "peak_rss_mb": 1.0} for ms in (3.0, 1.0)]
+    row = bench.merge_repeats([runs[0], {"error": "exit 1"}, runs[1]])
+    assert row["step_ms_all"] == [3.0, None, 1.0] and row["repeats"] == 2 and row["step_ms"] == 2.0
+
+
 def test_accelerator_in_the_title_and_its_memory_column(bench):
     rows = _fake_rows()
     for r in rows:
