@@ -9,8 +9,7 @@ and dW_h is one large (T·B x H)ᵀ(T·B x G) matmul after the scan.
     final, hs_TxBxH = layer(cell, params, xs_TxBxD, dts_TxBxK, masks_TxB, state0, remat=...)
 
 Both hand `lstm`, `adaptive`, `time_aware` (with or without GRU-D's decay), `phased` and `tlstm` in float32 on CPU to
-`ltf.cpu_kernel` (the same function compiled; `kernel="off"` or LTF_CPU_KERNEL=off keeps it here); everything
-below is the XLA path.
+`ltf.cpu_kernel`, with remat `ltf.kernel_remat` (`kernel="off"` or LTF_CPU_KERNEL=off keeps them here): the rest is XLA.
 
 Resets (`resets_TxB`, 1 where a new sequence starts at step t inside the window: an external
 reset at a string boundary) zero the carry before the step: (C, h)_{t-1} <- (1 - r_t)(C, h)_{t-1}.
@@ -42,14 +41,13 @@ fusions read a plain buffer ~3.5x faster than a dynamic slice of the scanned inp
 autodiff path keeps the plain scan (the carried slice would make `jax.grad` accumulate a T-long
 cotangent buffer at every step).
 
-`layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the
-previous layer's output, stored anyway). Its forward pass projects and runs the steps a chunk
-at a time, and its backward pass goes through them in chunks of
-`remat_chunk` (REMAT_CHUNK = 256), last chunk first: per chunk it recomputes zs = project(xs) and
-z = zs + h_{t-1} W_h as two large matmuls (not by rerunning the scan), runs the reverse scan over
-the chunk from the carried (dC, dh), and adds the chunk's share of dW_h, dW_x, ... and dxs. So
-pre-activations and their cotangents (G = 4H per token each) are live for one chunk at a time,
-not for all T steps: at B = 8, T = 16,384, H = 256 that is 2 x 8 MiB instead of 2 x 512 MiB.
+`layer(..., remat=True)` stores only C_{t-1} and h_t (2H per token; the inputs xs are the previous
+layer's output, stored anyway). It projects and runs the steps a chunk at a time, then goes back
+through chunks of `remat_chunk` (REMAT_CHUNK = 256) steps, last first: per chunk it recomputes
+zs = project(xs) and z = zs + h_{t-1} W_h as two large matmuls (not by rerunning the scan), runs
+the reverse scan from the carried (dC, dh), and adds the chunk's share of dW_h, dW_x, ... and dxs:
+pre-activations and their cotangents (4H per token each) live for one chunk at a time (2 x 8 MiB, not 2 x 512, at
+B, T, H = 8, 16,384, 256).
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ltf import cpu_kernel
+from ltf import cpu_kernel, kernel_remat
 from ltf.cells.base import LSTM, LSTMState, Params
 from ltf.shapes import previous_steps
 
@@ -89,12 +87,16 @@ def layer(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK, masks_TxB, state0: LS
           kernel: str | None = None):
     """`cell.project` for all steps, then `recurrence`. Returns (final LSTMState, hs_TxBxH).
 
-    remat: store only C_{t-1}, h_t and recompute the pre-activations in the backward pass,
-    `remat_chunk` steps at a time (always the scans here, whatever `kernel` says).
+    remat: store C_{t-1}, h_t (the scans) or each chunk's first carry (the kernel: `ltf.kernel_remat`)
+    and recompute the rest in the backward pass, `remat_chunk` steps at a time.
     """
     if remat:
         if remat_chunk < 1:
             raise ValueError(f"remat_chunk={remat_chunk}: must be a positive number of steps.")
+        zs_like = jax.ShapeDtypeStruct(xs_TxBxD.shape[:2] + params["b"].shape, jnp.result_type(xs_TxBxD, params["b"]))
+        if cpu_kernel.applies(cell, zs_like, kernel):
+            return kernel_remat.layer(cell, project_without_bias, remat_chunk, params, xs_TxBxD, dts_TxBxK,
+                                      masks_TxB, resets_TxB, state0)
         return _remat_layer(cell, unroll, remat_chunk, params, xs_TxBxD, dts_TxBxK, masks_TxB, resets_TxB, state0)
     # the bias joins z_t inside the step (fused into the step's own add), not in a pass over zs
     zs_TxBxG = project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
@@ -108,6 +110,10 @@ def without_bias(params: Params) -> Params:
     """params with b = 0: `cell.project` then gives the pre-activations without the bias (every
     cell adds b to z as its last term; XLA drops the add of zeros)."""
     return {**params, "b": jnp.zeros_like(params["b"])}
+
+
+def project_without_bias(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK):
+    return project(cell, without_bias(params), xs_TxBxD, dts_TxBxK)
 
 
 def project(cell: LSTM, params: Params, xs_TxBxD, dts_TxBxK):

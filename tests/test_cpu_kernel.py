@@ -160,8 +160,8 @@ def test_no_output_depends_on_a_later_input():
         ("lstm", {"decay": True}), ("time_aware", {"adaptive": True, "peepholes": True, "decay": True}),
         ("phased", {}), ("phased", {"time_params": "raw", "learn_r_on": False}), ("tlstm", {})])
 def test_the_fast_rnn_paths_take_the_kernel_with_the_same_results(name, options):
-    """fast_rnn.layer (bias added inside the kernel's step) and fast_rnn.recurrence (bias in zs) on
-    dense inputs, with masks, resets and a carried state, equal their XLA path in the gradients of
+    """fast_rnn.layer (bias added inside the kernel's step), with remat too, and fast_rnn.recurrence
+    (bias in zs) on dense inputs, with masks, resets and a carried state, equal their XLA path in the gradients of
     every parameter and input: time_aware's Δt in the projection, the peepholes, GRU-D's decay
     (γ_t from Δt), Phased LSTM's time gate (k_t from the absolute times) and T-LSTM's W_d, b_d and
     g(Δt)."""
@@ -192,7 +192,11 @@ def test_the_fast_rnn_paths_take_the_kernel_with_the_same_results(name, options)
         final, hs = fast_rnn.layer(cell, params, xs, feats, masks, state, resets_TxB=resets, kernel=kernel)
         zs = fast_rnn.project(cell, params, xs, feats)
         _, hs_rec = fast_rnn.recurrence(cell, params, zs, feats, masks, state, resets_TxB=resets, kernel=kernel)
-        return jnp.sum(jnp.sin(hs)) + jnp.sum(final.c ** 2) + jnp.sum(jnp.cos(hs_rec))
+        # remat in chunks of 4 steps: two chunks and a one-step tail (ltf.kernel_remat; off: the scans')
+        final_remat, hs_remat = fast_rnn.layer(cell, params, xs, feats, masks, state, resets_TxB=resets,
+                                               kernel=kernel, remat=True, remat_chunk=4)
+        return (jnp.sum(jnp.sin(hs)) + jnp.sum(final.c ** 2) + jnp.sum(jnp.cos(hs_rec))
+                + jnp.sum(jnp.tanh(2 * hs_remat)) + jnp.sum(final_remat.h ** 3))
 
     argnums = (0, 1, 2, 3)
     got_value, got = jax.value_and_grad(loss, argnums=argnums)(params, xs, dts, state, "auto")
@@ -200,6 +204,34 @@ def test_the_fast_rnn_paths_take_the_kernel_with_the_same_results(name, options)
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=3e-5, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 8, 13])  # every step alone; chunks and a tail; one chunk; longer than T
+def test_remat_on_the_kernel_equals_the_kernel_without_remat(chunk):
+    """ltf.kernel_remat against the kernel's own layer (no remat) in values and every gradient,
+    and the kernel is what ran it."""
+    T, B, D, H = 8, 3, 5, 16
+    cell = make_cell("tlstm")
+    params = cell.init(jax.random.key(1), D, H)
+    rng = np.random.default_rng(2)
+    xs = jnp.asarray(rng.normal(size=(T, B, D)), jnp.float32)
+    dts = jnp.asarray(rng.exponential(size=(T, B, 1)), jnp.float32)
+    masks = jnp.asarray(rng.uniform(size=(T, B)) > 0.2, jnp.float32)
+    resets = jnp.asarray(rng.uniform(size=(T, B)) > 0.8, jnp.float32)
+    state = LSTMState(*(jnp.asarray(rng.normal(size=(B, H)), jnp.float32) for _ in range(2)))
+
+    def loss(params, xs, dts, state, remat):
+        final, hs = fast_rnn.layer(cell, params, xs, dts, masks, state, resets_TxB=resets, remat=remat,
+                                   remat_chunk=chunk)
+        return jnp.sum(jnp.sin(hs) * jnp.arange(T)[:, None, None]) + jnp.sum(final.c ** 2) + jnp.sum(final.h)
+
+    grad = functools.partial(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)), params, xs, dts, state)
+    (got_value, got), (want_value, want) = grad(True), grad(False)
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+    program = str(jax.make_jaxpr(jax.grad(functools.partial(loss, remat=True)))(params, xs, dts, state))
+    assert cpu_kernel.FORWARD_TARGET in program and cpu_kernel.BACKWARD_TARGET in program
 
 
 def test_vmap_over_parameters_equals_one_call_each():
