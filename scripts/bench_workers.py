@@ -195,9 +195,9 @@ def kernel_setting(value: str | None):
             os.environ["LTF_CPU_KERNEL"] = saved
 
 
-def recurrence_kernel(impl: str, cell: str, H: int, remat: bool) -> str | None:
-    """What ran ltf's recurrence: "cpu" (`ltf.cpu_kernel`'s compiled kernel) or "xla" (the scans);
-    None for flax and torch."""
+def recurrence_kernel(impl: str, cell: str, H: int) -> str | None:
+    """What ran ltf's recurrence: "cpu" (`ltf.cpu_kernel`'s compiled kernel, with remat through
+    `ltf.kernel_remat`) or "xla" (the scans); None for flax and torch."""
     if impl not in LTF_IMPLS:
         return None
     import jax
@@ -208,7 +208,7 @@ def recurrence_kernel(impl: str, cell: str, H: int, remat: bool) -> str | None:
 
     name, options, _ = split_cell(cell)
     zs = jax.ShapeDtypeStruct((1, 1, 4 * H), jnp.float32)
-    return "cpu" if not remat and cpu_kernel.applies(make_cell(name, **options), zs) else "xla"
+    return "cpu" if cpu_kernel.applies(make_cell(name, **options), zs) else "xla"
 
 
 def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "char_lm", d_embed: int | None = None,
@@ -243,7 +243,7 @@ def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "ch
         out = _torch_worker(model, B, T, H, E, **kwargs)
     else:
         with kernel_setting("off" if impl == "ltf_xla" else None):
-            row["kernel"] = recurrence_kernel(impl, cell, H, remat)
+            row["kernel"] = recurrence_kernel(impl, cell, H)
             out = _jax_worker(model, impl, cell, B, T, H, E, remat=remat, input_projection=input_projection,
                               **kwargs)
     step_s = statistics.median(out["times"])
