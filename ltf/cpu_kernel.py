@@ -21,8 +21,9 @@ the cotangents the kernel returns for them.
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
 LTF_CPU_KERNEL=off) for the cells `kernel_step` names (`lstm`, `adaptive`, `time_aware`, each
 with or without `decay`, `phased` and `tlstm`) in float32 on the CPU backend with one device, when
-H is a multiple of 16 and the kernel is built; with "off" never. Remat layers, data-parallel
-programs and the other cells (`ctlstm`, the GRUs, ...) run the XLA path.
+H is a multiple of 16 and the kernel is built; with "off" never. Remat layers run on it chunk
+by chunk (`ltf.kernel_remat`); data-parallel programs and the other cells (`ctlstm`, the GRUs,
+...) run the XLA path.
 
 The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
 OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
