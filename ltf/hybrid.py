@@ -102,7 +102,8 @@ class ResidualStack:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{name}={value!r}: must be a positive integer.")
         if not self.pattern or set(self.pattern) - set(KINDS):
-            raise ValueError(f"model.pattern={self.pattern!r}: a string of {', '.join(f'{k!r} ({v})' for k, v in KINDS.items())}, "
+            kinds = ", ".join(f"{k!r} ({v})" for k, v in KINDS.items())
+            raise ValueError(f"model.pattern={self.pattern!r}: a string of {kinds}, "
                              "e.g. 'rra' (Griffin: two recurrent blocks, then one of local attention).")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout={self.dropout}: must be in [0, 1).")
@@ -161,7 +162,8 @@ class ResidualStack:
         if any(cell.uses_times for cell in cells):
             dts_BxTxK = with_times(dts_BxTxK, times_BxT)
         states = self.initial_state(xs_BxTxD.shape[0], xs_BxTxD.dtype) if states is None else list(states)
-        rngs = [None] * (2 * self.n_layers) if dropout_rng is None else list(jax.random.split(dropout_rng, 2 * self.n_layers))
+        n_rngs = 2 * self.n_layers
+        rngs = [None] * n_rngs if dropout_rng is None else list(jax.random.split(dropout_rng, n_rngs))
         x = dense(params["in"], xs_BxTxD) if "in" in params else xs_BxTxD
         cells, finals = iter(cells), []
         for i, kind in enumerate(self.kinds):

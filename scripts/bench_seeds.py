@@ -5,7 +5,8 @@
   python scripts/bench_seeds.py --settings lm --markdown benchmarks/seeds.md
 
 Each setting trains K seeds of one config for --steps steps three ways (after one untimed
-1-step run that fills the data cache), each timed from process start to exit (interpreter, imports, data, compilation, training, evaluation, checkpoints):
+1-step run that fills the data cache), each timed from process start to exit (interpreter,
+imports, data, compilation, training, evaluation, checkpoints):
 
   separate   K processes of scripts/train.py, one after another
   parallel   K processes, --jobs at a time (default: the machine's core count; what a user with
@@ -94,7 +95,8 @@ def bench(setting: str, k: int, steps: int, jobs: int, root: Path) -> list[dict]
 def markdown(rows: list[dict]) -> str:
     lines = [f"K seeds, one program vs separate runs; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores. Wall: process start to exit, summed over the mode's processes.", "",
-             "| setting | mode | K | steps | wall s | speed-up (wall) | train tokens/s (all seeds) | speed-up (train) |",
+             "| setting | mode | K | steps | wall s | speed-up (wall) "
+             "| train tokens/s (all seeds) | speed-up (train) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mode = f"{r['mode']} ({r['jobs']} at a time)" if r["mode"] == "parallel" else r["mode"]

@@ -11,7 +11,8 @@ Split: set A is sorted by RecordID, then split train/validation/test stratified 
 by one of the protocols of `ltf.data.series.splits`: "ltf" (default 80/10/10: within each class
 a `np.random.default_rng(seed)` permutation, seed 0 by default, class 0 drawn first, gives
 round(f·n) stays to train and validation, the rest to test), "published" (20% test, then 80/20
-train/validation, as Rubanova et al. 2019 and mTAND) or "cv" (GRU-D's 5 folds, one as test). Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
+train/validation, as Rubanova et al. 2019 and mTAND) or "cv" (GRU-D's 5 folds, one as test).
+Other sets (B, C) come whole, named "set-b", "set-c", for evaluation only.
 Normalisation: per variable, mean and std over all observations in the training stays; the
 static Age, Height and Weight likewise; validation, test and other sets never enter them. With
 `winsorise=q` every value is first clipped to the training observations' q and 1 - q quantiles
@@ -65,7 +66,7 @@ from ltf.data.corpora import cache_root
 from ltf.data.series.physionet_format import STATIC, VARIABLES, Stays, locate_set
 from ltf.data.series.physionet_summaries import SummaryScaler, padded_summaries, summary_features
 from ltf.data.series.splits import DEFAULT_FRACTIONS, protocol_split
-from ltf.data.series.windows import MASK_KEYS, SPLITS, Batch, Normaliser
+from ltf.data.series.windows import MASK_KEYS, Batch, Normaliser
 from ltf.data.tfds.physionet2012 import LETTERS, NAME, Physionet2012, set_files
 from ltf.data.tfds.prepare import files_key, prepare
 
