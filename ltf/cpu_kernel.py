@@ -1,6 +1,8 @@
 """The forget-gate LSTM's recurrence as one compiled CPU kernel (`ltf/kernels/lstm_cpu.cc`),
 forward and backward, called through `jax.ffi`: with its peepholes, GRU-D's decay before the step,
-Phased LSTM's time gate after it, or T-LSTM's discounted short-term memory.
+Phased LSTM's time gate after it, or T-LSTM's discounted short-term memory. The continuous-time
+LSTM has a kernel of its own (`ltf/kernels/ctlstm_cpu.cc`, `ltf.ctlstm_kernel`), built into the
+same library; `cell_recurrence` runs whichever is the cell's.
 
     final, hs_TxBxH = recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0, peepholes,
                                  decay_TxBxH=None, blend_TxBxH=None, short_term=None)
@@ -20,14 +22,14 @@ the cotangents the kernel returns for them.
 `applies(cell, zs, kernel)` says whether it runs: with `kernel="auto"` (the default of
 `ltf.fast_rnn` and so of every layer and model above it, unless the environment sets
 LTF_CPU_KERNEL=off) for the cells `kernel_step` names (`lstm`, `adaptive`, `time_aware`, each
-with or without `decay`, `phased` and `tlstm`) in float32 on the CPU backend with one device, when
-H is a multiple of 16 and the kernel is built; with "off" never. Remat layers run on it chunk
-by chunk (`ltf.kernel_remat`); data-parallel programs and the other cells (`ctlstm`, the GRUs,
+with or without `decay`, `phased`, `tlstm` and `ctlstm`) in float32 on the CPU backend with one
+device, when H is a multiple of 16 and the kernel is built; with "off" never. Remat layers run
+on it chunk by chunk (`ltf.kernel_remat`); data-parallel programs and the other cells (the GRUs,
 ...) run the XLA path.
 
-The first use compiles the C++ source with the system's C++ compiler (`$CXX`, else g++ or c++;
+The first use compiles the C++ sources with the system's C++ compiler (`$CXX`, else g++ or c++;
 OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
-per source, compiler, jax version and CPU), a few seconds once. Without a compiler, or if the
+per set of sources, compiler, jax version and CPU), a few seconds once. Without a compiler, or if the
 build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
 """
 
@@ -49,15 +51,19 @@ import jax.numpy as jnp
 
 from ltf.cells import decay as decay_lib
 from ltf.cells.base import LSTM, LSTMState
+from ltf.cells.ctlstm import CTLSTM
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM
 from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
 ENV = "LTF_CPU_KERNEL"  # the default of `kernel`: "auto" or "off"
-SOURCE = Path(__file__).parent / "kernels" / "lstm_cpu.cc"
+KERNELS_DIR = Path(__file__).parent / "kernels"
+SOURCES = ("lstm_cpu.cc", "ctlstm_cpu.cc")  # one shared library; both include kernel_common.h
+HEADERS = ("kernel_common.h",)
 LANES = 16  # units per block in the kernel: H must be a multiple
 FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
+CTLSTM_FORWARD_TARGET, CTLSTM_BACKWARD_TARGET = "ltf_ctlstm_forward", "ltf_ctlstm_backward"  # ltf.ctlstm_kernel
 
 
 def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
@@ -71,7 +77,8 @@ def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
         raise ValueError(f"{source}={kernel!r}: allowed values are {KERNELS}.")
     if kernel == "off" or kernel_step(cell) is None:
         return False
-    if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (4 * LANES) or jax.default_backend() != "cpu":
+    n_gates = len(cell.gates)  # G = n_gates·H, H a multiple of 16
+    if zs_TxBxG.dtype != jnp.float32 or zs_TxBxG.shape[-1] % (n_gates * LANES) or jax.default_backend() != "cpu":
         return False
     # one device only: the custom calls have no sharding rule, so under data parallelism
     # (`ltf.parallel`) XLA would gather every shard's batch to run them whole on each device
@@ -86,9 +93,12 @@ def kernel_step(cell) -> str | None:
         o), `time_aware` (whose Δt enters through the projection);
     "decay": one of those with GRU-D's decay (`decay=True`), C', h' = γ_t ⊙ (C, h)_{t-1} first;
     "blend": `phased`, whose time gate k_t blends the peephole LSTM's update with the carry;
-    "short_term": `tlstm` (without decay), whose memory's short-term part is discounted by g(Δt).
+    "short_term": `tlstm` (without decay), whose memory's short-term part is discounted by g(Δt);
+    "ctlstm": the continuous-time LSTM, its own kernel (`ltf.ctlstm_kernel`).
     A subclass that overrides any part of the step is not recognised."""
     kind = type(cell)
+    if kind is CTLSTM:
+        return "ctlstm"
     if not (isinstance(cell, LSTM) and cell.gates == LSTM.gates and cell.has_recurrent_matmul
             and kind.recurrent_weight is LSTM.recurrent_weight and kind.before_step is LSTM.before_step):
         return None
@@ -109,6 +119,10 @@ def cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, st
     k_t itself) or g(Δt) (`tlstm`) come for all steps at once."""
     step = kernel_step(cell)
     bias = params["b"] if bias_in_step else jnp.zeros_like(params["b"])
+    if step == "ctlstm":
+        from ltf import ctlstm_kernel  # (it imports this module)
+        return ctlstm_kernel.recurrence(params["w_h"], bias, zs_TxBxG, dts_TxBxK[..., 0], masks_TxB, resets_TxB,
+                                        state0)
     decay = decay_lib.hidden_decay(params, dts_TxBxK) if step == "decay" else None
     blend = dts_TxBxK if step == "blend" else None
     short_term = None
@@ -131,6 +145,8 @@ def available() -> bool:
         return False
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")
     jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmBackward), platform="cpu")
+    jax.ffi.register_ffi_target(CTLSTM_FORWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmForward), platform="cpu")
+    jax.ffi.register_ffi_target(CTLSTM_BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmBackward), platform="cpu")
     return True
 
 
@@ -157,7 +173,8 @@ def _build() -> Path:
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     flags = ["-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-isystem", jax.ffi.include_dir()]
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(flags), jax.__version__,
+    texts = [(KERNELS_DIR / name).read_text() for name in SOURCES + HEADERS]
+    key = hashlib.sha256("\0".join([*texts, compiler, version, " ".join(flags), jax.__version__,
                                     _cpu_signature()]).encode()).hexdigest()[:20]
     cache = Path(os.environ.get("LTF_KERNEL_CACHE", Path.home() / ".cache" / "ltf" / "kernels")).expanduser()
     target = cache / f"lstm_cpu-{key}.so"
@@ -166,19 +183,20 @@ def _build() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+        sources = [str(KERNELS_DIR / name) for name in SOURCES]
+        result = subprocess.run([compiler, *flags, *sources, "-o", str(built)], capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE} failed:\n{result.stderr[-2000:]}")
+            raise RuntimeError(f"compiling {', '.join(sources)} failed:\n{result.stderr[-2000:]}")
         os.replace(built, target)
     return target
 
 
 # -- the recurrence: forward and backward kernels; dW_h, d b and d u in XLA------------------------
 
-def packed_weight(w_h_HxG):
+def packed_weight(w_h_HxG, n_gates: int = 4):
     """W_h gate-interleaved per block of 16 units: [U][k][gate][16], U = H / 16."""
     d_hidden = w_h_HxG.shape[0]
-    return jnp.transpose(w_h_HxG.reshape(d_hidden, 4, d_hidden // LANES, LANES), (2, 0, 1, 3))
+    return jnp.transpose(w_h_HxG.reshape(d_hidden, n_gates, d_hidden // LANES, LANES), (2, 0, 1, 3))
 
 
 def packed_weight_t(w_h_HxG):

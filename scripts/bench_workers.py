@@ -207,8 +207,9 @@ def recurrence_kernel(impl: str, cell: str, H: int) -> str | None:
     from ltf.cells.registry import make_cell
 
     name, options, _ = split_cell(cell)
-    zs = jax.ShapeDtypeStruct((1, 1, 4 * H), jnp.float32)
-    return "cpu" if cpu_kernel.applies(make_cell(name, **options), zs) else "xla"
+    layer_cell = make_cell(name, **options)
+    zs = jax.ShapeDtypeStruct((1, 1, len(layer_cell.gates) * H), jnp.float32)
+    return "cpu" if cpu_kernel.applies(layer_cell, zs) else "xla"
 
 
 def run_worker(impl: str, cell: str, B: int, T: int, H: int, *, model: str = "char_lm", d_embed: int | None = None,

@@ -72,8 +72,8 @@ def test_layer_worker_in_process(workers, impl, cell):
 
 def test_ltf_rows_say_which_recurrence_ran(workers, monkeypatch):
     """ltf takes the compiled CPU kernel where it applies (the LSTM's step, H a multiple of 16),
-    with remat too (`ltf.kernel_remat`), the scans for other cells (ctlstm); ltf_xla runs the scans
-    there, and leaves LTF_CPU_KERNEL as it found it."""
+    with remat too (`ltf.kernel_remat`), ctlstm's own kernel (its 7 gate blocks), the scans for
+    other cells (gru); ltf_xla runs the scans there, and leaves LTF_CPU_KERNEL as it found it."""
     from ltf import cpu_kernel
 
     monkeypatch.delenv(cpu_kernel.ENV, raising=False)
@@ -83,7 +83,8 @@ def test_ltf_rows_say_which_recurrence_ran(workers, monkeypatch):
     assert rows["ltf"]["kernel"] == ("cpu" if cpu_kernel.available() else "xla")
     assert rows["ltf_xla"]["kernel"] == "xla" and rows["flax"]["kernel"] is None
     assert cpu_kernel.ENV not in os.environ
-    assert workers.run_worker("ltf", "ctlstm", **size, model="layer", steps=1, warmup=0)["kernel"] == "xla"
+    for cell, kernel in (("ctlstm", rows["ltf"]["kernel"]), ("gru", "xla")):
+        assert workers.run_worker("ltf", cell, **size, model="layer", steps=1, warmup=0)["kernel"] == kernel
     remat = {impl: workers.run_worker(impl, "lstm", **size, model="layer", steps=1, warmup=0, remat=True)["kernel"]
              for impl in ("ltf", "ltf_xla")}
     assert remat == {"ltf": rows["ltf"]["kernel"], "ltf_xla": "xla"}

@@ -251,10 +251,10 @@ def test_vmap_over_parameters_equals_one_call_each():
         ("phased", {}, "blend"), ("phased", {"time_params": "raw", "learn_r_on": False}, "blend"),
         ("tlstm", {}, "short_term"), ("tlstm", {"decay": True}, None),
         ("lstm_noforget", {}, None), ("gru", {}, None), ("grud", {}, None),
-        ("ctlstm", {}, None), ("rglru", {}, None), ("mlstm", {}, None)])
+        ("ctlstm", {}, "ctlstm"), ("rglru", {}, None), ("mlstm", {}, None)])
 def test_applies_to_the_cells_whose_step_it_has(name, options, step):
     cell = make_cell(name, **options)
-    zs = jnp.zeros((2, 3, 64), jnp.float32)
+    zs = jnp.zeros((2, 3, len(cell.gates) * 16), jnp.float32)
     assert cpu_kernel.kernel_step(cell) == step
     assert cpu_kernel.applies(cell, zs) is (step is not None)
 
@@ -282,7 +282,9 @@ def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatc
 def test_a_failed_build_names_the_file_and_the_scan_path_takes_over(tmp_path, monkeypatch):
     broken = tmp_path / "broken.cc"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
+    monkeypatch.setattr(cpu_kernel, "KERNELS_DIR", tmp_path)
+    monkeypatch.setattr(cpu_kernel, "SOURCES", (broken.name,))
+    monkeypatch.setattr(cpu_kernel, "HEADERS", ())
     monkeypatch.setenv("LTF_KERNEL_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="broken.cc"):
         cpu_kernel._build()

@@ -41,96 +41,22 @@
 // σ(x) = (1 + tanh(x/2)) / 2), vectorised by the compiler with GCC's vector extensions.
 
 #include <omp.h>
-#include <sched.h>
-#include <xmmintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
+#include "kernel_common.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;       // units per block: one vector per gate
+using namespace ltf_kernels;  // NOLINT: the shared vectors, activations and barrier
+
 constexpr int kForwardRows = 4;  // batch rows per register block in the forward step (16 accumulators)
 constexpr int kBackRows = 8;     // batch rows per register block of dz_t W_hᵀ (8 accumulators; T-LSTM 16)
-
-typedef float v16 __attribute__((vector_size(64)));
-
-inline v16 load(const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-inline v16 splat(float x) { return v16{} + x; }
-// Keeps v in a register: without it GCC folds each use of a loaded W vector into its FMA as a
-// memory operand, one 64-byte load per FMA (R of them per vector) where one load would do
-inline void pin(v16& v) { asm("" : "+v"(v)); }
-
-// tanh(x) = x P(x²) / Q(x²) on |x| <= 7.905 (±1 to float precision beyond)
-inline v16 tanh16(v16 x) {
-  const v16 lim = splat(7.90531110763549805f);
-  x = x > lim ? lim : x;
-  x = x < -lim ? -lim : x;
-  const v16 x2 = x * x;
-  v16 p = splat(-2.76076847742355e-16f);
-  p = p * x2 + 2.00018790482477e-13f;
-  p = p * x2 + -8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  v16 q = splat(1.19825839466702e-06f);
-  q = q * x2 + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
-  return x * p / q;
-}
-
-inline v16 sigmoid16(v16 x) { return 0.5f + 0.5f * tanh16(0.5f * x); }
-
-// The threads meet once or twice per step: a spin barrier, because libgomp's own may put a
-// waiting thread to sleep and wake it through the kernel, which on 2 cores shared with XLA's
-// threads cost as much as the step itself (T = 1,024, H = 128). After kSpins pauses (tens of µs,
-// a step's work) a waiting thread yields its core, so that when more threads than cores share the
-// machine (two trainings at once) a barrier whose other thread was descheduled does not spin on:
-// 1,000 against 20,000 spins took two such processes from 1.3x to 1.15x the time of one thread
-// each (`ltf.sweep_runner` gives parallel jobs their share of the cores through OMP_NUM_THREADS).
-class SpinBarrier {
- public:
-  void set_size(int n) { n_ = n; }  // the team's size, before any thread waits
-  void wait() {
-    const int generation = generation_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {  // the last one releases the rest
-      arrived_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
-      return;
-    }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
-      if (spins < kSpins) _mm_pause(); else sched_yield();
-    }
-  }
-
- private:
-  static constexpr int kSpins = 1000;
-  int n_ = 1;
-  alignas(64) std::atomic<int> arrived_{0};
-  alignas(64) std::atomic<int> generation_{0};
-};
-
-// Denormals flushed to zero inside the kernel's threads (as XLA's CPU threads run): a decaying
-// cell state must not fall onto the slow path of subnormal arithmetic in one thread.
-class FlushDenormals {
- public:
-  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
-  ~FlushDenormals() { _mm_setcsr(saved_); }
-
- private:
-  const unsigned int saved_;
-};
 
 struct Shape {
   int64_t T, B, H;
@@ -148,16 +74,6 @@ struct ShortTerm {
   float* s = nullptr;
   bool present() const { return w_d != nullptr; }
 };
-
-// The unit blocks [first, last) of thread `me` of `n`.
-inline void own_blocks(const Shape& s, int me, int n, int64_t* first, int64_t* last) {
-  *first = s.U() * me / n;
-  *last = s.U() * (me + 1) / n;
-}
-
-inline int n_threads(const Shape& s) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), s.U())));
-}
 
 // One forward block: rows [b0, b0 + R) × units of block ub at step t. h_carry, c_carry: the
 // rows' carry after the reset; h_in: h' = γ ⊙ h_carry (h_carry itself without a decay), which the
@@ -411,16 +327,7 @@ void backward(const Shape& s, float* gates_dzs, const float* cs, const float* hs
   }
 }
 
-ffi::Error check(bool ok, const std::string& what) {
-  return ok ? ffi::Error::Success() : ffi::Error(ffi::ErrorCode::kInvalidArgument, "ltf lstm kernel: " + what);
-}
-
-template <typename Buf>
-int64_t elements(const Buf& buffer) {
-  int64_t n = 1;
-  for (int64_t d : buffer.dimensions()) n *= d;
-  return n;
-}
+ffi::Error check(bool ok, const std::string& what) { return ltf_kernels::check(ok, "ltf lstm kernel", what); }
 
 // A time factor (γ or k): T x B x H, or one element for a cell without it (then null).
 template <typename Buf>
