@@ -27,43 +27,29 @@ device, when H is a multiple of 16 and the kernel is built; with "off" never. Re
 on it chunk by chunk (`ltf.kernel_remat`); data-parallel programs and the other cells (the GRUs,
 ...) run the XLA path.
 
-The first use compiles the C++ sources with the system's C++ compiler (`$CXX`, else g++ or c++;
-OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
-per set of sources, compiler, jax version and CPU), a few seconds once. Without a compiler, or if the
-build fails, "auto" warns once (naming the reason and the fix) and runs the XLA path.
+The first use compiles the kernels (`ltf.kernel_build`: the system's C++ compiler, a few seconds,
+cached). Without a compiler, or if the build fails, "auto" warns once (naming the reason and the
+fix) and runs the XLA path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from ltf import ctlstm_kernel
 from ltf.cells import decay as decay_lib
 from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.ctlstm import CTLSTM
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM
+from ltf.kernel_build import BACKWARD_TARGET, FORWARD_TARGET, LANES, available, packed_weight, packed_weight_t
 from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
 ENV = "LTF_CPU_KERNEL"  # the default of `kernel`: "auto" or "off"
-KERNELS_DIR = Path(__file__).parent / "kernels"
-SOURCES = ("lstm_cpu.cc", "ctlstm_cpu.cc")  # one shared library; both include kernel_common.h
-HEADERS = ("kernel_common.h",)
-LANES = 16  # units per block in the kernel: H must be a multiple
-FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
-CTLSTM_FORWARD_TARGET, CTLSTM_BACKWARD_TARGET = "ltf_ctlstm_forward", "ltf_ctlstm_backward"  # ltf.ctlstm_kernel
 
 
 def applies(cell, zs_TxBxG, kernel: str | None = None) -> bool:
@@ -120,7 +106,6 @@ def cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, st
     step = kernel_step(cell)
     bias = params["b"] if bias_in_step else jnp.zeros_like(params["b"])
     if step == "ctlstm":
-        from ltf import ctlstm_kernel  # (it imports this module)
         return ctlstm_kernel.recurrence(params["w_h"], bias, zs_TxBxG, dts_TxBxK[..., 0], masks_TxB, resets_TxB,
                                         state0)
     decay = decay_lib.hidden_decay(params, dts_TxBxK) if step == "decay" else None
@@ -133,77 +118,7 @@ def cell_recurrence(cell, params, zs_TxBxG, dts_TxBxK, masks_TxB, resets_TxB, st
                       decay_TxBxH=decay, blend_TxBxH=blend, short_term=short_term)
 
 
-@functools.cache
-def available() -> bool:
-    """Whether the kernel is built and registered (building it on first call); warns once if not."""
-    try:
-        library = ctypes.CDLL(str(_build()))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"ltf's CPU LSTM kernel is not available, so ltf runs the XLA path for the LSTM cells "
-                      f"(slower on CPU): {error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) "
-                      "or set CXX to one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
-        return False
-    jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")
-    jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmBackward), platform="cpu")
-    jax.ffi.register_ffi_target(CTLSTM_FORWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmForward), platform="cpu")
-    jax.ffi.register_ffi_target(CTLSTM_BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmBackward), platform="cpu")
-    return True
-
-
-def _compiler() -> str:
-    for name in (os.environ.get("CXX"), "g++", "c++"):
-        if name and shutil.which(name):
-            return name
-    raise RuntimeError("no C++ compiler found (tried $CXX, g++, c++)")
-
-
-def _cpu_signature() -> str:
-    """What -march=native compiles for: the CPU's model and flags (a cache shared by several
-    hosts must not hand one CPU's build to another)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def _build() -> Path:
-    """The compiled kernel, from the cache or built now (atomically, so that concurrent first
-    uses on one host do not read a half-written file)."""
-    compiler = _compiler()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    flags = ["-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-isystem", jax.ffi.include_dir()]
-    texts = [(KERNELS_DIR / name).read_text() for name in SOURCES + HEADERS]
-    key = hashlib.sha256("\0".join([*texts, compiler, version, " ".join(flags), jax.__version__,
-                                    _cpu_signature()]).encode()).hexdigest()[:20]
-    cache = Path(os.environ.get("LTF_KERNEL_CACHE", Path.home() / ".cache" / "ltf" / "kernels")).expanduser()
-    target = cache / f"lstm_cpu-{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        built = Path(scratch) / target.name
-        sources = [str(KERNELS_DIR / name) for name in SOURCES]
-        result = subprocess.run([compiler, *flags, *sources, "-o", str(built)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"compiling {', '.join(sources)} failed:\n{result.stderr[-2000:]}")
-        os.replace(built, target)
-    return target
-
-
 # -- the recurrence: forward and backward kernels; dW_h, d b and d u in XLA------------------------
-
-def packed_weight(w_h_HxG, n_gates: int = 4):
-    """W_h gate-interleaved per block of 16 units: [U][k][gate][16], U = H / 16."""
-    d_hidden = w_h_HxG.shape[0]
-    return jnp.transpose(w_h_HxG.reshape(d_hidden, n_gates, d_hidden // LANES, LANES), (2, 0, 1, 3))
-
-
-def packed_weight_t(w_h_HxG):
-    """W_hᵀ per block of 16 units: [U][4H][16], the rows of dz_t W_hᵀ for one block's units."""
-    d_hidden, n_gates_x_h = w_h_HxG.shape
-    return jnp.transpose(w_h_HxG.reshape(d_hidden // LANES, LANES, n_gates_x_h), (0, 2, 1))
-
 
 def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState,
                peepholes: dict | None = None, *, decay_TxBxH=None, blend_TxBxH=None, short_term=None):

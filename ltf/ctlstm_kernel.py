@@ -7,7 +7,7 @@ G = 7H (the gates i, f, g, o, ī, f̄, δ), state0 = LSTMState(c_Bx4H = [C, C̄,
 cell packs it, dt_TxB the gap before each step (the first column of the cell's Δt). The same
 function and gradients as the XLA scans of `ltf.fast_rnn` (tests/test_ctlstm_kernel.py), faster
 on CPU for the reasons `ltf.cpu_kernel` gives; that module decides where it runs
-(`cpu_kernel.applies`), builds the shared library and registers both kernels' targets.
+(`cpu_kernel.applies`), and `ltf.kernel_build` builds the shared library and registers its targets.
 
 What the kernel leaves to XLA: dW_h = Σ_t h(t)ᵀ dz_t (h(t) = o ⊙ tanh(C(t)), the matmul's input,
 which the forward pass returns for it), d b = Σ_t dz_t and dΔt = Σ_units of the per-unit terms
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from ltf.cells.base import LSTMState
 from ltf.cells.ctlstm import N_CARRIED
-from ltf.cpu_kernel import CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, packed_weight, packed_weight_t
+from ltf.kernel_build import CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, packed_weight, packed_weight_t
 
 N_GATES = 7  # i, f, g, o, ī, f̄, δ
 

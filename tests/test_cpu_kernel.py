@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from ltf import cpu_kernel, fast_rnn
+from ltf import cpu_kernel, fast_rnn, kernel_build
 from ltf.cells.base import LSTMState
 from ltf.cells.registry import make_cell
 
@@ -282,17 +282,17 @@ def test_applies_in_float32_with_h_a_multiple_of_16_unless_turned_off(monkeypatc
 def test_a_failed_build_names_the_file_and_the_scan_path_takes_over(tmp_path, monkeypatch):
     broken = tmp_path / "broken.cc"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(cpu_kernel, "KERNELS_DIR", tmp_path)
-    monkeypatch.setattr(cpu_kernel, "SOURCES", (broken.name,))
-    monkeypatch.setattr(cpu_kernel, "HEADERS", ())
+    monkeypatch.setattr(kernel_build, "KERNELS_DIR", tmp_path)
+    monkeypatch.setattr(kernel_build, "SOURCES", (broken.name,))
+    monkeypatch.setattr(kernel_build, "HEADERS", ())
     monkeypatch.setenv("LTF_KERNEL_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="broken.cc"):
-        cpu_kernel._build()
+        kernel_build._build()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert cpu_kernel.available.__wrapped__() is False
+        assert kernel_build.available.__wrapped__() is False
     assert any("runs the XLA path" in str(w.message) and "broken.cc" in str(w.message) for w in caught)
     monkeypatch.setenv("CXX", "no-such-compiler")
-    monkeypatch.setattr(cpu_kernel.shutil, "which", lambda name: None)
+    monkeypatch.setattr(kernel_build.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        cpu_kernel._build()
+        kernel_build._build()
