@@ -129,15 +129,7 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* w_
              float* hs, float* hds) {
   const int64_t B = s.B, H = s.H, G = s.G();
   std::vector<float> cd(B * H);  // C(t) of the step: each thread its own units
-  const int n = n_threads(s);
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-#pragma omp single
-    barrier.set_size(omp_get_num_threads());
-    const FlushDenormals flush;
-    int64_t first, last;
-    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+  run_team(s, [&](int64_t first, int64_t last, SpinBarrier& barrier) {
     std::vector<const float*> c_rows(B);
     for (int64_t t = 0; t < s.T; ++t) {
       carry_rows(s, t, cs, c0, resets, &c_rows);
@@ -160,7 +152,7 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* w_
       }
       // no barrier: step t + 1's phase A reads only this thread's units of the carry
     }
-  }
+  });
 }
 
 // What phase 1 leaves phase 2 for a row's own units: dC(t) without the path through h(t),
@@ -248,15 +240,7 @@ void backward(const Shape& s, float* gates_dzs, const float* cs, const float* c0
   std::copy(dh_final, dh_final + B * H, dh0);  // dh0 and dc0 serve as the carries
   std::copy(dc_final, dc_final + B * s.C(), dc0);
   Scratch scratch(B * H);
-  const int n = n_threads(s);
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-#pragma omp single
-    barrier.set_size(omp_get_num_threads());
-    const FlushDenormals flush;
-    int64_t first, last;
-    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+  run_team(s, [&](int64_t first, int64_t last, SpinBarrier& barrier) {
     std::vector<const float*> c_rows(B);
     for (int64_t t = s.T - 1; t >= 0; --t) {
       carry_rows(s, t, cs, c0, resets, &c_rows);
@@ -278,7 +262,7 @@ void backward(const Shape& s, float* gates_dzs, const float* cs, const float* c0
       }
       // no barrier: step t − 1's phase 1 reads and writes only this thread's units
     }
-  }
+  });
 }
 
 ffi::Error check(bool ok, const std::string& what) { return ltf_kernels::check(ok, "ltf ctlstm kernel", what); }

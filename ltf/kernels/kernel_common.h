@@ -167,6 +167,23 @@ inline int n_threads(const Shape& s) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), s.U())));
 }
 
+// Runs body(first, last, barrier) on a team of n_threads(s) threads, each with its own unit
+// blocks [first, last), denormals flushed, meeting at `barrier` (sized to the team OpenMP gave,
+// which may have fewer threads than asked).
+template <typename Shape, typename Body>
+inline void run_team(const Shape& s, Body body) {
+  SpinBarrier barrier;
+#pragma omp parallel num_threads(n_threads(s))
+  {
+#pragma omp single
+    barrier.set_size(omp_get_num_threads());  // (single ends in a barrier: every thread sees the size)
+    const FlushDenormals flush;
+    int64_t first, last;
+    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+    body(first, last, barrier);
+  }
+}
+
 // An invalid-argument error naming the kernel ("ltf lstm kernel: ...") unless ok.
 inline ffi::Error check(bool ok, const char* kernel, const std::string& what) {
   return ok ? ffi::Error::Success() : ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string(kernel) + ": " + what);

@@ -140,15 +140,7 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* pe
              const float* ks, const ShortTerm& st, float* gates, float* cs, float* hs) {
   const int64_t B = s.B, H = s.H, G = s.G();
   const std::vector<float> zeros(H, 0.0f);
-  const int n = n_threads(s);
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-#pragma omp single
-    barrier.set_size(omp_get_num_threads());  // (OpenMP may give fewer threads than asked)
-    const FlushDenormals flush;
-    int64_t first, last;
-    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+  run_team(s, [&](int64_t first, int64_t last, SpinBarrier& barrier) {
     std::vector<const float*> h_carry(B), c_carry(B), h_in(B);
     // h' = γ ⊙ h_{t-1} for every unit, since the matmul reads them all: each thread decays its own
     // copy (B·H multiplies against the step's B·H·4H multiply-adds), so that no barrier is added
@@ -183,7 +175,7 @@ void forward(const Shape& s, const float* zs, const float* bias, const float* pe
       }
       barrier.wait();
     }
-  }
+  });
 }
 
 // Phase 1 of a backward step for one row and unit block: dz_t over the gates; into dc_carry dC'
@@ -286,15 +278,7 @@ void backward(const Shape& s, float* gates_dzs, const float* cs, const float* hs
   std::copy(dh_final, dh_final + B * H, dh0);  // dh0 and dc0 serve as the carries
   std::copy(dc_final, dc_final + B * H, dc0);
   std::fill(du, du + 3 * H, 0.0f);
-  const int n = n_threads(s);
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-  {
-#pragma omp single
-    barrier.set_size(omp_get_num_threads());
-    const FlushDenormals flush;
-    int64_t first, last;
-    own_blocks(s, omp_get_thread_num(), omp_get_num_threads(), &first, &last);
+  run_team(s, [&](int64_t first, int64_t last, SpinBarrier& barrier) {
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const float* c_before = t ? cs + (t - 1) * B * H : c0;
       const float* h_before = t ? hs + (t - 1) * B * H : h0;
@@ -324,7 +308,7 @@ void backward(const Shape& s, float* gates_dzs, const float* cs, const float* hs
       }
       // no barrier: step t − 1's phase 1 reads and writes only this thread's units
     }
-  }
+  });
 }
 
 ffi::Error check(bool ok, const std::string& what) { return ltf_kernels::check(ok, "ltf lstm kernel", what); }
