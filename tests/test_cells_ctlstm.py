@@ -178,7 +178,8 @@ def test_check_grads_of_the_custom_path(masked):
 
 
 @pytest.mark.parametrize("options", [{}, pytest.param({"remat": True}, marks=pytest.mark.slow),
-                                     pytest.param({"unroll": 2}, marks=pytest.mark.slow)], ids=["plain", "remat", "unroll"])
+                                     pytest.param({"unroll": 2}, marks=pytest.mark.slow)],
+                         ids=["plain", "remat", "unroll"])
 def test_custom_gradients_equal_autodiff(options):
     """With padding, a masked middle step and resets; d state0.h is zero (h(t) is read from the
     packed c), every parameter and Δt get a gradient."""

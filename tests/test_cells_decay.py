@@ -33,7 +33,8 @@ MEAN = np.array([1.0, -2.0, 0.5])
 def test_input_decay_by_hand():
     with jax.enable_x64(True):
         x_last = decay.last_observed(jnp.asarray(VALUES), jnp.asarray(OBS), x_mean=jnp.asarray(MEAN))
-        np.testing.assert_array_equal(x_last[0], [[1.0, -2.0, -1.0], [1.0, 2.0, -1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+        np.testing.assert_array_equal(x_last[0], [[1.0, -2.0, -1.0], [1.0, 2.0, -1.0], [1.0, 2.0, 3.0],
+                                                  [1.0, 2.0, 3.0]])
         x_hat = decay.input_decay(PARAMS, jnp.asarray(VALUES), jnp.asarray(OBS), jnp.asarray(DELTA), x_last,
                                   jnp.asarray(MEAN))
     # variable 0: never seen, so x_last = x̄ and x̂ = γ x̄ + (1 − γ) x̄ = x̄ = 1 at every event
@@ -42,7 +43,8 @@ def test_input_decay_by_hand():
     #   γ = e^−1.45 = 0.2345702881, x̂ = 2γ − 2(1 − γ) = −1.0617188476
     # variable 2: event 1, δ = 1: rate = 1 − 0.5, γ = e^−0.5 = 0.6065306597, x̂ = −γ + 0.5(1 − γ) = −0.4097959896;
     #   event 3, δ = 2.5: rate = 2, γ = e^−2 = 0.1353352832, x̂ = 3γ + 0.5(1 − γ) = 0.8383382081
-    expected = [[1.0, -2.0, -1.0], [1.0, 2.0, -0.4097959896], [1.0, 1.2749230124, 3.0], [1.0, -1.0617188476, 0.8383382081]]
+    expected = [[1.0, -2.0, -1.0], [1.0, 2.0, -0.4097959896], [1.0, 1.2749230124, 3.0],
+                [1.0, -1.0617188476, 0.8383382081]]
     np.testing.assert_allclose(x_hat[0], expected, rtol=0, atol=1e-9)
 
 

@@ -141,6 +141,15 @@ def test_a_zero_gap_from_a_zero_carry_is_the_lstm_on_the_first_four_gates():
     np.testing.assert_allclose(hs, want, rtol=1e-5, atol=1e-6)
 
 
+def test_vmap_over_parameters_equals_one_call_each():
+    """vmapped seeds batch the parameters: the kernel then runs once per seed."""
+    (w_a, b, zs, dt, m, r, state), w_b = problem(5, 3, 16, seed=6), problem(5, 3, 16, seed=7)[0]
+    run = lambda w: ctlstm_kernel.recurrence(w, b, zs, dt, m, r, state)[1]  # noqa: E731
+    batched = jax.vmap(run)(jnp.stack([w_a, w_b]))
+    for i, w in enumerate((w_a, w_b)):
+        np.testing.assert_allclose(batched[i], run(w), atol=1e-6)
+
+
 def test_mismatched_shapes_name_the_operands():
     w_h, b, zs, dt, m, r, state = problem(3, 2, 16)
     with pytest.raises(ValueError, match="7H and 4H"):

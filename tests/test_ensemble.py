@@ -120,7 +120,8 @@ def test_physionet_scores_the_logit_of_the_mean_probability(tmp_path):
     own = task.eval_scalars([task.eval_outputs(params[0], carry, b)[1] for b in batches])
     sizes = np.cumsum([len(b["targets"]) for b in batches])[:-1]
     round_trip = task.eval_scalars([task.outputs_from(p, b) for p, b in zip(np.split(probs[0], sizes), batches)])
-    assert round_trip["auroc"] == pytest.approx(own["auroc"]) and round_trip["loss"] == pytest.approx(own["loss"], rel=1e-4)
+    assert round_trip["auroc"] == pytest.approx(own["auroc"])
+    assert round_trip["loss"] == pytest.approx(own["loss"], rel=1e-4)
     mean_prob = (probs[0] + probs[1]) / 2
     got = task.eval_scalars([task.outputs_from(p, b) for p, b in zip(np.split(mean_prob, sizes), batches)])
     keep = np.concatenate([b["example_mask"] for b in batches]) > 0

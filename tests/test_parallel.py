@@ -324,7 +324,8 @@ def test_a_run_two_hosts_checkpointed_resumes_on_one_process(tmp_path):
     budget = ["--config.train.steps=200", "--config.train.checkpoint_every=50", "--config.train.eval_every=100"]
     one_process = [sys.executable, str(REPO / "scripts" / "train.py"), "--config",
                    f"{REPO / 'configs' / 'tlstm_lm.py'}:smoke", "--config.train.progress=False", *budget]
-    single = subprocess.run([*one_process, f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=300)
+    single = subprocess.run([*one_process, f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True,
+                            timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     port = _free_port()
     hosts = [subprocess.Popen(_host_command(tmp_path / "two", port, i, *budget), stdout=subprocess.PIPE,

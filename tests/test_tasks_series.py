@@ -33,7 +33,8 @@ def test_forecast_errors_are_on_the_series_own_scale_and_skip_padding(loss):
     task = make_task(config(f"forecast.py:smoke,kind=subset,keep=0.5,loss={loss}"))
     batch = next(iter(task.eval_batches("test")))
     pred = np.random.default_rng(0).normal(size=batch["targets"].shape).astype(np.float32)
-    sums = {k: float(v) for k, v in task._sums(jnp.asarray(pred), {k: jnp.asarray(v) for k, v in batch.items()}).items()}
+    batch_arrays = {k: jnp.asarray(v) for k, v in batch.items()}
+    sums = {k: float(v) for k, v in task._sums(jnp.asarray(pred), batch_arrays).items()}
     weight = batch["target_mask"] * batch["example_mask"][:, None]
     expected = metrics.forecast_errors(metrics.to_original(pred, batch), metrics.to_original(batch["targets"], batch),
                                        mask=weight)

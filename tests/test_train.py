@@ -231,7 +231,8 @@ def test_selection_values_are_validated():
 
 def test_cerg_lr_decay_keeps_and_tests_the_checkpoint_with_the_longest_error_free_streams(tmp_path):
     config = smoke("reber.py", "lr_decay")
-    assert (config.train.select_by, config.train.select_mode, config.train.test_at) == ("error_free_length", "max", "best")
+    selection = (config.train.select_by, config.train.select_mode, config.train.test_at)
+    assert selection == ("error_free_length", "max", "best")
     assert config.opt.end_lr_factor == 0.01 and smoke("reber.py").opt.end_lr_factor == 0.1
     train.train_and_evaluate(config, tmp_path)
     logged = read_metrics(tmp_path)
@@ -248,8 +249,9 @@ def test_train_script_expands_a_quoted_home_in_the_workdir(tmp_path):
     here.mkdir()
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "HOME": str(home)}
-    command = [sys.executable, str(repo / "scripts" / "train.py"), "--config", f"{repo / 'configs' / 'tlstm_lm.py'}:smoke",
-               "--workdir", "~/runs/seed={seed}", "--seeds", "0"]
+    command = [sys.executable, str(repo / "scripts" / "train.py"),
+               "--config", f"{repo / 'configs' / 'tlstm_lm.py'}:smoke", "--workdir", "~/runs/seed={seed}",
+               "--seeds", "0"]
     subprocess.run(command, cwd=here, env=env, check=True, capture_output=True, timeout=300)
     assert (home / "runs" / "seed=0" / "config.json").exists()
     assert not (here / "~").exists()
