@@ -45,7 +45,8 @@ from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.ctlstm import CTLSTM
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM
-from ltf.kernel_build import BACKWARD_TARGET, FORWARD_TARGET, LANES, available, packed_weight, packed_weight_t
+from ltf.kernel_build import (BACKWARD_TARGET, FORWARD_TARGET, LANES, available, packed_weight, packed_weight_t,
+                              step_flags)
 from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
@@ -132,8 +133,7 @@ def recurrence(w_h_HxG, b_G, zs_TxBxG, masks_TxB, resets_TxB, state0: LSTMState,
     differentiable in w_h, b, zs, the peepholes, state0, γ, k, W_d, b_d and g (masks and resets
     get no cotangent)."""
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
-    masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
-    resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
+    masks, resets = step_flags(masks_TxB, resets_TxB, n_steps, batch)
     peepholes = peepholes or {}
     zero = jnp.zeros((n_gates_x_h // 4,), jnp.float32)
     u_3xH = jnp.stack([peepholes.get(name, zero) for name in ("u_i", "u_f", "u_o")])

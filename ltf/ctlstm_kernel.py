@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from ltf.cells.base import LSTMState
-from ltf.cells.ctlstm import N_CARRIED
-from ltf.kernel_build import CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, packed_weight, packed_weight_t
+from ltf.cells.ctlstm import CTLSTM, N_CARRIED
+from ltf.kernel_build import CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, packed_weight, packed_weight_t, step_flags
 
-N_GATES = 7  # i, f, g, o, ī, f̄, δ
+N_GATES = len(CTLSTM.gates)  # i, f, g, o, ī, f̄, δ: kGates in ltf/kernels/ctlstm_cpu.cc
 
 
 def recurrence(w_h_HxG, b_G, zs_TxBxG, dt_TxB, masks_TxB, resets_TxB, state0: LSTMState):
@@ -33,10 +33,9 @@ def recurrence(w_h_HxG, b_G, zs_TxBxG, dt_TxB, masks_TxB, resets_TxB, state0: LS
     differentiable in w_h, b, zs, dt and state0 (masks and resets get no cotangent)."""
     n_steps, batch, n_gates_x_h = zs_TxBxG.shape
     if n_gates_x_h != N_GATES * w_h_HxG.shape[0] or state0.c.shape[-1] != N_CARRIED * w_h_HxG.shape[0]:
-        raise ValueError(f"ctlstm kernel: zs {zs_TxBxG.shape} and state0.c {state0.c.shape} must have 7H and 4H "
-                         f"columns for W_h {w_h_HxG.shape}.")
-    masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
-    resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
+        raise ValueError(f"ctlstm kernel: zs {zs_TxBxG.shape} and state0.c {state0.c.shape} must have "
+                         f"{N_GATES}H and {N_CARRIED}H columns for W_h {w_h_HxG.shape}.")
+    masks, resets = step_flags(masks_TxB, resets_TxB, n_steps, batch)
     return _recurrence(w_h_HxG, b_G, zs_TxBxG, dt_TxB.astype(jnp.float32), masks, resets, state0)
 
 

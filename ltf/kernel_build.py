@@ -6,7 +6,8 @@ The first use compiles the C++ sources with the system's C++ compiler (`$CXX`, e
 OpenMP; `-march=native`) into a cache (`$LTF_KERNEL_CACHE`, else ~/.cache/ltf/kernels; one file
 per set of sources, compiler, jax version and CPU), a few seconds once. Without a compiler, or
 if the build fails, `available()` warns once (naming the reason and the fix) and says False, and
-ltf runs the XLA scans. Also here: W_h packed as the kernels read it.
+ltf runs the XLA scans. Also here: what both kernels read in the same form (W_h packed per block
+of 16 units, the masks and resets as float32 T x B).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _build() -> Path:
     key = hashlib.sha256("\0".join([*texts, compiler, version, " ".join(flags), jax.__version__,
                                     _cpu_signature()]).encode()).hexdigest()[:20]
     cache = Path(os.environ.get("LTF_KERNEL_CACHE", Path.home() / ".cache" / "ltf" / "kernels")).expanduser()
-    target = cache / f"lstm_cpu-{key}.so"
+    target = cache / f"ltf_cpu_kernels-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -101,3 +102,10 @@ def packed_weight_t(w_h_HxG):
     """W_hᵀ per block of 16 units: [U][G][16], the rows of dz_t W_hᵀ for one block's units."""
     d_hidden, n_gates_x_h = w_h_HxG.shape
     return jnp.transpose(w_h_HxG.reshape(d_hidden // LANES, LANES, n_gates_x_h), (0, 2, 1))
+
+
+def step_flags(masks_TxB, resets_TxB, n_steps: int, batch: int):
+    """(masks, resets) as the kernels read them, float32 T x B: ones and zeros where None."""
+    masks = jnp.ones((n_steps, batch), jnp.float32) if masks_TxB is None else masks_TxB.astype(jnp.float32)
+    resets = jnp.zeros((n_steps, batch), jnp.float32) if resets_TxB is None else resets_TxB.astype(jnp.float32)
+    return masks, resets

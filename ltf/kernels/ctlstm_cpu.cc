@@ -46,7 +46,7 @@ using namespace ltf_kernels;  // NOLINT: the shared vectors, activations and bar
 constexpr int kGates = 7;    // i, f, g, o, ī, f̄, δ: the cell's gate blocks, in its order
 constexpr int kCarried = 4;  // C, C̄, δ, o: the carry's c, B x 4H
 constexpr int kRows = 3;     // batch rows per register block in the forward step (21 accumulators)
-constexpr int kBackRows = 8;
+constexpr int kBackRows = 8;  // batch rows per register block of dz_t W_hᵀ (8 accumulators)
 
 struct Shape {
   int64_t T, B, H;
