@@ -10,9 +10,10 @@ recurrent h W_h, and in the backward pass dz W_hᵀ, dW_h and dW_x. Each row of 
 
   GFLOP     the matmul work of its step: 2 × the multiply-adds of every dot_general in the JAX
             program of that step (value and gradients, less dead code; a scan's body counted once
-            per step; Adam has none). ltf's CPU kernels run the same matmuls as its XLA path, which is the program
-            counted (LTF_CPU_KERNEL=off); torch's step is counted as ltf `lstm` on the same input
-            path (its char LM projects per token, as `path` says).
+            per step; Adam has none). ltf's CPU kernels run the same matmuls as its XLA path,
+            which is the program counted (LTF_CPU_KERNEL=off); Flax's own program is counted;
+            torch's step is counted as ltf `lstm` on the same input path (its char LM projects
+            per token, as `path` says).
   floor ms  GFLOP at the rate XLA's dot reaches on this host for the step's input projection
             (T·B x E by E x G, float32, the best of 20 calls): the step's time if it did
             nothing but its matmuls, all at that rate.
