@@ -148,8 +148,8 @@ wheels() {
 }
 
 download_wheels() {  # on a machine with the internet, for the target's CPython on x86-64 Linux
-  local version=${LTF_GPU_PYTHON_VERSION:-3.12} requirement platforms=()
-  for requirement in 2_28 2_27 2_24 2_17; do platforms+=(--platform "manylinux_${requirement}_x86_64"); done
+  local version=${LTF_GPU_PYTHON_VERSION:-3.12} glibc platforms=()
+  for glibc in 2_28 2_27 2_24 2_17; do platforms+=(--platform "manylinux_${glibc}_x86_64"); done
   platforms+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)
   local -a wanted
   read -r -d '' -a wanted <<< "${LTF_GPU_WHEELS:-$DEFAULT_WHEELS}" || true
