@@ -45,8 +45,8 @@ from ltf.cells.base import LSTM, LSTMState
 from ltf.cells.ctlstm import CTLSTM
 from ltf.cells.phased import Phased
 from ltf.cells.time_aware import TLSTM
-from ltf.kernel_build import (BACKWARD_TARGET, FORWARD_TARGET, LANES, available, packed_weight, packed_weight_t,
-                              step_flags)
+from ltf.kernel_build import (BACKWARD_TARGET, FORWARD_TARGET, LANES, available, f32_like, packed_weight,
+                              packed_weight_t, step_flags)
 from ltf.shapes import previous_steps
 
 KERNELS = ("auto", "off")
@@ -180,15 +180,12 @@ def _recurrence_fwd(w_h_HxG, b_G, u_3xH, zs_TxBxG, masks_TxB, resets_TxB, state0
 def _recurrence_bwd(residuals, cotangents):
     w_h_HxG, u_3xH, gates_TxBxG, cs_TxBxH, hs_TxBxH, masks_TxB, resets_TxB, state0, factors, short_TxBxH = residuals
     d_final, dhs_TxBxH = cotangents
-
-    def shape(a):
-        return jax.ShapeDtypeStruct(a.shape, jnp.float32)
-
     gammas, ks, w_d, g = factors["gamma"], factors["k"], factors["w_d"], factors["g"]
     # dz_t is written over the gates of step t, dγ_t over γ_t, dk_t over k_t, dS~_t over S_t and
     # dg_t over g_t: each is read at step t only
-    backward = jax.ffi.ffi_call(BACKWARD_TARGET, (shape(gates_TxBxG), shape(gammas), shape(ks), shape(state0.h),
-                                                  shape(state0.c), shape(u_3xH), shape(short_TxBxH), shape(g)),
+    backward = jax.ffi.ffi_call(BACKWARD_TARGET, (f32_like(gates_TxBxG), f32_like(gammas), f32_like(ks),
+                                                  f32_like(state0.h), f32_like(state0.c), f32_like(u_3xH),
+                                                  f32_like(short_TxBxH), f32_like(g)),
                                 vmap_method="sequential", input_output_aliases={0: 0, 7: 1, 8: 2, 14: 6, 15: 7})
     dzs_TxBxG, d_gammas, d_ks, dh0_BxH, dc0_BxH, d_u_3xH, d_short_TxBxH, d_g = backward(
             gates_TxBxG, cs_TxBxH, hs_TxBxH, state0.h, state0.c, masks_TxB, resets_TxB, gammas, ks,

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from ltf.cells.base import LSTMState
 from ltf.cells.ctlstm import CTLSTM, N_CARRIED
-from ltf.kernel_build import CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, packed_weight, packed_weight_t, step_flags
+from ltf.kernel_build import (CTLSTM_BACKWARD_TARGET, CTLSTM_FORWARD_TARGET, f32_like, packed_weight, packed_weight_t,
+                              step_flags)
 
 N_GATES = len(CTLSTM.gates)  # i, f, g, o, ī, f̄, δ: kGates in ltf/kernels/ctlstm_cpu.cc
 
@@ -67,10 +68,9 @@ def _recurrence_fwd(w_h_HxG, b_G, zs_TxBxG, dt_TxB, masks_TxB, resets_TxB, state
 def _recurrence_bwd(residuals, cotangents):
     w_h_HxG, gates_TxBxG, cs_TxBx4H, hds_TxBxH, dt_TxB, masks_TxB, resets_TxB, state0 = residuals
     d_final, dhs_TxBxH = cotangents
-    shape = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)  # noqa: E731
     # dz_t is written over the gates of step t, which it reads at step t only
-    backward = jax.ffi.ffi_call(CTLSTM_BACKWARD_TARGET, (shape(gates_TxBxG), shape(state0.h), shape(state0.c),
-                                                  shape(hds_TxBxH)),
+    backward = jax.ffi.ffi_call(CTLSTM_BACKWARD_TARGET, (f32_like(gates_TxBxG), f32_like(state0.h),
+                                                         f32_like(state0.c), f32_like(hds_TxBxH)),
                                 vmap_method="sequential", input_output_aliases={0: 0})
     dzs_TxBxG, dh0_BxH, dc0_Bx4H, d_dt_TxBxH = backward(
             gates_TxBxG, cs_TxBx4H, state0.c, dt_TxB, masks_TxB, resets_TxB, packed_weight_t(w_h_HxG), dhs_TxBxH,

@@ -32,6 +32,9 @@ HEADERS = ("kernel_common.h",)
 LANES = 16  # units per block in the kernels: H must be a multiple
 FORWARD_TARGET, BACKWARD_TARGET = "ltf_lstm_forward", "ltf_lstm_backward"
 CTLSTM_FORWARD_TARGET, CTLSTM_BACKWARD_TARGET = "ltf_ctlstm_forward", "ltf_ctlstm_backward"
+# each FFI target and the handler symbol the library exports for it
+HANDLERS = ((FORWARD_TARGET, "LtfLstmForward"), (BACKWARD_TARGET, "LtfLstmBackward"),
+            (CTLSTM_FORWARD_TARGET, "LtfCtlstmForward"), (CTLSTM_BACKWARD_TARGET, "LtfCtlstmBackward"))
 
 
 @functools.cache
@@ -44,10 +47,8 @@ def available() -> bool:
                       f"(slower on CPU): {error}. Install a C++ compiler with OpenMP (e.g. `apt-get install g++`) "
                       "or set CXX to one; LTF_CPU_KERNEL=off silences this.", RuntimeWarning, stacklevel=2)
         return False
-    jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmForward), platform="cpu")
-    jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfLstmBackward), platform="cpu")
-    jax.ffi.register_ffi_target(CTLSTM_FORWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmForward), platform="cpu")
-    jax.ffi.register_ffi_target(CTLSTM_BACKWARD_TARGET, jax.ffi.pycapsule(library.LtfCtlstmBackward), platform="cpu")
+    for target, symbol in HANDLERS:
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
     return True
 
 
@@ -102,6 +103,11 @@ def packed_weight_t(w_h_HxG):
     """W_hᵀ per block of 16 units: [U][G][16], the rows of dz_t W_hᵀ for one block's units."""
     d_hidden, n_gates_x_h = w_h_HxG.shape
     return jnp.transpose(w_h_HxG.reshape(d_hidden // LANES, LANES, n_gates_x_h), (0, 2, 1))
+
+
+def f32_like(a) -> jax.ShapeDtypeStruct:
+    """A kernel result of a's shape: the kernels write float32."""
+    return jax.ShapeDtypeStruct(a.shape, jnp.float32)
 
 
 def step_flags(masks_TxB, resets_TxB, n_steps: int, batch: int):
