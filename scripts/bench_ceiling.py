@@ -121,11 +121,9 @@ def n_gates(row: dict) -> int:
     """G / H of the row's cell (the torch and flax rows are LSTMs)."""
     if not row["impl"].startswith("ltf"):
         return 4
-    from bench_models import split_cell
-    from ltf.cells.registry import make_cell
+    from bench_models import ltf_cell
 
-    base, options, _ = split_cell(row["cell"])
-    return len(make_cell(base, **options).gates)
+    return len(ltf_cell(row["cell"]).gates)
 
 
 def ceiling_rows(rows: list[dict]) -> list[dict]:

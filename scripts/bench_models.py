@@ -51,6 +51,14 @@ def split_cell(cell: str) -> tuple[str, dict, bool]:
     return base, ({"decay": True} if "decay" in suffixes else {}), "attention" in suffixes
 
 
+def ltf_cell(cell: str):
+    """The recurrent cell of a bench cell name ("+attention" runs after it, in the char LM)."""
+    from ltf.cells.registry import make_cell
+
+    base, options, _ = split_cell(cell)
+    return make_cell(base, **options)
+
+
 def input_path(model: str, impl: str, cell: str, B: int, T: int, H: int, E: int, *, remat: bool = False,
                input_projection: str = "auto") -> str:
     """The row's "path": how x_t W_x is computed (see the module docstring)."""
@@ -100,15 +108,13 @@ def _flax_model(d_embed: int, d_hidden: int):
 def _ltf_layer(cell: str, d_in: int, d_hidden: int, remat: bool = False):
     import jax.numpy as jnp
 
-    from ltf.cells.registry import make_cell
     from ltf.models import with_times
     from ltf.rnn import scan_layer
 
-    base, cell_options, attention = split_cell(cell)
-    if attention:
+    if split_cell(cell)[2]:
         raise ValueError(f"cell={cell!r}: attention runs over the char LM's hidden states, model='char_lm' "
                          "only; model='layer' is the recurrent layer alone.")
-    layer_cell = make_cell(base, **cell_options)
+    layer_cell = ltf_cell(cell)
 
     def hs_fn(params, xs_BxTxE):
         dts_BxTxK = jnp.ones(xs_BxTxE.shape[:2] + (1,), xs_BxTxE.dtype)  # Δt = 1

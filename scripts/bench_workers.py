@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_models.py, also when loaded by path
 
 from bench_models import (INPUT_PROJECTIONS, LTF_CELLS, MODELS, input_path, jax_problem,  # noqa: E402,F401
-                          split_cell, torch_problem)
+                          ltf_cell, split_cell, torch_problem)
 
 IMPLS = ("ltf", "ltf_xla", "flax", "torch")
 # ltf_xla: ltf with LTF_CPU_KERNEL=off, its XLA scans even where the compiled CPU kernel applies
@@ -204,10 +204,8 @@ def recurrence_kernel(impl: str, cell: str, H: int) -> str | None:
     import jax.numpy as jnp
 
     from ltf import cpu_kernel
-    from ltf.cells.registry import make_cell
 
-    name, options, _ = split_cell(cell)
-    layer_cell = make_cell(name, **options)
+    layer_cell = ltf_cell(cell)
     zs = jax.ShapeDtypeStruct((1, 1, len(layer_cell.gates) * H), jnp.float32)
     return "cpu" if cpu_kernel.applies(layer_cell, zs) else "xla"
 
