@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,23 +71,17 @@ def step_flops(row: dict) -> int:
     from jax._src.interpreters.partial_eval import dce_jaxpr  # no public DCE in jax 0.10
 
     import bench_models
+    import bench_workers
 
     impl, cell = row["impl"], row["cell"]
     if impl == "torch":  # nn.LSTM: the same matmuls as ltf lstm on the same input path
         impl, cell = "ltf", "lstm"
     projection = row["path"] if row["path"] in ("per_token", "per_vocab") else "auto"  # the path that ran
-    saved = os.environ.get("LTF_CPU_KERNEL")
-    os.environ["LTF_CPU_KERNEL"] = "off"  # the XLA path: the kernels' matmuls written out as dots
-    try:
+    with bench_workers.kernel_setting("off"):  # the XLA path: the kernels' matmuls written out as dots
         params, loss_fn, batch = bench_models.jax_problem(row["model"], "ltf" if impl.startswith("ltf") else impl,
                                                           cell, row["B"], row["T"], row["H"], row["E"],
                                                           remat=row.get("remat", False), input_projection=projection)
         closed = jax.make_jaxpr(jax.value_and_grad(loss_fn))(params, *batch)
-    finally:
-        if saved is None:
-            del os.environ["LTF_CPU_KERNEL"]
-        else:
-            os.environ["LTF_CPU_KERNEL"] = saved
     # without the dead code XLA drops too (a jvp's unused primal, as in ltf.rnn.project_tokens)
     live, _ = dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
     return matmul_flops(live)
@@ -96,24 +89,20 @@ def step_flops(row: dict) -> int:
 
 def dot_rates(shapes, warmup: int = 3, calls: int = 20) -> dict[tuple, float]:
     """FLOP/s of XLA's float32 dot here for each (rows, d_in, d_out): its best of `calls` calls
-    after `warmup`, one shape at a time. `main` first sets `ltf.allocator.keep_freed_memory()`, so
+    after the compiling one and `warmup` more (`bench_workers.time_steps`), one shape at a time. `main` first sets `ltf.allocator.keep_freed_memory()`, so
     that the outputs reuse freed memory: with glibc's defaults some runs faulted fresh pages in at
     every call, at two thirds of the rate."""
     import jax
     import jax.numpy as jnp
 
+    import bench_workers
+
     dot = jax.jit(jnp.matmul)
     rates = {}
     for shape in shapes:
         a, b = jnp.ones(shape[:2], jnp.float32), jnp.ones(shape[1:], jnp.float32)
-        for _ in range(warmup):
-            dot(a, b).block_until_ready()
-        best = math.inf
-        for _ in range(calls):
-            start = time.perf_counter()
-            dot(a, b).block_until_ready()
-            best = min(best, time.perf_counter() - start)
-        rates[shape] = 2 * math.prod(shape) / best
+        _, seconds = bench_workers.time_steps(lambda: dot(a, b).block_until_ready(), warmup, calls)
+        rates[shape] = 2 * math.prod(shape) / min(seconds)
     return rates
 
 
